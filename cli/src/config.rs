@@ -1,0 +1,232 @@
+//! Command-line and environment configuration of every role, validated before any port
+//! is bound. A bad value exits with status 64 and names the option.
+use std::{net::SocketAddr, path::PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+use souq_node_agent::Limits;
+
+/// Souq: API hosting, execution and marketplace.
+#[derive(Debug, Parser)]
+#[command(name = "souq", version, about)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The roles of the binary.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// All in one process: control plane, one node agent and the edge, with SQLite in the data dir.
+    Up(UpArgs),
+    /// The control plane (gRPC).
+    ControlPlane(ControlPlaneArgs),
+    /// A node agent: runs sandboxes on this host's Docker Engine.
+    Agent(AgentArgs),
+    /// The public REST edge.
+    Edge(EdgeArgs),
+    /// Apply the database migrations and exit.
+    Migrate(DbArgs),
+}
+
+/// A configuration error: the option and what is wrong with it.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::error::Error for ConfigError {}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn bad(option: &str, why: impl std::fmt::Display) -> ConfigError {
+    ConfigError(format!("invalid value for {option}: {why}"))
+}
+
+/// Where state lives.
+#[derive(Debug, Args, Clone)]
+pub struct DbArgs {
+    /// Directory for the SQLite database, keys and runtime sources.
+    #[arg(long, env = "SOUQ_DATA_DIR", default_value = ".souq")]
+    pub data_dir: PathBuf,
+    /// PostgreSQL URL (postgres://…); SQLite in the data dir when unset.
+    #[arg(long, env = "SOUQ_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+}
+
+impl DbArgs {
+    /// The database URL to connect to.
+    pub fn url(&self) -> Result<String, ConfigError> {
+        match &self.database_url {
+            Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") || u.starts_with("sqlite:") => Ok(u.clone()),
+            // Never echo the value: it may hold a password.
+            Some(_) => Err(bad("--database-url", "must start with postgres://, postgresql:// or sqlite:")),
+            None => Ok(format!("sqlite://{}?mode=rwc", self.data_dir.join("souq.db").display())),
+        }
+    }
+
+    /// Creates the data dir.
+    pub fn prepare(&self) -> Result<(), ConfigError> {
+        std::fs::create_dir_all(&self.data_dir).map_err(|e| bad("--data-dir", format!("{}: {e}", self.data_dir.display())))
+    }
+}
+
+/// `souq up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Address of the public REST edge.
+    #[arg(long, env = "SOUQ_EDGE_ADDR", default_value = "127.0.0.1:8080")]
+    pub edge_addr: SocketAddr,
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
+}
+
+/// `souq control-plane`.
+#[derive(Debug, Args)]
+pub struct ControlPlaneArgs {
+    /// Address of the gRPC listener.
+    #[arg(long, env = "SOUQ_GRPC_ADDR", default_value = "127.0.0.1:7000")]
+    pub grpc_addr: SocketAddr,
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// Secret that node agents present to register (at least 16 characters).
+    #[arg(long, env = "SOUQ_JOIN_TOKEN", hide_env_values = true)]
+    pub join_token: String,
+    /// PKCS#8 PEM Ed25519 key that signs access tokens; made on first start if missing.
+    #[arg(long, env = "SOUQ_SIGNING_KEY_FILE")]
+    pub signing_key_file: Option<PathBuf>,
+}
+
+/// `souq agent`.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Address of the agent's gRPC listener.
+    #[arg(long, env = "SOUQ_AGENT_ADDR", default_value = "127.0.0.1:7100")]
+    pub agent_addr: SocketAddr,
+    /// URL the control plane uses to reach this agent; http://<agent-addr> when unset.
+    #[arg(long, env = "SOUQ_ADVERTISE_ADDR")]
+    pub advertise_addr: Option<String>,
+    /// The control plane's gRPC URL.
+    #[arg(long, env = "SOUQ_CONTROL_PLANE_URL", default_value = "http://127.0.0.1:7000")]
+    pub control_plane_url: String,
+    /// Secret that admits this node.
+    #[arg(long, env = "SOUQ_JOIN_TOKEN", hide_env_values = true)]
+    pub join_token: String,
+    /// Unique name of this node.
+    #[arg(long, env = "SOUQ_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Region label.
+    #[arg(long, env = "SOUQ_REGION", default_value = "default")]
+    pub region: String,
+    /// Directory the runtime sources are written to before building images.
+    #[arg(long, env = "SOUQ_DATA_DIR", default_value = ".souq")]
+    pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub sandbox: SandboxArgs,
+}
+
+/// Sandbox limits and the Docker Engine; the operator's to set, never a request's.
+#[derive(Debug, Args, Clone)]
+pub struct SandboxArgs {
+    /// Docker Engine socket, e.g. unix:///var/run/docker.sock (DOCKER_HOST or the default when unset).
+    #[arg(long, env = "SOUQ_DOCKER_HOST")]
+    pub docker_host: Option<String>,
+    /// Sandbox memory (and memory+swap) in MiB.
+    #[arg(long, env = "SOUQ_SANDBOX_MEMORY_MB", default_value_t = 256)]
+    pub sandbox_memory_mb: u64,
+    /// Sandbox CPU in thousandths of a core.
+    #[arg(long, env = "SOUQ_SANDBOX_CPUS_MILLI", default_value_t = 500)]
+    pub sandbox_cpus_milli: u32,
+    /// Most processes and threads in a sandbox.
+    #[arg(long, env = "SOUQ_SANDBOX_PIDS", default_value_t = 50)]
+    pub sandbox_pids: u32,
+    /// Size of the sandbox's /tmp in MiB.
+    #[arg(long, env = "SOUQ_SANDBOX_TMPFS_MB", default_value_t = 64)]
+    pub sandbox_tmpfs_mb: u64,
+    /// Longest wall time of one execute in ms; requests may only ask for less.
+    #[arg(long, env = "SOUQ_MAX_TIMEOUT_MS", default_value_t = 30_000)]
+    pub max_timeout_ms: u64,
+    /// Most bytes of stdout+stderr kept per run.
+    #[arg(long, env = "SOUQ_OUTPUT_LIMIT_BYTES", default_value_t = 1024 * 1024)]
+    pub output_limit_bytes: usize,
+    /// Most sandboxes running at once on this node.
+    #[arg(long, env = "SOUQ_MAX_CONCURRENT", default_value_t = 8)]
+    pub max_concurrent: usize,
+}
+
+impl SandboxArgs {
+    /// The limits, checked.
+    pub fn limits(&self) -> Result<Limits, ConfigError> {
+        let range = |opt: &str, v: u64, lo: u64, hi: u64| {
+            if (lo..=hi).contains(&v) { Ok(()) } else { Err(bad(opt, format!("{v} is outside {lo}..={hi}"))) }
+        };
+        range("--sandbox-memory-mb", self.sandbox_memory_mb, 32, 64 * 1024)?;
+        range("--sandbox-cpus-milli", u64::from(self.sandbox_cpus_milli), 10, 64_000)?;
+        range("--sandbox-pids", u64::from(self.sandbox_pids), 8, 4096)?;
+        range("--sandbox-tmpfs-mb", self.sandbox_tmpfs_mb, 1, 16 * 1024)?;
+        range("--max-timeout-ms", self.max_timeout_ms, 100, 3_600_000)?;
+        range("--output-limit-bytes", self.output_limit_bytes as u64, 1024, 64 * 1024 * 1024)?;
+        range("--max-concurrent", self.max_concurrent as u64, 1, 1024)?;
+        if let Some(h) = &self.docker_host {
+            if !h.starts_with("unix://") {
+                return Err(bad("--docker-host", "must be a unix:// socket path"));
+            }
+        }
+        Ok(Limits {
+            memory_mb: self.sandbox_memory_mb,
+            cpus_milli: self.sandbox_cpus_milli,
+            pids: self.sandbox_pids,
+            tmpfs_mb: self.sandbox_tmpfs_mb,
+            max_timeout_ms: self.max_timeout_ms,
+            output_bytes: self.output_limit_bytes,
+            ..Limits::default()
+        })
+    }
+}
+
+/// `souq edge`.
+#[derive(Debug, Args)]
+pub struct EdgeArgs {
+    /// Address of the public REST edge.
+    #[arg(long, env = "SOUQ_EDGE_ADDR", default_value = "127.0.0.1:8080")]
+    pub edge_addr: SocketAddr,
+    /// The control plane's gRPC URL.
+    #[arg(long, env = "SOUQ_CONTROL_PLANE_URL", default_value = "http://127.0.0.1:7000")]
+    pub control_plane_url: String,
+}
+
+/// Checks a gRPC URL option.
+pub fn check_url(option: &str, url: &str) -> Result<(), ConfigError> {
+    let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"));
+    match rest {
+        Some(r) if !r.is_empty() => Ok(()),
+        _ => Err(bad(option, format!("{url:?} is not an http:// or https:// URL"))),
+    }
+}
+
+/// Checks a join token option without ever echoing it.
+pub fn check_join_token(token: &str) -> Result<(), ConfigError> {
+    if token.len() < 16 {
+        return Err(bad("--join-token", "must be at least 16 characters"));
+    }
+    Ok(())
+}
+
+/// Checks a node name.
+pub fn check_node_name(name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty() && name.len() <= 128 && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if ok { Ok(()) } else { Err(bad("--node-name", "1 to 128 characters of [A-Za-z0-9._-]")) }
+}
+
+/// This host's name, for a default node name.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| check_node_name(h).is_ok())
+        .unwrap_or_else(|| "local".to_owned())
+}

@@ -1,0 +1,57 @@
+//! The `souq` binary: parses config, sets up logging and signals, and runs a role.
+#![forbid(unsafe_code)]
+
+mod config;
+mod roles;
+mod signals;
+mod telemetry;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use config::{Cli, Command, ConfigError};
+use tokio_util::sync::CancellationToken;
+
+/// EX_USAGE: the configuration is wrong.
+const EXIT_CONFIG: u8 = 64;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version.
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    telemetry::init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("souq: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let shutdown = CancellationToken::new();
+    let result = runtime.block_on(async {
+        signals::watch(shutdown.clone());
+        match cli.command {
+            Command::Up(a) => roles::up(a, shutdown).await,
+            Command::ControlPlane(a) => roles::control_plane(a, shutdown).await,
+            Command::Agent(a) => roles::agent(a, shutdown).await,
+            Command::Edge(a) => roles::edge(a, shutdown).await,
+            Command::Migrate(a) => roles::migrate(a).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("souq: {e:#}");
+            if e.downcast_ref::<ConfigError>().is_some() { ExitCode::from(EXIT_CONFIG) } else { ExitCode::FAILURE }
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! Starting each role: validated config in, libraries' `run` functions out.
+use std::{path::Path, time::Duration};
+
+use anyhow::Context;
+use tokio::{io::{AsyncReadExt, AsyncWriteExt}, net::TcpListener, task::JoinSet};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::{self, AgentArgs, ConfigError, ControlPlaneArgs, DbArgs, EdgeArgs, UpArgs};
+
+/// How long in-flight work may take to finish after a shutdown signal.
+const GRACE: Duration = Duration::from_secs(10);
+
+async fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} for the {what}"))
+}
+
+/// Writes the runtime sources into the data dir and learns (and, if the Engine is up,
+/// builds) the runtime images.
+async fn runtime_images(data_dir: &Path, docker_host: Option<&str>) -> anyhow::Result<souq_node_agent::Images> {
+    let dir = data_dir.join("runtimes");
+    souq_node_agent::images::write_sources(&dir)?;
+    match souq_node_agent::docker::connect(docker_host) {
+        Ok(d) if souq_node_agent::docker::ping(&d).await => {
+            Ok(souq_node_agent::images::build_missing(&d, &dir).await?)
+        }
+        _ => {
+            warn!("Docker Engine unreachable: runtime images not checked; executes will fail until it is back");
+            Ok(souq_node_agent::images::tags(&dir).await?)
+        }
+    }
+}
+
+fn random_token() -> String {
+    format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
+}
+
+/// Waits for all tasks; after `shutdown`, gives them [`GRACE`] to finish.
+async fn supervise(mut tasks: JoinSet<anyhow::Result<()>>, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let mut first_error = None;
+    loop {
+        let next = tokio::select! {
+            r = tasks.join_next() => r,
+            () = shutdown.cancelled(), if !shutdown.is_cancelled() => continue,
+            () = tokio::time::sleep(GRACE), if shutdown.is_cancelled() => {
+                warn!("grace period over; exiting with work in flight");
+                break;
+            }
+        };
+        match next {
+            None => break,
+            Some(Ok(Ok(()))) => shutdown.cancel(),
+            Some(Ok(Err(e))) => {
+                tracing::error!(error = %format!("{e:#}"), "a role failed; shutting down");
+                first_error.get_or_insert(e);
+                shutdown.cancel();
+            }
+            Some(Err(e)) => {
+                first_error.get_or_insert(anyhow::anyhow!("task panicked: {e}"));
+                shutdown.cancel();
+            }
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// Polls the edge's `/readyz` until it answers 200.
+async fn wait_ready(addr: std::net::SocketAddr, shutdown: &CancellationToken) -> bool {
+    while !shutdown.is_cancelled() {
+        if let Ok(mut s) = tokio::net::TcpStream::connect(addr).await {
+            let req = format!("GET /readyz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+            let mut buf = Vec::new();
+            if s.write_all(req.as_bytes()).await.is_ok() && s.read_to_end(&mut buf).await.is_ok() && buf.starts_with(b"HTTP/1.1 200") {
+                return true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// `souq up`: every role in one process.
+pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let limits = args.sandbox.limits()?;
+    let database_url = args.db.url()?;
+    args.db.prepare()?;
+    let images = runtime_images(&args.db.data_dir, args.sandbox.docker_host.as_deref()).await?;
+
+    let join_token = random_token();
+    let cp_listener = bind("127.0.0.1:0".parse()?, "control plane").await?;
+    let agent_listener = bind("127.0.0.1:0".parse()?, "node agent").await?;
+    let edge_listener = bind(args.edge_addr, "edge (--edge-addr)").await?;
+    let edge_addr = edge_listener.local_addr()?;
+    let cp_url = format!("http://{}", cp_listener.local_addr()?);
+
+    let cp_cfg = souq_control_plane::Config::new(database_url, args.db.data_dir.join("jwt-ed25519.pem"), join_token.clone());
+    let agent_cfg = souq_node_agent::Config {
+        node_name: format!("up-{}", config::hostname()),
+        region: "local".into(),
+        control_plane_url: cp_url.clone(),
+        join_token,
+        advertise_addr: None,
+        docker_host: args.sandbox.docker_host.clone(),
+        images,
+        limits,
+        max_concurrent: args.sandbox.max_concurrent,
+    };
+    let mut tasks = JoinSet::new();
+    let s = shutdown.clone();
+    tasks.spawn(async move { souq_control_plane::run(cp_cfg, cp_listener, s).await.context("control plane") });
+    let s = shutdown.clone();
+    tasks.spawn(async move { souq_node_agent::run(agent_cfg, agent_listener, s).await.context("node agent") });
+    let s = shutdown.clone();
+    let edge_cfg = souq_edge_proxy::Config { control_plane_url: cp_url };
+    tasks.spawn(async move { souq_edge_proxy::run(edge_cfg, edge_listener, s).await.context("edge") });
+
+    let ready_shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        if wait_ready(edge_addr, &ready_shutdown).await {
+            println!("edge listening on http://{edge_addr}");
+        }
+    });
+    supervise(tasks, shutdown).await
+}
+
+/// `souq control-plane`.
+pub async fn control_plane(args: ControlPlaneArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    config::check_join_token(&args.join_token)?;
+    let database_url = args.db.url()?;
+    args.db.prepare()?;
+    let key = args.signing_key_file.clone().unwrap_or_else(|| args.db.data_dir.join("jwt-ed25519.pem"));
+    let listener = bind(args.grpc_addr, "control plane (--grpc-addr)").await?;
+    let cfg = souq_control_plane::Config::new(database_url, key, args.join_token);
+    let mut tasks = JoinSet::new();
+    let s = shutdown.clone();
+    tasks.spawn(async move { souq_control_plane::run(cfg, listener, s).await.context("control plane") });
+    supervise(tasks, shutdown).await
+}
+
+/// `souq agent`.
+pub async fn agent(args: AgentArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let limits = args.sandbox.limits()?;
+    config::check_join_token(&args.join_token)?;
+    config::check_url("--control-plane-url", &args.control_plane_url)?;
+    if let Some(a) = &args.advertise_addr {
+        config::check_url("--advertise-addr", a)?;
+    }
+    let node_name = args.node_name.clone().unwrap_or_else(config::hostname);
+    config::check_node_name(&node_name)?;
+    std::fs::create_dir_all(&args.data_dir)
+        .map_err(|e| ConfigError(format!("invalid value for --data-dir: {}: {e}", args.data_dir.display())))?;
+    let images = runtime_images(&args.data_dir, args.sandbox.docker_host.as_deref()).await?;
+    let listener = bind(args.agent_addr, "node agent (--agent-addr)").await?;
+    let cfg = souq_node_agent::Config {
+        node_name,
+        region: args.region,
+        control_plane_url: args.control_plane_url,
+        join_token: args.join_token,
+        advertise_addr: args.advertise_addr,
+        docker_host: args.sandbox.docker_host.clone(),
+        images,
+        limits,
+        max_concurrent: args.sandbox.max_concurrent,
+    };
+    let mut tasks = JoinSet::new();
+    let s = shutdown.clone();
+    tasks.spawn(async move { souq_node_agent::run(cfg, listener, s).await.context("node agent") });
+    supervise(tasks, shutdown).await
+}
+
+/// `souq edge`.
+pub async fn edge(args: EdgeArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    config::check_url("--control-plane-url", &args.control_plane_url)?;
+    let listener = bind(args.edge_addr, "edge (--edge-addr)").await?;
+    let cfg = souq_edge_proxy::Config { control_plane_url: args.control_plane_url };
+    let mut tasks = JoinSet::new();
+    let s = shutdown.clone();
+    tasks.spawn(async move { souq_edge_proxy::run(cfg, listener, s).await.context("edge") });
+    supervise(tasks, shutdown).await
+}
+
+/// `souq migrate`.
+pub async fn migrate(args: DbArgs) -> anyhow::Result<()> {
+    let url = args.url()?;
+    args.prepare()?;
+    let db = souq_control_plane::connect(&url).await?;
+    souq_control_plane::migrate(&db).await?;
+    info!("migrations applied");
+    Ok(())
+}

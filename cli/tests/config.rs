@@ -1,0 +1,41 @@
+//! Bad configuration exits with status 64 and names the option, before binding a port.
+use std::process::Command;
+
+fn souq(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_souq")).args(args).env_remove("SOUQ_DATABASE_URL").output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn bad_values_exit_64_naming_the_option() {
+    let (code, err) = souq(&["up", "--edge-addr", "not-an-address"]);
+    assert_eq!(code, Some(64), "{err}");
+    assert!(err.contains("--edge-addr"), "{err}");
+
+    let (code, err) = souq(&["up", "--sandbox-memory-mb", "1"]);
+    assert_eq!(code, Some(64), "{err}");
+    assert!(err.contains("--sandbox-memory-mb"), "{err}");
+
+    let (code, err) = souq(&["up", "--database-url", "mysql://user:hunter2@db/x"]);
+    assert_eq!(code, Some(64), "{err}");
+    assert!(err.contains("--database-url"), "{err}");
+    assert!(!err.contains("hunter2"), "a secret was echoed: {err}");
+
+    let (code, err) = souq(&["control-plane", "--join-token", "short"]);
+    assert_eq!(code, Some(64), "{err}");
+    assert!(err.contains("--join-token"), "{err}");
+}
+
+#[test]
+fn help_hides_secret_values() {
+    let out = Command::new(env!("CARGO_BIN_EXE_souq"))
+        .args(["control-plane", "--help"])
+        .env("SOUQ_JOIN_TOKEN", "super-secret-join-token-value")
+        .env("SOUQ_DATABASE_URL", "postgres://u:pw-secret@h/db")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(help.contains("--join-token"));
+    assert!(!help.contains("super-secret") && !help.contains("pw-secret"), "{help}");
+}

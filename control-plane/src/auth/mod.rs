@@ -1,0 +1,3 @@
+//! Accounts' secrets: password hashing and access-token signing.
+pub mod password;
+pub mod token;

@@ -1,0 +1,28 @@
+//! A node agent known to the control plane.
+use sea_orm::entity::prelude::*;
+
+/// A row of `nodes`.
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "nodes")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    #[sea_orm(unique)]
+    pub name: String,
+    /// The agent's gRPC address, e.g. `http://10.0.0.5:7100`.
+    pub address: String,
+    pub region: String,
+    /// Comma-separated canonical runtime names.
+    pub runtimes: String,
+    pub memory_mb: i64,
+    pub cpus_milli: i32,
+    pub max_timeout_ms: i64,
+    pub docker_ok: bool,
+    pub registered_at: DateTimeUtc,
+    pub last_heartbeat: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

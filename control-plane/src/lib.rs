@@ -1,0 +1,117 @@
+//! Souq's control plane: holds the state and makes every decision. It speaks gRPC only:
+//! `Platform` for the edge and `Registry` for the node agents.
+#![forbid(unsafe_code)]
+
+pub mod accounts;
+pub mod agents;
+pub mod auth;
+pub mod entity;
+pub mod error;
+pub mod execute;
+pub mod platform;
+pub mod registry;
+pub mod scheduler;
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use sea_orm::{ConnectOptions, Database, DatabaseConnection};
+use sea_orm_migration::MigratorTrait;
+use souq_proto::{platform::platform_server::PlatformServer, registry::registry_server::RegistryServer};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+pub use error::{Error, Result};
+
+/// The control plane's configuration, already validated by the caller.
+#[derive(Clone)]
+pub struct Config {
+    /// `sqlite://…?mode=rwc` or `postgres://…`.
+    pub database_url: String,
+    /// Where the Ed25519 token-signing key lives (made on first start).
+    pub signing_key_path: PathBuf,
+    /// The secret agents present to register.
+    pub join_token: String,
+    /// How long an access token lives.
+    pub access_token_ttl: Duration,
+    /// How often agents heartbeat.
+    pub heartbeat_interval: Duration,
+    /// A node that has not heartbeated for this long takes no work.
+    pub node_ttl: Duration,
+    /// The wall timeout of an execute that names none.
+    pub default_timeout: Duration,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("signing_key_path", &self.signing_key_path)
+            .field("access_token_ttl", &self.access_token_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    /// Defaults suited to `souq up`, around the given database and key file.
+    pub fn new(database_url: String, signing_key_path: PathBuf, join_token: String) -> Self {
+        Config {
+            database_url,
+            signing_key_path,
+            join_token,
+            access_token_ttl: Duration::from_secs(15 * 60),
+            heartbeat_interval: Duration::from_secs(5),
+            node_ttl: Duration::from_secs(15),
+            default_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Shared state of the services.
+pub(crate) struct State {
+    pub(crate) db: DatabaseConnection,
+    pub(crate) tokens: auth::token::TokenSigner,
+    pub(crate) join_token: String,
+    pub(crate) agents: agents::AgentClients,
+    pub(crate) heartbeat_interval: Duration,
+    pub(crate) node_ttl: Duration,
+    pub(crate) default_timeout: Duration,
+}
+
+/// Connects to the database; never logs the URL, which may hold a password.
+pub async fn connect(database_url: &str) -> Result<DatabaseConnection> {
+    let mut opts = ConnectOptions::new(database_url.to_owned());
+    opts.max_connections(16).connect_timeout(Duration::from_secs(10)).sqlx_logging(false);
+    Ok(Database::connect(opts).await?)
+}
+
+/// Applies every pending migration.
+pub async fn migrate(db: &DatabaseConnection) -> Result<()> {
+    souq_migrations::Migrator::up(db, None).await?;
+    Ok(())
+}
+
+/// Runs the control plane on `listener` until `shutdown` is cancelled.
+pub async fn run(cfg: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<()> {
+    let db = connect(&cfg.database_url).await?;
+    migrate(&db).await?;
+    let tokens = auth::token::TokenSigner::load_or_create(&cfg.signing_key_path, cfg.access_token_ttl)?;
+    tokio::task::spawn_blocking(auth::password::warm_up);
+    let state = Arc::new(State {
+        db,
+        tokens,
+        join_token: cfg.join_token,
+        agents: agents::AgentClients::default(),
+        heartbeat_interval: cfg.heartbeat_interval,
+        node_ttl: cfg.node_ttl,
+        default_timeout: cfg.default_timeout,
+    });
+    let addr = listener.local_addr().map_err(|e| Error::Internal(e.to_string()))?;
+    info!(%addr, "control plane listening");
+    tonic::transport::Server::builder()
+        .add_service(PlatformServer::new(platform::PlatformService { state: state.clone() }))
+        .add_service(RegistryServer::new(registry::RegistryService { state }))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled())
+        .await
+        .map_err(|e| Error::Internal(format!("grpc server: {e}")))
+}

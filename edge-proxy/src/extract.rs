@@ -1,0 +1,100 @@
+//! Request extractors that answer bad input with problem+json: a JSON body whose every
+//! rejection has the right status, and the authenticated caller.
+use axum::{
+    extract::{FromRequest, FromRequestParts, Request, rejection::JsonRejection},
+    http::{StatusCode, request::Parts},
+};
+use serde::de::DeserializeOwned;
+
+use crate::{AppState, error::ApiError};
+
+/// A JSON body: 415 without a JSON content type, 400 when it is not JSON, 413 when too
+/// big, 422 when its fields are wrong.
+pub struct Json<T>(pub T);
+
+/// The field a serde error message points at, if any.
+fn field_of(msg: &str) -> Option<String> {
+    if let Some(rest) = msg.split("missing field `").nth(1) {
+        return rest.split('`').next().map(str::to_owned);
+    }
+    if let Some(rest) = msg.split("unknown field `").nth(1) {
+        return rest.split('`').next().map(str::to_owned);
+    }
+    let after = msg.split("target type: ").nth(1)?;
+    let (path, _) = after.split_once(": ")?;
+    (!path.contains(' ') && !path.is_empty() && path != ".").then(|| path.to_owned())
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Json(v)),
+            Err(rejection) => Err(match rejection {
+                JsonRejection::MissingJsonContentType(_) => ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported-media-type",
+                    "the body must be JSON, with Content-Type: application/json",
+                ),
+                JsonRejection::JsonSyntaxError(_) => {
+                    ApiError::new(StatusCode::BAD_REQUEST, "malformed-json", "the body is not valid JSON")
+                }
+                JsonRejection::JsonDataError(e) => {
+                    let text = e.body_text();
+                    let detail = text.replace("Failed to deserialize the JSON body into the target type: ", "");
+                    match field_of(&text) {
+                        Some(f) => ApiError::invalid(&f, detail),
+                        None => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "validation", detail),
+                    }
+                }
+                other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload-too-large",
+                    format!("the body must be at most {} bytes", crate::MAX_BODY_BYTES),
+                ),
+                other => ApiError::new(StatusCode::BAD_REQUEST, "bad-request", other.body_text()),
+            }),
+        }
+    }
+}
+
+/// The authenticated caller of a request: a verified bearer token.
+pub struct Caller {
+    /// The raw token, passed on to the control plane.
+    pub token: String,
+    /// The user id the token was issued to.
+    pub user_id: String,
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or_else(|| ApiError::unauthenticated("missing Authorization: Bearer token"))?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && t.len() <= 4096)
+            .ok_or_else(|| ApiError::unauthenticated("the Authorization header must be: Bearer <token>"))?;
+        let user_id = state.verifier.verify(token)?;
+        Ok(Caller { token: token.to_owned(), user_id })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::field_of;
+
+    #[test]
+    fn finds_the_field() {
+        assert_eq!(field_of("Failed to deserialize the JSON body into the target type: missing field `code` at line 1 column 2").as_deref(), Some("code"));
+        assert_eq!(field_of("Failed to deserialize the JSON body into the target type: timeout_ms: invalid value: integer `-1`, expected u64 at line 1 column 40").as_deref(), Some("timeout_ms"));
+        assert_eq!(field_of("Failed to deserialize the JSON body into the target type: invalid type: string \"x\", expected struct X").as_deref(), None);
+    }
+}

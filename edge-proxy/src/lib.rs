@@ -1,0 +1,96 @@
+//! Souq's edge: the public REST face. It validates and authenticates requests, answers
+//! errors as problem+json, and translates calls into the control plane's `Platform` gRPC.
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod extract;
+pub mod openapi;
+pub mod routes;
+pub mod verifier;
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    extract::DefaultBodyLimit,
+    http::StatusCode,
+    routing::{get, post},
+};
+use souq_proto::platform::platform_client::PlatformClient;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tracing::info;
+use utoipa::OpenApi;
+
+pub use error::{ApiError, Result};
+
+/// Largest request body accepted, in bytes.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// The edge's configuration, already validated by the caller.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The control plane's gRPC URL.
+    pub control_plane_url: String,
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The control plane.
+    pub platform: PlatformClient<Channel>,
+    /// Token verification.
+    pub verifier: Arc<verifier::Verifier>,
+}
+
+impl AppState {
+    /// State around a lazily connected control plane client.
+    pub fn new(cfg: &Config) -> std::result::Result<Self, String> {
+        let channel = Endpoint::from_shared(cfg.control_plane_url.clone())
+            .map_err(|e| format!("control plane URL: {e}"))?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        Ok(AppState { platform: PlatformClient::new(channel), verifier: Arc::default() })
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "method not allowed on this route")
+}
+
+/// The whole REST router.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/api/v1/auth/signup", post(routes::auth::signup))
+        .route("/api/v1/auth/login", post(routes::auth::login))
+        .route("/api/v1/auth/me", get(routes::auth::me))
+        .route("/api/v1/execute", post(routes::execute::execute))
+        .route("/api/v1/openapi.json", get(|| async { axum::Json(openapi::ApiDoc::openapi()) }))
+        .route("/healthz", get(routes::health::healthz))
+        .route("/readyz", get(routes::health::readyz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state);
+    api.layer(PropagateRequestIdLayer::x_request_id())
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+/// Runs the edge on `listener` until `shutdown` is cancelled.
+pub async fn run(cfg: Config, listener: TcpListener, shutdown: CancellationToken) -> std::io::Result<()> {
+    let state = AppState::new(&cfg).map_err(std::io::Error::other)?;
+    let verifier = state.verifier.clone();
+    let platform = state.platform.clone();
+    let fetch_shutdown = shutdown.clone();
+    tokio::spawn(async move { verifier.fetch(platform, fetch_shutdown).await });
+    info!(addr = %listener.local_addr()?, "edge listening");
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown.cancelled_owned()).await
+}

@@ -1,0 +1,29 @@
+//! The OpenAPI 3.1 document of the REST contract, generated from the handlers.
+use utoipa::{
+    Modify, OpenApi,
+    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+};
+
+use crate::{error::Problem, routes};
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        );
+    }
+}
+
+/// Souq's public REST API.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Souq", description = "API hosting, execution and marketplace.", version = "1"),
+    paths(routes::auth::signup, routes::auth::login, routes::auth::me, routes::execute::execute),
+    components(schemas(Problem)),
+    modifiers(&BearerAuth),
+)]
+pub struct ApiDoc;

@@ -1,0 +1,101 @@
+//! One-shot execution of a snippet in a sandbox.
+use std::time::Duration;
+
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use souq_proto::{Runtime, platform::ExecuteRequest};
+use utoipa::ToSchema;
+
+use super::grpc;
+use crate::{
+    AppState,
+    error::{ApiError, Problem, Result},
+    extract::{Caller, Json},
+};
+
+/// Time on top of the run's own timeout for scheduling and sandbox set-up.
+const SLACK: Duration = Duration::from_secs(30);
+/// The timeout assumed when the request names none (the agent's default).
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A snippet to run.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExecuteBody {
+    /// `python`, `nodejs` (or `node`) or `go`.
+    pub runtime: String,
+    /// The program; for Go, a whole `package main`.
+    pub code: String,
+    /// Text for the program's stdin.
+    pub stdin: Option<String>,
+    /// Wall timeout in ms; at most the operator's maximum (30 000 by default).
+    pub timeout_ms: Option<u64>,
+}
+
+/// How a run ended.
+#[derive(Serialize, ToSchema)]
+pub struct ExecuteAnswer {
+    /// Exit code 0 and no timeout.
+    pub success: bool,
+    /// The program's exit code; null if it never exited on its own.
+    pub exit_code: Option<i32>,
+    /// Its stdout (UTF-8, invalid bytes replaced).
+    pub stdout: String,
+    /// Its stderr.
+    pub stderr: String,
+    /// stdout parsed as JSON when it is valid JSON, else null.
+    pub result: Option<serde_json::Value>,
+    /// Wall time of the run in ms.
+    pub duration_ms: u64,
+    /// Killed at the timeout.
+    pub timed_out: bool,
+    /// Output passed the node's limit (1 MiB by default) and was cut.
+    pub truncated: bool,
+    /// Killed for using more memory than allowed.
+    pub oom_killed: bool,
+    /// The signal that ended it, if any.
+    pub signal: Option<i32>,
+    /// The execution's id.
+    pub execution_id: String,
+}
+
+/// Runs a snippet in a fresh sandbox.
+#[utoipa::path(post, path = "/api/v1/execute", request_body = ExecuteBody, tag = "execute", security(("bearer" = [])),
+    responses((status = 200, body = ExecuteAnswer),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json")))]
+pub async fn execute(State(state): State<AppState>, caller: Caller, Json(body): Json<ExecuteBody>) -> Result<axum::Json<ExecuteAnswer>> {
+    let runtime: Runtime = body.runtime.parse().map_err(|e: souq_proto::runtime::UnknownRuntime| ApiError::invalid("runtime", e.to_string()))?;
+    if body.code.trim().is_empty() {
+        return Err(ApiError::invalid("code", "must not be empty"));
+    }
+    if body.timeout_ms == Some(0) {
+        return Err(ApiError::invalid("timeout_ms", "must be at least 1"));
+    }
+    let run_for = body.timeout_ms.map_or(DEFAULT_TIMEOUT, Duration::from_millis).min(Duration::from_secs(3600));
+    let req = ExecuteRequest {
+        runtime: runtime.as_str().into(),
+        code: body.code,
+        stdin: body.stdin.unwrap_or_default().into_bytes(),
+        timeout_ms: body.timeout_ms,
+    };
+    let resp = state.platform.clone().execute(grpc(req, Some(&caller.token), run_for + SLACK)).await?.into_inner();
+    let r = resp.result.unwrap_or_default();
+    let stdout = String::from_utf8_lossy(&r.stdout).into_owned();
+    let result = serde_json::from_str::<serde_json::Value>(stdout.trim()).ok();
+    Ok(axum::Json(ExecuteAnswer {
+        success: !r.timed_out && r.exit_code == Some(0),
+        exit_code: r.exit_code,
+        stdout,
+        stderr: String::from_utf8_lossy(&r.stderr).into_owned(),
+        result,
+        duration_ms: r.duration_ms,
+        timed_out: r.timed_out,
+        truncated: r.truncated,
+        oom_killed: r.oom_killed,
+        signal: r.signal,
+        execution_id: resp.execution_id,
+    }))
+}

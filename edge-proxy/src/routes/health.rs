@@ -1,0 +1,27 @@
+//! Liveness and readiness.
+use std::time::Duration;
+
+use axum::{extract::State, http::StatusCode};
+use serde_json::{Value, json};
+use souq_proto::platform::GetVerifyingKeyRequest;
+
+use super::grpc;
+use crate::AppState;
+
+/// The process is up.
+pub async fn healthz() -> axum::Json<Value> {
+    axum::Json(json!({"status": "ok"}))
+}
+
+/// The edge can serve: it holds the token key and the control plane answers.
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<Value>) {
+    let cp = state
+        .platform
+        .clone()
+        .get_verifying_key(grpc(GetVerifyingKeyRequest {}, None, Duration::from_secs(1)))
+        .await
+        .is_ok();
+    let key = state.verifier.ready();
+    let status = if cp && key { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, axum::Json(json!({"ready": cp && key, "control_plane": cp, "token_key": key})))
+}

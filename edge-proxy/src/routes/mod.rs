@@ -1,0 +1,18 @@
+//! The REST routes, one module per area of the contract.
+pub mod auth;
+pub mod execute;
+pub mod health;
+
+use std::time::Duration;
+
+use tonic::metadata::MetadataValue;
+
+/// A gRPC request with a deadline and, when given, the caller's bearer token.
+pub(crate) fn grpc<T>(msg: T, token: Option<&str>, timeout: Duration) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    req.set_timeout(timeout);
+    if let Some(v) = token.and_then(|t| format!("Bearer {t}").parse::<MetadataValue<_>>().ok()) {
+        req.metadata_mut().insert("authorization", v);
+    }
+    req
+}

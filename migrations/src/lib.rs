@@ -1,0 +1,16 @@
+//! Souq's database schema as sea-orm migrations; the same ones run on SQLite and PostgreSQL.
+#![forbid(unsafe_code)]
+
+pub use sea_orm_migration::prelude::*;
+
+mod m0001_spine;
+
+/// Applies Souq's migrations in order.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m0001_spine::Migration)]
+    }
+}

@@ -1,0 +1,163 @@
+//! Souq's node agent: one per host. It registers with the control plane, serves the
+//! `Agent` gRPC service and runs every sandbox on the local Docker Engine through bollard.
+#![forbid(unsafe_code)]
+
+pub mod docker;
+pub mod error;
+pub mod images;
+pub mod membership;
+pub mod profile;
+pub mod sandbox;
+pub mod service;
+
+use std::{collections::HashMap, sync::{Arc, Mutex}, time::Duration};
+
+use bollard::{Docker, query_parameters::{ListContainersOptions, RemoveContainerOptions}};
+use souq_proto::{agent::agent_server::AgentServer, registry::registry_client::RegistryClient};
+use tokio::{net::TcpListener, sync::Semaphore};
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Endpoint;
+use tracing::{info, warn};
+
+pub use error::{Error, Result};
+pub use images::Images;
+pub use profile::Limits;
+
+/// The agent's configuration, already validated by the caller.
+#[derive(Clone)]
+pub struct Config {
+    /// Unique name of this node; labels every container it makes.
+    pub node_name: String,
+    /// Region label, e.g. `me-central`.
+    pub region: String,
+    /// The control plane's gRPC URL.
+    pub control_plane_url: String,
+    /// The secret that admits this node.
+    pub join_token: String,
+    /// Where the control plane reaches this agent; `http://<listener address>` if unset.
+    pub advertise_addr: Option<String>,
+    /// `unix:///path/to/docker.sock`; `DOCKER_HOST` or the default socket if unset.
+    pub docker_host: Option<String>,
+    /// The image of each runtime.
+    pub images: Images,
+    /// Sandbox limits.
+    pub limits: Limits,
+    /// Most sandboxes running at once; further executes wait.
+    pub max_concurrent: usize,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("node_name", &self.node_name)
+            .field("region", &self.region)
+            .field("control_plane_url", &self.control_plane_url)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// This node, as the service and the membership loop share it.
+pub(crate) struct Node {
+    pub(crate) name: String,
+    pub(crate) region: String,
+    pub(crate) join_token: String,
+    pub(crate) advertise_addr: String,
+    pub(crate) images: Images,
+    pub(crate) limits: Limits,
+    pub(crate) max_concurrent: usize,
+    pub(crate) slots: Semaphore,
+    pub(crate) host_memory_mb: u64,
+    pub(crate) host_cpus_milli: u32,
+    docker_host: Option<String>,
+    docker: Mutex<Option<Docker>>,
+}
+
+impl Node {
+    /// The Engine client, connecting again if an earlier attempt failed.
+    pub(crate) fn docker(&self) -> Result<Docker> {
+        let mut cached = self.docker.lock().map_err(|_| Error::Internal("docker lock poisoned".into()))?;
+        if let Some(d) = cached.as_ref() {
+            return Ok(d.clone());
+        }
+        let d = docker::connect(self.docker_host.as_deref())?;
+        *cached = Some(d.clone());
+        Ok(d)
+    }
+}
+
+fn host_memory_mb() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb / 1024)
+}
+
+/// Removes every container labelled with this node's name: leftovers of an earlier run
+/// at start, and stragglers at shutdown.
+pub async fn remove_own_containers(docker: &Docker, node_name: &str) -> Result<usize> {
+    let filters = HashMap::from([("label".to_owned(), vec![format!("{}={node_name}", profile::LABEL_NODE)])]);
+    let list = docker
+        .list_containers(Some(ListContainersOptions { all: true, filters: Some(filters), ..Default::default() }))
+        .await?;
+    for c in &list {
+        if let Some(id) = &c.id {
+            let opts = RemoveContainerOptions { force: true, v: true, ..Default::default() };
+            if let Err(e) = docker.remove_container(id, Some(opts)).await {
+                warn!(container = %id, error = %e, "could not remove container");
+            }
+        }
+    }
+    Ok(list.len())
+}
+
+/// Runs the agent on `listener` until `shutdown` is cancelled.
+pub async fn run(cfg: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<()> {
+    let local = listener.local_addr().map_err(|e| Error::Internal(e.to_string()))?;
+    let node = Arc::new(Node {
+        advertise_addr: cfg.advertise_addr.clone().unwrap_or_else(|| format!("http://{local}")),
+        name: cfg.node_name,
+        region: cfg.region,
+        join_token: cfg.join_token,
+        images: cfg.images,
+        limits: cfg.limits,
+        max_concurrent: cfg.max_concurrent.max(1),
+        slots: Semaphore::new(cfg.max_concurrent.max(1)),
+        host_memory_mb: host_memory_mb(),
+        host_cpus_milli: std::thread::available_parallelism()
+            .map_or(1000, |n| u32::try_from(n.get() * 1000).unwrap_or(u32::MAX)),
+        docker_host: cfg.docker_host,
+        docker: Mutex::new(None),
+    });
+    match node.docker() {
+        Ok(d) => match remove_own_containers(&d, &node.name).await {
+            Ok(0) => {}
+            Ok(n) => info!(removed = n, "removed leftover containers of this node"),
+            Err(e) => warn!(error = %e, "could not list leftover containers"),
+        },
+        Err(e) => warn!(error = %e, "Docker Engine unreachable; executes fail until it is back"),
+    }
+
+    let cp = Endpoint::from_shared(cfg.control_plane_url.clone())
+        .map_err(|e| Error::Internal(format!("control plane URL: {e}")))?
+        .connect_timeout(Duration::from_secs(2))
+        .connect_lazy();
+    let membership = tokio::spawn(membership::run(node.clone(), RegistryClient::new(cp), shutdown.clone()));
+
+    info!(addr = %local, node = %node.name, "agent listening");
+    let served = tonic::transport::Server::builder()
+        .add_service(AgentServer::new(service::AgentService { node: node.clone() }))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled())
+        .await;
+    let _ = membership.await;
+    if let Ok(d) = node.docker() {
+        let _ = remove_own_containers(&d, &node.name).await;
+    }
+    served.map_err(|e| Error::Internal(format!("grpc server: {e}")))
+}

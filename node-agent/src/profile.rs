@@ -1,0 +1,128 @@
+//! The sandbox profile: the limits an operator sets and the container spec they become.
+//! Pure; no request can loosen any of it.
+use std::collections::HashMap;
+
+use bollard::models::{ContainerCreateBody, HostConfig, ResourcesUlimits};
+use souq_proto::Runtime;
+
+/// Label naming the node that made a container.
+pub const LABEL_NODE: &str = "souq.node";
+/// Label naming the execution or instance a container serves.
+pub const LABEL_INSTANCE: &str = "souq.instance";
+/// Label naming what a container is for (`execute`).
+pub const LABEL_KIND: &str = "souq.kind";
+
+/// Uid and gid every sandbox runs as (nobody).
+pub const SANDBOX_USER: &str = "65534:65534";
+
+/// The sandbox limits of one node, set by its operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Memory, and memory plus swap (so no swap), in MiB.
+    pub memory_mb: u64,
+    /// CPU in thousandths of a core.
+    pub cpus_milli: u32,
+    /// Most processes and threads at once.
+    pub pids: u32,
+    /// Size of the /tmp tmpfs in MiB.
+    pub tmpfs_mb: u64,
+    /// Longest wall time of one execute, in ms; a request may only ask for less.
+    pub max_timeout_ms: u64,
+    /// Most bytes of stdout plus stderr kept; past it the run is cut and marked truncated.
+    pub output_bytes: usize,
+    /// Most open files.
+    pub nofile: u64,
+    /// Largest file the sandbox may write, in MiB.
+    pub fsize_mb: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_mb: 256,
+            cpus_milli: 500,
+            pids: 50,
+            tmpfs_mb: 64,
+            max_timeout_ms: 30_000,
+            output_bytes: 1024 * 1024,
+            nofile: 256,
+            fsize_mb: 64,
+        }
+    }
+}
+
+fn ulimit(name: &str, value: i64) -> ResourcesUlimits {
+    ResourcesUlimits { name: Some(name.into()), soft: Some(value), hard: Some(value) }
+}
+
+/// The container spec of a one-shot execute sandbox.
+pub fn execute_container(
+    image: &str,
+    runtime: Runtime,
+    limits: &Limits,
+    labels: HashMap<String, String>,
+) -> ContainerCreateBody {
+    let mib = |n: u64| i64::try_from(n.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX);
+    // Go compiles and then runs its binary from /tmp; the others never need exec there.
+    let exec = if runtime == Runtime::Go { "exec" } else { "noexec" };
+    let tmpfs = HashMap::from([(
+        "/tmp".to_owned(),
+        format!("rw,{exec},nosuid,nodev,size={}m,mode=1777", limits.tmpfs_mb),
+    )]);
+    ContainerCreateBody {
+        image: Some(image.into()),
+        user: Some(SANDBOX_USER.into()),
+        labels: Some(labels),
+        env: Some(Vec::new()),
+        working_dir: Some("/tmp".into()),
+        attach_stdin: Some(true),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        open_stdin: Some(true),
+        stdin_once: Some(true),
+        tty: Some(false),
+        network_disabled: Some(true),
+        host_config: Some(HostConfig {
+            memory: Some(mib(limits.memory_mb)),
+            memory_swap: Some(mib(limits.memory_mb)),
+            nano_cpus: Some(i64::from(limits.cpus_milli) * 1_000_000),
+            pids_limit: Some(i64::from(limits.pids)),
+            network_mode: Some("none".into()),
+            readonly_rootfs: Some(true),
+            tmpfs: Some(tmpfs),
+            cap_drop: Some(vec!["ALL".into()]),
+            security_opt: Some(vec!["no-new-privileges".into()]),
+            ulimits: Some(vec![
+                ulimit("nofile", i64::try_from(limits.nofile).unwrap_or(i64::MAX)),
+                ulimit("fsize", mib(limits.fsize_mb)),
+            ]),
+            privileged: Some(false),
+            // tini as PID 1: the program can signal itself and zombies are reaped.
+            init: Some(true),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profile_is_the_design_floor() {
+        let body = execute_container("img", Runtime::Python, &Limits::default(), HashMap::new());
+        let hc = body.host_config.unwrap();
+        assert_eq!(hc.memory, Some(256 * 1024 * 1024));
+        assert_eq!(hc.memory_swap, hc.memory);
+        assert_eq!(hc.nano_cpus, Some(500_000_000));
+        assert_eq!(hc.pids_limit, Some(50));
+        assert_eq!(hc.network_mode.as_deref(), Some("none"));
+        assert_eq!(hc.readonly_rootfs, Some(true));
+        assert_eq!(hc.cap_drop, Some(vec!["ALL".to_owned()]));
+        assert_eq!(hc.security_opt, Some(vec!["no-new-privileges".to_owned()]));
+        assert!(hc.binds.is_none() && hc.mounts.is_none());
+        assert_eq!(body.user.as_deref(), Some(SANDBOX_USER));
+        assert!(hc.tmpfs.unwrap()["/tmp"].contains("noexec"));
+    }
+}

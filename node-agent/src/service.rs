@@ -1,0 +1,73 @@
+//! The `Agent` gRPC service: the control plane's handle on this node's sandboxes.
+use std::{sync::Arc, time::Duration};
+
+use souq_proto::{
+    Kind, Runtime,
+    agent::{ExecuteRequest, ExecuteResult, agent_server},
+};
+use tonic::{Request, Response, Status};
+use tracing::instrument;
+
+use crate::{
+    Node,
+    error::{Error, Result},
+    sandbox,
+};
+
+/// Largest code or stdin accepted, in bytes.
+pub const MAX_INPUT_BYTES: usize = 256 * 1024;
+
+/// Implements `souq.agent.v1.Agent`.
+pub struct AgentService {
+    pub(crate) node: Arc<Node>,
+}
+
+fn job_id(given: &str) -> String {
+    let ok = !given.is_empty() && given.len() <= 64 && given.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    if ok { given.to_owned() } else { uuid::Uuid::new_v4().to_string() }
+}
+
+impl AgentService {
+    async fn execute_inner(&self, req: ExecuteRequest) -> Result<ExecuteResult> {
+        let runtime: Runtime = req.runtime.parse().map_err(|e: souq_proto::runtime::UnknownRuntime| {
+            Error::Wire(souq_proto::WireError::invalid("runtime", e.to_string()))
+        })?;
+        let limits = &self.node.limits;
+        let timeout_ms = match req.timeout_ms {
+            0 => limits.max_timeout_ms,
+            t if t > limits.max_timeout_ms => {
+                return Err(Error::Wire(souq_proto::WireError::invalid(
+                    "timeout_ms",
+                    format!("must be at most {}", limits.max_timeout_ms),
+                )));
+            }
+            t => t,
+        };
+        if req.code.len() > MAX_INPUT_BYTES || req.stdin.len() > MAX_INPUT_BYTES {
+            return Err(Error::Wire(souq_proto::WireError::invalid("code", "code and stdin are limited to 256 KiB each")));
+        }
+        let image = self.node.images.get(&runtime).ok_or_else(|| {
+            Error::Wire(souq_proto::WireError::new(Kind::NoCapacity, format!("this node has no image for {runtime}")))
+        })?;
+        let docker = self.node.docker()?;
+        let _slot = self.node.slots.acquire().await.map_err(|_| Error::Internal("shutting down".into()))?;
+        let id = job_id(&req.execution_id);
+        let job = sandbox::Job {
+            id: &id,
+            image,
+            runtime,
+            code: &req.code,
+            stdin: &req.stdin,
+            timeout: Duration::from_millis(timeout_ms),
+        };
+        sandbox::run(&docker, &self.node.name, limits, job).await
+    }
+}
+
+#[tonic::async_trait]
+impl agent_server::Agent for AgentService {
+    #[instrument(skip_all, fields(execution_id = %req.get_ref().execution_id, runtime = %req.get_ref().runtime))]
+    async fn execute(&self, req: Request<ExecuteRequest>) -> Result<Response<ExecuteResult>, Status> {
+        Ok(Response::new(self.execute_inner(req.into_inner()).await?))
+    }
+}

@@ -1,0 +1,48 @@
+//! Souq's wire: the generated gRPC code, the domain types both sides agree on, and the
+//! mapping of error kinds onto `tonic::Status`.
+#![forbid(unsafe_code)]
+
+pub mod claims;
+pub mod problem;
+pub mod runtime;
+
+#[allow(clippy::all, missing_docs)]
+mod generated {
+    pub mod souq {
+        pub mod agent {
+            pub mod v1 {
+                tonic::include_proto!("souq.agent.v1");
+            }
+        }
+        pub mod registry {
+            pub mod v1 {
+                tonic::include_proto!("souq.registry.v1");
+            }
+        }
+        pub mod platform {
+            pub mod v1 {
+                tonic::include_proto!("souq.platform.v1");
+            }
+        }
+    }
+}
+
+/// `souq.agent.v1`: the node agent's service.
+pub use generated::souq::agent::v1 as agent;
+/// `souq.platform.v1`: the control plane's service for the edge.
+pub use generated::souq::platform::v1 as platform;
+/// `souq.registry.v1`: node registration and heartbeats.
+pub use generated::souq::registry::v1 as registry;
+
+pub use claims::Claims;
+pub use problem::{Kind, WireError};
+pub use runtime::Runtime;
+
+/// Reads `authorization: Bearer <token>` from gRPC metadata.
+pub fn bearer(meta: &tonic::metadata::MetadataMap) -> Option<&str> {
+    meta.get("authorization")?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}

@@ -1,0 +1,179 @@
+//! Error kinds that cross the gRPC wire. A `tonic::Status` carries its kind (and, for a
+//! validation error, the offending field) in metadata, so the edge maps errors by kind
+//! rather than by parsing messages.
+use tonic::{Code, Status, metadata::MetadataValue};
+
+const KIND_KEY: &str = "souq-kind";
+const FIELD_KEY: &str = "souq-field";
+
+/// What went wrong, as far as a client needs to know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A request field is invalid (422 at the edge).
+    Validation,
+    /// No or bad credentials (401).
+    Unauthenticated,
+    /// Authenticated but not allowed (403).
+    Forbidden,
+    /// No such thing (404).
+    NotFound,
+    /// Conflicts with existing state (409).
+    Conflict,
+    /// Too many requests (429).
+    RateLimited,
+    /// The node's Docker Engine cannot be reached (503).
+    DockerUnavailable,
+    /// No node can take the work now (503).
+    NoCapacity,
+    /// A dependency (agent, control plane, database) is down (503).
+    Unavailable,
+    /// Took too long (504).
+    Timeout,
+    /// A bug or an unexpected failure; the message is generic (500).
+    Internal,
+}
+
+impl Kind {
+    /// The slug used in metadata and in problem+json `type` URIs.
+    pub fn slug(self) -> &'static str {
+        match self {
+            Kind::Validation => "validation",
+            Kind::Unauthenticated => "unauthenticated",
+            Kind::Forbidden => "forbidden",
+            Kind::NotFound => "not-found",
+            Kind::Conflict => "conflict",
+            Kind::RateLimited => "rate-limited",
+            Kind::DockerUnavailable => "docker-unavailable",
+            Kind::NoCapacity => "no-capacity",
+            Kind::Unavailable => "unavailable",
+            Kind::Timeout => "timeout",
+            Kind::Internal => "internal",
+        }
+    }
+
+    fn code(self) -> Code {
+        match self {
+            Kind::Validation => Code::InvalidArgument,
+            Kind::Unauthenticated => Code::Unauthenticated,
+            Kind::Forbidden => Code::PermissionDenied,
+            Kind::NotFound => Code::NotFound,
+            Kind::Conflict => Code::AlreadyExists,
+            Kind::RateLimited => Code::ResourceExhausted,
+            Kind::DockerUnavailable | Kind::NoCapacity | Kind::Unavailable => Code::Unavailable,
+            Kind::Timeout => Code::DeadlineExceeded,
+            Kind::Internal => Code::Internal,
+        }
+    }
+
+    fn from_slug(s: &str) -> Option<Kind> {
+        const ALL: [Kind; 11] = [
+            Kind::Validation,
+            Kind::Unauthenticated,
+            Kind::Forbidden,
+            Kind::NotFound,
+            Kind::Conflict,
+            Kind::RateLimited,
+            Kind::DockerUnavailable,
+            Kind::NoCapacity,
+            Kind::Unavailable,
+            Kind::Timeout,
+            Kind::Internal,
+        ];
+        ALL.into_iter().find(|k| k.slug() == s)
+    }
+
+    /// The kind implied by a bare gRPC code, for statuses that carry no kind
+    /// (transport failures, or a peer that is not Souq).
+    fn from_code(code: Code) -> Kind {
+        match code {
+            Code::InvalidArgument | Code::OutOfRange => Kind::Validation,
+            Code::Unauthenticated => Kind::Unauthenticated,
+            Code::PermissionDenied => Kind::Forbidden,
+            Code::NotFound => Kind::NotFound,
+            Code::AlreadyExists | Code::Aborted | Code::FailedPrecondition => Kind::Conflict,
+            Code::ResourceExhausted => Kind::RateLimited,
+            Code::Unavailable | Code::Cancelled => Kind::Unavailable,
+            Code::DeadlineExceeded => Kind::Timeout,
+            _ => Kind::Internal,
+        }
+    }
+}
+
+/// An error as it travels between Souq's services.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireError {
+    /// What went wrong.
+    pub kind: Kind,
+    /// A message safe to show to the client.
+    pub message: String,
+    /// For [`Kind::Validation`]: the request field at fault.
+    pub field: Option<String>,
+}
+
+impl WireError {
+    /// An error of `kind` with a client-safe message.
+    pub fn new(kind: Kind, message: impl Into<String>) -> Self {
+        WireError { kind, message: message.into(), field: None }
+    }
+
+    /// A validation error naming `field`.
+    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
+        WireError { kind: Kind::Validation, message: message.into(), field: Some(field.to_owned()) }
+    }
+}
+
+impl From<WireError> for Status {
+    fn from(e: WireError) -> Status {
+        let mut status = Status::new(e.kind.code(), e.message);
+        let meta = status.metadata_mut();
+        meta.insert(KIND_KEY, MetadataValue::from_static(e.kind.slug()));
+        if let Some(field) = e.field.and_then(|f| f.parse::<MetadataValue<_>>().ok()) {
+            meta.insert(FIELD_KEY, field);
+        }
+        status
+    }
+}
+
+impl From<&Status> for WireError {
+    fn from(s: &Status) -> WireError {
+        let get = |key| s.metadata().get(key).and_then(|v| v.to_str().ok());
+        match get(KIND_KEY).and_then(Kind::from_slug) {
+            Some(kind) => WireError {
+                kind,
+                message: s.message().to_owned(),
+                field: get(FIELD_KEY).map(str::to_owned),
+            },
+            // A status Souq did not make (a transport error): never pass its text on.
+            None => {
+                let kind = Kind::from_code(s.code());
+                let message = match kind {
+                    Kind::Unavailable => "a Souq service is unreachable",
+                    Kind::Timeout => "a Souq service did not answer in time",
+                    _ => "internal error",
+                };
+                WireError::new(kind, message)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_and_field_survive_the_wire() {
+        let status: Status = WireError::invalid("timeout_ms", "too long").into();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let back = WireError::from(&status);
+        assert_eq!(back, WireError::invalid("timeout_ms", "too long"));
+    }
+
+    #[test]
+    fn foreign_status_gets_a_generic_message() {
+        let status = Status::unavailable("tcp connect error: 127.0.0.1:1 refused");
+        let e = WireError::from(&status);
+        assert_eq!(e.kind, Kind::Unavailable);
+        assert!(!e.message.contains("127.0.0.1"));
+    }
+}

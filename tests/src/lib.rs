@@ -1,0 +1,292 @@
+//! A whole Souq cluster started in-process for tests: control plane, node agents and
+//! edge on 127.0.0.1:0, on SQLite or (with `SOUQ_TEST_PG_URL`) a fresh PostgreSQL
+//! database, against the real Docker Engine.
+#![allow(clippy::unwrap_used)]
+
+use std::{path::PathBuf, process::Command, time::Duration};
+
+use serde_json::{Value, json};
+use souq_node_agent::{Images, Limits};
+use tokio::{net::TcpListener, sync::OnceCell, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// The PostgreSQL URL template; `{db}` is replaced by the database name.
+pub const PG_ENV: &str = "SOUQ_TEST_PG_URL";
+
+static IMAGES: OnceCell<Images> = OnceCell::const_new();
+
+/// The runtime images, built once per test binary if missing.
+pub async fn images() -> Images {
+    IMAGES
+        .get_or_init(|| async {
+            let dir = std::env::temp_dir().join("souq-test-runtimes");
+            souq_node_agent::images::write_sources(&dir).unwrap();
+            let docker = souq_node_agent::docker::connect(None).unwrap();
+            souq_node_agent::images::build_missing(&docker, &dir).await.unwrap()
+        })
+        .await
+        .clone()
+}
+
+/// How to start a cluster.
+pub struct Builder {
+    agents: usize,
+    docker_host: Option<String>,
+    limits: Limits,
+}
+
+/// A role's task and its own shutdown switch.
+struct Role {
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Role {
+    async fn stop(self) {
+        self.stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(20), self.task).await;
+    }
+}
+
+/// A running cluster.
+pub struct TestCluster {
+    /// `http://127.0.0.1:PORT` of the edge.
+    pub url: String,
+    /// Names of the agents' nodes (unique per test).
+    pub nodes: Vec<String>,
+    /// The HTTP client.
+    pub http: reqwest::Client,
+    cp: Option<Role>,
+    agents: Vec<Role>,
+    edge: Option<Role>,
+    data_dir: PathBuf,
+    pg_db: Option<String>,
+}
+
+impl TestCluster {
+    /// A builder for one agent with the default limits.
+    pub fn builder() -> Builder {
+        Builder { agents: 1, docker_host: None, limits: Limits::default() }
+    }
+}
+
+impl Builder {
+    /// How many agents to start.
+    pub fn agents(mut self, n: usize) -> Self {
+        self.agents = n;
+        self
+    }
+
+    /// Points the agents at a Docker socket (e.g. one that does not exist).
+    pub fn docker_host(mut self, host: &str) -> Self {
+        self.docker_host = Some(host.into());
+        self
+    }
+
+    /// Sets the agents' longest execute.
+    pub fn max_timeout_ms(mut self, ms: u64) -> Self {
+        self.limits.max_timeout_ms = ms;
+        self
+    }
+
+    /// Starts every role and waits until the edge is ready and the agents registered.
+    pub async fn start(self) -> TestCluster {
+        let id = Uuid::new_v4().simple().to_string();
+        let data_dir = std::env::temp_dir().join(format!("souq-test-{id}"));
+        std::fs::create_dir_all(&data_dir).unwrap();
+        let (database_url, pg_db) = match std::env::var(PG_ENV) {
+            Ok(template) => {
+                let name = format!("souq_test_{id}");
+                let admin = souq_control_plane::connect(&template.replace("{db}", "postgres")).await.unwrap();
+                sea_orm::ConnectionTrait::execute_unprepared(&admin, &format!("CREATE DATABASE {name}")).await.unwrap();
+                (template.replace("{db}", &name), Some(name))
+            }
+            Err(_) => (format!("sqlite://{}?mode=rwc", data_dir.join("souq.db").display()), None),
+        };
+        let join_token = format!("test-join-token-{id}");
+
+        let cp_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let cp_url = format!("http://{}", cp_listener.local_addr().unwrap());
+        let cfg = souq_control_plane::Config::new(database_url, data_dir.join("jwt.pem"), join_token.clone());
+        let stop = CancellationToken::new();
+        let s = stop.clone();
+        let cp = Role {
+            stop,
+            task: tokio::spawn(async move { souq_control_plane::run(cfg, cp_listener, s).await.unwrap() }),
+        };
+
+        let images = if self.docker_host.is_some() { Images::new() } else { images().await };
+        let images = if images.is_empty() {
+            let dir = data_dir.join("runtimes");
+            souq_node_agent::images::write_sources(&dir).unwrap();
+            souq_node_agent::images::tags(&dir).await.unwrap()
+        } else {
+            images
+        };
+        let mut agents = Vec::new();
+        let mut nodes = Vec::new();
+        for i in 0..self.agents {
+            let name = format!("test-{id}-{i}");
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let cfg = souq_node_agent::Config {
+                node_name: name.clone(),
+                region: "test".into(),
+                control_plane_url: cp_url.clone(),
+                join_token: join_token.clone(),
+                advertise_addr: None,
+                docker_host: self.docker_host.clone(),
+                images: images.clone(),
+                limits: self.limits.clone(),
+                max_concurrent: 8,
+            };
+            let stop = CancellationToken::new();
+            let s = stop.clone();
+            agents.push(Role {
+                stop,
+                task: tokio::spawn(async move { souq_node_agent::run(cfg, listener, s).await.unwrap() }),
+            });
+            nodes.push(name);
+        }
+
+        let edge_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", edge_listener.local_addr().unwrap());
+        let stop = CancellationToken::new();
+        let s = stop.clone();
+        let edge_cfg = souq_edge_proxy::Config { control_plane_url: cp_url };
+        let edge = Role {
+            stop,
+            task: tokio::spawn(async move { souq_edge_proxy::run(edge_cfg, edge_listener, s).await.unwrap() }),
+        };
+        let cluster = TestCluster {
+            url,
+            nodes,
+            http: reqwest::Client::builder().timeout(Duration::from_secs(120)).build().unwrap(),
+            cp: Some(cp),
+            agents,
+            edge: Some(edge),
+            data_dir,
+            pg_db,
+        };
+        cluster.wait_ready().await;
+        cluster
+    }
+}
+
+impl TestCluster {
+    async fn wait_ready(&self) {
+        for _ in 0..300 {
+            if let Ok(r) = self.http.get(format!("{}/readyz", self.url)).send().await {
+                if r.status() == 200 {
+                    // Agents register on start; give them the moment they need.
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the cluster did not become ready in 30 s");
+    }
+
+    /// Signs up and logs in a fresh user; returns the access token.
+    pub async fn user(&self) -> String {
+        let email = format!("u-{}@example.com", Uuid::new_v4().simple());
+        let pw = "a long enough password";
+        let r = self.post("/api/v1/auth/signup", None, json!({"email": email, "password": pw})).await;
+        assert_eq!(r.0, 202, "{}", r.1);
+        let (status, body) = self.post("/api/v1/auth/login", None, json!({"email": email, "password": pw})).await;
+        assert_eq!(status, 200, "{body}");
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// POSTs JSON; returns the status and the body (JSON, or a string if not JSON).
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+        let mut req = self.http.post(format!("{}{path}", self.url)).json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        Self::answer(req.send().await.unwrap()).await
+    }
+
+    /// GETs a path.
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut req = self.http.get(format!("{}{path}", self.url));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        Self::answer(req.send().await.unwrap()).await
+    }
+
+    /// Runs a snippet and returns status and body.
+    pub async fn execute(&self, token: &str, body: Value) -> (u16, Value) {
+        self.post("/api/v1/execute", Some(token), body).await
+    }
+
+    async fn answer(resp: reqwest::Response) -> (u16, Value) {
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// Stops the control plane (the edge and agents keep running).
+    pub async fn stop_control_plane(&mut self) {
+        if let Some(cp) = self.cp.take() {
+            cp.stop().await;
+        }
+    }
+
+    /// Stops every agent.
+    pub async fn stop_agents(&mut self) {
+        for a in self.agents.drain(..) {
+            a.stop().await;
+        }
+    }
+
+    /// Containers of this cluster's nodes, running or not.
+    pub fn containers(&self) -> Vec<String> {
+        self.nodes.iter().flat_map(|n| containers_of(n)).collect()
+    }
+
+    /// Stops every role and asserts that no container of this cluster is left.
+    pub async fn stop(mut self) {
+        if let Some(e) = self.edge.take() {
+            e.stop().await;
+        }
+        self.stop_agents().await;
+        self.stop_control_plane().await;
+        let left = self.containers();
+        assert!(left.is_empty(), "containers left behind: {left:?}");
+    }
+}
+
+/// Ids of the containers labelled with a node name.
+pub fn containers_of(node: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("label=souq.node={node}")])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_owned).collect()
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        // Runs even when a test panics: nothing of the test may outlive it.
+        for role in [self.cp.take(), self.edge.take()].into_iter().flatten().chain(self.agents.drain(..)) {
+            role.stop.cancel();
+            role.task.abort();
+        }
+        for node in &self.nodes {
+            let ids = containers_of(node);
+            if !ids.is_empty() {
+                let _ = Command::new("docker").arg("rm").arg("-f").args(&ids).output();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+        if let (Some(db), Ok(_)) = (&self.pg_db, std::env::var(PG_ENV)) {
+            let _ = Command::new("psql")
+                .args(["-h", "/var/run/postgresql", "-d", "postgres", "-q", "-c"])
+                .arg(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+                .output();
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! A sandbox, inspected while it runs, carries every field of the design's profile.
+use std::{collections::HashMap, time::Duration};
+
+use bollard::query_parameters::{InspectContainerOptions, ListContainersOptions};
+use serde_json::json;
+use souq_tests::TestCluster;
+
+#[tokio::test]
+async fn running_sandbox_has_the_full_profile() {
+    let c = TestCluster::builder().start().await;
+    let t = c.user().await;
+    let docker = souq_node_agent::docker::connect(None).unwrap();
+    let node = c.nodes[0].clone();
+
+    let run = {
+        let (url, http, t) = (c.url.clone(), c.http.clone(), t.clone());
+        tokio::spawn(async move {
+            http.post(format!("{url}/api/v1/execute"))
+                .bearer_auth(t)
+                .json(&json!({"runtime": "python", "code": "import time\ntime.sleep(4)\nprint('done')"}))
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        })
+    };
+
+    let filters = HashMap::from([("label".to_owned(), vec![format!("souq.node={node}")])]);
+    let mut inspected = None;
+    for _ in 0..100 {
+        let list = docker
+            .list_containers(Some(ListContainersOptions { filters: Some(filters.clone()), ..Default::default() }))
+            .await
+            .unwrap();
+        if let Some(id) = list.first().and_then(|c| c.id.clone()) {
+            inspected = Some(docker.inspect_container(&id, None::<InspectContainerOptions>).await.unwrap());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let info = inspected.expect("no running sandbox seen");
+    let hc = info.host_config.unwrap();
+    assert_eq!(hc.memory, Some(256 * 1024 * 1024));
+    assert_eq!(hc.memory_swap, Some(256 * 1024 * 1024));
+    assert_eq!(hc.nano_cpus, Some(500_000_000));
+    assert_eq!(hc.pids_limit, Some(50));
+    assert_eq!(hc.network_mode.as_deref(), Some("none"));
+    assert_eq!(hc.readonly_rootfs, Some(true));
+    assert_eq!(hc.cap_drop, Some(vec!["ALL".to_owned()]));
+    assert!(hc.security_opt.unwrap_or_default().iter().any(|o| o.starts_with("no-new-privileges")));
+    assert!(hc.privileged != Some(true));
+    assert!(hc.binds.unwrap_or_default().is_empty());
+    assert!(hc.tmpfs.unwrap().contains_key("/tmp"));
+    let user = info.config.as_ref().and_then(|c| c.user.clone()).unwrap_or_default();
+    assert!(!user.is_empty() && !user.starts_with("0") && !user.starts_with("root"), "user {user:?}");
+    let labels = info.config.unwrap().labels.unwrap();
+    assert_eq!(labels["souq.node"], node);
+    assert_eq!(labels["souq.kind"], "execute");
+
+    let r = run.await.unwrap();
+    assert_eq!(r["stdout"], "done\n", "{r}");
+    c.stop().await;
+}
