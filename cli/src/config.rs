@@ -79,6 +79,9 @@ pub struct UpArgs {
     /// Address of the public REST edge.
     #[arg(long, env = "SOUQ_EDGE_ADDR", default_value = "127.0.0.1:8080")]
     pub edge_addr: SocketAddr,
+    /// Name of the built-in node; up-<hostname> when unset.
+    #[arg(long, env = "SOUQ_NODE_NAME")]
+    pub node_name: Option<String>,
     #[command(flatten)]
     pub db: DbArgs,
     #[command(flatten)]

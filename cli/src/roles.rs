@@ -83,6 +83,8 @@ async fn wait_ready(addr: std::net::SocketAddr, shutdown: &CancellationToken) ->
 pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let limits = args.sandbox.limits()?;
     let database_url = args.db.url()?;
+    let node_name = args.node_name.clone().unwrap_or_else(|| format!("up-{}", config::hostname()));
+    config::check_node_name(&node_name)?;
     args.db.prepare()?;
     let images = runtime_images(&args.db.data_dir, args.sandbox.docker_host.as_deref()).await?;
 
@@ -95,7 +97,7 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
 
     let cp_cfg = souq_control_plane::Config::new(database_url, args.db.data_dir.join("jwt-ed25519.pem"), join_token.clone());
     let agent_cfg = souq_node_agent::Config {
-        node_name: format!("up-{}", config::hostname()),
+        node_name,
         region: "local".into(),
         control_plane_url: cp_url.clone(),
         join_token,

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Souq's whole test suite, from a fresh machine or a prepared one:
+#   1. installs and starts what the tests need (Docker Engine, PostgreSQL, Redis),
+#   2. builds the sandbox runtime images if they are missing,
+#   3. runs every test on SQLite (the embedded default), then again on PostgreSQL.
+# Idempotent. Set CARGO_TARGET_DIR to share a build cache between checkouts.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "services"
+bash scripts/ensure-services.sh
+
+step "runtime images"
+bash deploy/runtimes/build.sh
+
+step "build"
+cargo build --workspace --tests --locked
+
+step "tests on SQLite"
+cargo test --workspace --locked
+
+step "tests on PostgreSQL"
+# Databases of earlier runs that were killed before they could drop their own.
+psql -h /var/run/postgresql -d postgres -XAtc "select datname from pg_database where datname like 'souq_test_%'" |
+    while read -r db; do dropdb -h /var/run/postgresql --force "$db"; done
+SOUQ_TEST_PG_URL='postgres://root@localhost/{db}?host=/var/run/postgresql' cargo test --workspace --locked
+
+step "all tests passed"
