@@ -2,7 +2,10 @@
 use std::{collections::HashMap, sync::Mutex, time::Duration};
 
 use souq_proto::agent::agent_client::AgentClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::{
+    metadata::{Ascii, MetadataValue},
+    transport::{Channel, Endpoint},
+};
 
 use crate::error::{Error, Result};
 
@@ -10,12 +13,24 @@ use crate::error::{Error, Result};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A cache of agent clients keyed by address.
-#[derive(Default)]
 pub struct AgentClients {
     clients: Mutex<HashMap<String, AgentClient<Channel>>>,
+    bearer: Option<MetadataValue<Ascii>>,
 }
 
 impl AgentClients {
+    /// Clients that present `join_token` to the agents.
+    pub fn new(join_token: &str) -> Self {
+        AgentClients { clients: Mutex::default(), bearer: format!("Bearer {join_token}").parse().ok() }
+    }
+
+    /// Adds the join token to a call, as agents require.
+    pub fn authorize<T>(&self, req: &mut tonic::Request<T>) {
+        if let Some(b) = &self.bearer {
+            req.metadata_mut().insert("authorization", b.clone());
+        }
+    }
+
     /// The client for the agent at `address`, made on first use.
     pub fn get(&self, address: &str) -> Result<AgentClient<Channel>> {
         let mut clients = self.clients.lock().map_err(|_| Error::Internal("agent clients lock poisoned".into()))?;

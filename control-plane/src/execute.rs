@@ -87,6 +87,7 @@ pub(crate) async fn run(state: &State, user_id: Uuid, req: ExecuteRequest) -> Re
         user_id: user_id.to_string(),
     });
     call.set_timeout(Duration::from_millis(timeout_ms) + AGENT_SLACK);
+    state.agents.authorize(&mut call);
     let result = match client.execute(call).await {
         Ok(r) => r.into_inner(),
         Err(status) => {

@@ -100,8 +100,8 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: CancellationToken
     let state = Arc::new(State {
         db,
         tokens,
+        agents: agents::AgentClients::new(&cfg.join_token),
         join_token: cfg.join_token,
-        agents: agents::AgentClients::default(),
         heartbeat_interval: cfg.heartbeat_interval,
         node_ttl: cfg.node_ttl,
         default_timeout: cfg.default_timeout,

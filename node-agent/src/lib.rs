@@ -152,7 +152,10 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: CancellationToken
 
     info!(addr = %local, node = %node.name, "agent listening");
     let served = tonic::transport::Server::builder()
-        .add_service(AgentServer::new(service::AgentService { node: node.clone() }))
+        .add_service(AgentServer::with_interceptor(service::AgentService { node: node.clone() }, {
+            let token = node.join_token.clone();
+            move |req: tonic::Request<()>| service::authorize(&token, &req).map(|()| req)
+        }))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled())
         .await;
     let _ = membership.await;

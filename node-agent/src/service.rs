@@ -22,6 +22,17 @@ pub struct AgentService {
     pub(crate) node: Arc<Node>,
 }
 
+/// Admits only callers that present this node's join token.
+pub(crate) fn authorize(join_token: &str, req: &Request<()>) -> Result<(), Status> {
+    use subtle::ConstantTimeEq;
+    let given = souq_proto::bearer(req.metadata()).unwrap_or_default();
+    if bool::from(given.as_bytes().ct_eq(join_token.as_bytes())) {
+        Ok(())
+    } else {
+        Err(souq_proto::WireError::new(Kind::Unauthenticated, "invalid join token").into())
+    }
+}
+
 fn job_id(given: &str) -> String {
     let ok = !given.is_empty() && given.len() <= 64 && given.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
     if ok { given.to_owned() } else { uuid::Uuid::new_v4().to_string() }

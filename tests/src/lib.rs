@@ -55,6 +55,10 @@ pub struct TestCluster {
     pub url: String,
     /// Names of the agents' nodes (unique per test).
     pub nodes: Vec<String>,
+    /// gRPC URLs of the agents.
+    pub agent_urls: Vec<String>,
+    /// gRPC URL of the control plane.
+    pub control_plane_url: String,
     /// The HTTP client.
     pub http: reqwest::Client,
     cp: Option<Role>,
@@ -126,9 +130,11 @@ impl Builder {
         };
         let mut agents = Vec::new();
         let mut nodes = Vec::new();
+        let mut agent_urls = Vec::new();
         for i in 0..self.agents {
             let name = format!("test-{id}-{i}");
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            agent_urls.push(format!("http://{}", listener.local_addr().unwrap()));
             let cfg = souq_node_agent::Config {
                 node_name: name.clone(),
                 region: "test".into(),
@@ -153,7 +159,7 @@ impl Builder {
         let url = format!("http://{}", edge_listener.local_addr().unwrap());
         let stop = CancellationToken::new();
         let s = stop.clone();
-        let edge_cfg = souq_edge_proxy::Config { control_plane_url: cp_url };
+        let edge_cfg = souq_edge_proxy::Config { control_plane_url: cp_url.clone() };
         let edge = Role {
             stop,
             task: tokio::spawn(async move { souq_edge_proxy::run(edge_cfg, edge_listener, s).await.unwrap() }),
@@ -161,6 +167,8 @@ impl Builder {
         let cluster = TestCluster {
             url,
             nodes,
+            agent_urls,
+            control_plane_url: cp_url,
             http: reqwest::Client::builder().timeout(Duration::from_secs(120)).build().unwrap(),
             cp: Some(cp),
             agents,

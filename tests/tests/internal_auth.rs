@@ -1,0 +1,36 @@
+//! The internal gRPC services admit only holders of the join token.
+use souq_proto::{
+    agent::{ExecuteRequest, agent_client::AgentClient},
+    registry::{RegisterRequest, registry_client::RegistryClient},
+};
+use souq_tests::TestCluster;
+
+fn with_bearer<T>(msg: T, token: &str) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    req.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    req
+}
+
+#[tokio::test]
+async fn agent_and_registry_refuse_callers_without_the_join_token() {
+    let c = TestCluster::builder().start().await;
+    let mut agent = AgentClient::connect(c.agent_urls[0].clone()).await.unwrap();
+    let run = ExecuteRequest { runtime: "python".into(), code: "print(1)".into(), timeout_ms: 1000, ..Default::default() };
+    let err = agent.execute(run.clone()).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    let err = agent.execute(with_bearer(run, "a-guess-at-the-token")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+
+    let mut registry = RegistryClient::connect(c.control_plane_url.clone()).await.unwrap();
+    let join = RegisterRequest {
+        node_name: "intruder".into(),
+        advertise_addr: "http://127.0.0.1:1".into(),
+        runtimes: vec!["python".into()],
+        docker_ok: true,
+        max_timeout_ms: 1000,
+        ..Default::default()
+    };
+    let err = registry.register(with_bearer(join, "a-guess-at-the-token")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    c.stop().await;
+}
