@@ -15,8 +15,9 @@ bash scripts/ensure-services.sh
 step "runtime images"
 bash deploy/runtimes/build.sh
 
-step "build"
+step "build and lint"
 cargo build --workspace --tests --locked
+cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "tests on SQLite"
 cargo test --workspace --locked

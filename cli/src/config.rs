@@ -174,10 +174,8 @@ impl SandboxArgs {
         range("--max-timeout-ms", self.max_timeout_ms, 100, 3_600_000)?;
         range("--output-limit-bytes", self.output_limit_bytes as u64, 1024, 64 * 1024 * 1024)?;
         range("--max-concurrent", self.max_concurrent as u64, 1, 1024)?;
-        if let Some(h) = &self.docker_host {
-            if !h.starts_with("unix://") {
-                return Err(bad("--docker-host", "must be a unix:// socket path"));
-            }
+        if self.docker_host.as_ref().is_some_and(|h| !h.starts_with("unix://")) {
+            return Err(bad("--docker-host", "must be a unix:// socket path"));
         }
         Ok(Limits {
             memory_mb: self.sandbox_memory_mb,

@@ -1,4 +1,6 @@
 //! Bad configuration exits with status 64 and names the option, before binding a port.
+#![allow(clippy::unwrap_used)]
+
 use std::process::Command;
 
 fn souq(args: &[&str]) -> (Option<i32>, String) {

@@ -1,5 +1,7 @@
 //! `souq up` as a user runs it: the binary starts every role, says where the edge
 //! listens, and serves signup → login → execute; SIGTERM stops it and leaves nothing.
+#![allow(clippy::unwrap_used)]
+
 use std::{
     io::{BufRead, BufReader},
     process::{Command, Stdio},

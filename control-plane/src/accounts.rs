@@ -32,7 +32,7 @@ pub fn normalize_email(raw: &str) -> Result<String> {
 /// Checks a new password: 8 to 128 characters and not the email itself.
 pub fn check_password(password: &str, email: &str) -> Result<()> {
     let n = password.chars().count();
-    if n < password::MIN_LEN || n > password::MAX_LEN {
+    if !(password::MIN_LEN..=password::MAX_LEN).contains(&n) {
         return Err(Error::invalid(
             "password",
             format!("must be {} to {} characters", password::MIN_LEN, password::MAX_LEN),

@@ -184,12 +184,11 @@ impl Builder {
 impl TestCluster {
     async fn wait_ready(&self) {
         for _ in 0..300 {
-            if let Ok(r) = self.http.get(format!("{}/readyz", self.url)).send().await {
-                if r.status() == 200 {
-                    // Agents register on start; give them the moment they need.
-                    tokio::time::sleep(Duration::from_millis(300)).await;
-                    return;
-                }
+            let ready = self.http.get(format!("{}/readyz", self.url)).send().await.is_ok_and(|r| r.status() == 200);
+            if ready {
+                // Agents register on start; give them the moment they need.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -1,4 +1,6 @@
 //! The internal gRPC services admit only holders of the join token.
+#![allow(clippy::unwrap_used)]
+
 use souq_proto::{
     agent::{ExecuteRequest, agent_client::AgentClient},
     registry::{RegisterRequest, registry_client::RegistryClient},
