@@ -66,16 +66,22 @@ async fn go_compiles_and_runs_inside_the_sandbox() {
 async fn a_timeout_kills_the_run_and_leaves_nothing() {
     let c = TestCluster::builder().start().await;
     let t = c.user().await;
-    let code = "import time\nprint('started', flush=True)\nwhile True: time.sleep(1)";
-    let (s, r) = c.execute(&t, json!({"runtime": "python", "code": code, "timeout_ms": 1500})).await;
-    assert_eq!(s, 200, "{r}");
-    assert_eq!(r["timed_out"], true);
-    assert_eq!(r["success"], false);
-    assert_eq!(r["stdout"], "started\n");
-    let ms = r["duration_ms"].as_u64().unwrap();
-    assert!((1500..10_000).contains(&ms), "{ms}");
-    // Nothing keeps running: the sandbox is gone as soon as the answer is.
-    assert!(c.containers().is_empty(), "{:?}", c.containers());
+    let forever = [
+        ("python", "import time\nprint('started', flush=True)\nwhile True: time.sleep(1)"),
+        ("node", "console.log('started'); setInterval(() => {}, 1000)"),
+        ("go", "package main\nimport (\"fmt\";\"time\")\nfunc main(){fmt.Println(\"started\");for{time.Sleep(time.Second)}}"),
+    ];
+    for (runtime, code) in forever {
+        let (s, r) = c.execute(&t, json!({"runtime": runtime, "code": code, "timeout_ms": 3000})).await;
+        assert_eq!(s, 200, "{r}");
+        assert_eq!(r["timed_out"], true, "{runtime}: {r}");
+        assert_eq!(r["success"], false);
+        assert_eq!(r["stdout"], "started\n", "{runtime}: {r}");
+        let ms = r["duration_ms"].as_u64().unwrap();
+        assert!((3000..15_000).contains(&ms), "{runtime}: {ms}");
+        // Nothing keeps running: the sandbox is gone as soon as the answer is.
+        assert!(c.containers().is_empty(), "{runtime}: {:?}", c.containers());
+    }
     c.stop().await;
 }
 
