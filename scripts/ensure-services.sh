@@ -2,8 +2,10 @@
 # Ensures the services Souq's tests need are installed and running on a Debian
 # bookworm machine, whatever state it is in: Docker Engine, PostgreSQL 15 (unix
 # socket /var/run/postgresql, superuser role and database "root", peer auth, no
-# password) and Redis on 127.0.0.1:6379. Installs missing Debian packages with
-# apt-get (apt-get update only when something must be installed). Runs as root.
+# password), Redis on 127.0.0.1:6379, and an SMTP sink on 127.0.0.1:2525 (aiosmtpd from
+# PyPI in the venv /opt/souq-venv) that stores every mail in the Maildir
+# /var/tmp/souq-mail. Installs missing Debian packages with apt-get (apt-get update
+# only when something must be installed). Runs as root.
 # Idempotent; when everything already runs it takes well under a few seconds.
 # Prints one line per service saying what it did.
 set -euo pipefail
@@ -13,6 +15,12 @@ PG_CLUSTER=main
 PG_SOCKET_DIR=/var/run/postgresql
 DOCKERD_LOG=/var/log/souq-dockerd.log
 REDIS_LOG=/var/log/souq-redis.log
+SMTP_ADDR=127.0.0.1
+SMTP_PORT=2525
+SMTP_MAILDIR=/var/tmp/souq-mail
+SMTP_LOG=/var/log/souq-smtp.log
+SMTP_VENV=/opt/souq-venv
+AIOSMTPD_VERSION=1.4.6
 
 die() { echo "ensure-services: $*" >&2; exit 1; }
 note() { echo "ensure-services: $*" >&2; }
@@ -137,6 +145,57 @@ ensure_redis() {
     report redis "$did (127.0.0.1:6379)"
 }
 
+# --- SMTP sink for the mail tests -------------------------------------------
+# A real SMTP exchange (greeting, NOOP, QUIT), not just an open port.
+smtp_ok() {
+    local py="$SMTP_VENV/bin/python"
+    [[ -x "$py" ]] || py=python3
+    "$py" -c "import smtplib, sys
+s = smtplib.SMTP('$SMTP_ADDR', $SMTP_PORT, timeout=2)
+code = s.noop()[0]
+s.quit()
+sys.exit(code != 250)"
+}
+venv_ok() { "$SMTP_VENV/bin/python" -m pip --version; }
+aiosmtpd_ok() {
+    "$SMTP_VENV/bin/python" -c "import sys, aiosmtpd; sys.exit(aiosmtpd.__version__ != '$AIOSMTPD_VERSION')"
+}
+
+# Makes the venv with the python3 on PATH (maybe pyenv's); on a Debian python3
+# without ensurepip, installs python3-venv and uses Debian's python3.
+make_venv() {
+    rm -rf "$SMTP_VENV"
+    if command -v python3 >/dev/null 2>&1 && python3 -m venv "$SMTP_VENV" >&2 && venv_ok >/dev/null 2>&1; then
+        return
+    fi
+    rm -rf "$SMTP_VENV"
+    apt_install python3-venv
+    /usr/bin/python3 -m venv "$SMTP_VENV" >&2
+    venv_ok >/dev/null 2>&1 || die "python3 -m venv $SMTP_VENV made no working pip"
+}
+
+ensure_smtp() {
+    if smtp_ok >/dev/null 2>&1; then
+        report smtp "already running ($SMTP_ADDR:$SMTP_PORT, Maildir $SMTP_MAILDIR)"
+        return
+    fi
+    local did="started"
+    if ! aiosmtpd_ok >/dev/null 2>&1; then
+        venv_ok >/dev/null 2>&1 || make_venv
+        note "pip install aiosmtpd==$AIOSMTPD_VERSION into $SMTP_VENV"
+        "$SMTP_VENV/bin/python" -m pip install -q --disable-pip-version-check "aiosmtpd==$AIOSMTPD_VERSION" >&2
+        did="installed, started"
+    fi
+    mkdir -p "$SMTP_MAILDIR"/{new,cur,tmp}
+    # Mailbox takes the Maildir as its one handler argument; -n: stay root, no setuid.
+    setsid -f "$SMTP_VENV/bin/python" -m aiosmtpd -n -l "$SMTP_ADDR:$SMTP_PORT" \
+        -c aiosmtpd.handlers.Mailbox "$SMTP_MAILDIR" >>"$SMTP_LOG" 2>&1 </dev/null
+    wait_for 15 smtp_ok ||
+        die "SMTP sink not answering on $SMTP_ADDR:$SMTP_PORT after 15 s (see $SMTP_LOG)"
+    report smtp "$did ($SMTP_ADDR:$SMTP_PORT, Maildir $SMTP_MAILDIR, log $SMTP_LOG)"
+}
+
 ensure_docker
 ensure_postgres
 ensure_redis
+ensure_smtp

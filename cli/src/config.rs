@@ -73,6 +73,47 @@ impl DbArgs {
     }
 }
 
+/// Mail and the links in it.
+#[derive(Debug, Args, Clone)]
+pub struct MailArgs {
+    /// SMTP server: smtp://user:pass@host:587?tls=required (STARTTLS), smtps://user:pass@host (TLS), or
+    /// smtp://host:25 (plain). Without it, mail is written as .eml files under <data-dir>/mail/.
+    #[arg(long, env = "SOUQ_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+    /// The From of every mail.
+    #[arg(long, env = "SOUQ_MAIL_FROM", default_value = "Souq <no-reply@localhost>")]
+    pub mail_from: String,
+    /// The edge's public URL, e.g. https://api.example.com; links in mail are built from it.
+    #[arg(long, env = "SOUQ_PUBLIC_URL")]
+    pub public_url: Option<String>,
+}
+
+impl MailArgs {
+    /// Checks the options, never echoing the SMTP URL (it may hold a password).
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if let Some(u) = &self.smtp_url {
+            if !(u.starts_with("smtp://") || u.starts_with("smtps://")) {
+                return Err(bad("--smtp-url", "must start with smtp:// or smtps://"));
+            }
+        }
+        if let Some(u) = &self.public_url {
+            check_url("--public-url", u)?;
+        }
+        if !self.mail_from.contains('@') || self.mail_from.len() > 254 {
+            return Err(bad("--mail-from", "must be an address, e.g. Souq <no-reply@example.com>"));
+        }
+        Ok(())
+    }
+
+    /// Applies the options to a control plane config.
+    pub fn apply(&self, cfg: &mut souq_control_plane::Config) {
+        if let Some(u) = &self.smtp_url {
+            cfg.mail = souq_control_plane::MailConfig::Smtp(u.clone());
+        }
+        cfg.mail_from = self.mail_from.clone();
+    }
+}
+
 /// `souq up`.
 #[derive(Debug, Args)]
 pub struct UpArgs {
@@ -84,6 +125,8 @@ pub struct UpArgs {
     pub node_name: Option<String>,
     #[command(flatten)]
     pub db: DbArgs,
+    #[command(flatten)]
+    pub mail: MailArgs,
     #[command(flatten)]
     pub sandbox: SandboxArgs,
 }
@@ -102,6 +145,8 @@ pub struct ControlPlaneArgs {
     /// PKCS#8 PEM Ed25519 key that signs access tokens; made on first start if missing.
     #[arg(long, env = "SOUQ_SIGNING_KEY_FILE")]
     pub signing_key_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub mail: MailArgs,
 }
 
 /// `souq agent`.

@@ -83,6 +83,7 @@ async fn wait_ready(addr: std::net::SocketAddr, shutdown: &CancellationToken) ->
 pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let limits = args.sandbox.limits()?;
     let database_url = args.db.url()?;
+    args.mail.check()?;
     let node_name = args.node_name.clone().unwrap_or_else(|| format!("up-{}", config::hostname()));
     config::check_node_name(&node_name)?;
     args.db.prepare()?;
@@ -95,7 +96,15 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
     let edge_addr = edge_listener.local_addr()?;
     let cp_url = format!("http://{}", cp_listener.local_addr()?);
 
-    let cp_cfg = souq_control_plane::Config::new(database_url, args.db.data_dir.join("jwt-ed25519.pem"), join_token.clone());
+    let public_url = args.mail.public_url.clone().unwrap_or_else(|| format!("http://{edge_addr}"));
+    let mut cp_cfg = souq_control_plane::Config::new(
+        database_url,
+        args.db.data_dir.join("jwt-ed25519.pem"),
+        join_token.clone(),
+        public_url,
+        args.db.data_dir.join("mail"),
+    );
+    args.mail.apply(&mut cp_cfg);
     let agent_cfg = souq_node_agent::Config {
         node_name,
         region: "local".into(),
@@ -129,10 +138,17 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
 pub async fn control_plane(args: ControlPlaneArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     config::check_join_token(&args.join_token)?;
     let database_url = args.db.url()?;
+    args.mail.check()?;
+    let public_url = args
+        .mail
+        .public_url
+        .clone()
+        .ok_or_else(|| ConfigError("missing --public-url: mail links are built from it".into()))?;
     args.db.prepare()?;
     let key = args.signing_key_file.clone().unwrap_or_else(|| args.db.data_dir.join("jwt-ed25519.pem"));
     let listener = bind(args.grpc_addr, "control plane (--grpc-addr)").await?;
-    let cfg = souq_control_plane::Config::new(database_url, key, args.join_token);
+    let mut cfg = souq_control_plane::Config::new(database_url, key, args.join_token, public_url, args.db.data_dir.join("mail"));
+    args.mail.apply(&mut cfg);
     let mut tasks = JoinSet::new();
     let s = shutdown.clone();
     tasks.spawn(async move { souq_control_plane::run(cfg, listener, s).await.context("control plane") });

@@ -4,10 +4,14 @@
 
 pub mod accounts;
 pub mod agents;
+pub mod audit;
 pub mod auth;
+pub mod clock;
 pub mod entity;
 pub mod error;
 pub mod execute;
+pub mod mail;
+pub mod outbox;
 pub mod platform;
 pub mod registry;
 pub mod scheduler;
@@ -22,6 +26,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};
 
 /// The control plane's configuration, already validated by the caller.
@@ -41,6 +46,23 @@ pub struct Config {
     pub node_ttl: Duration,
     /// The wall timeout of an execute that names none.
     pub default_timeout: Duration,
+    /// The public URL of the edge; links in mails are built from it.
+    pub public_url: String,
+    /// Where mail goes.
+    pub mail: MailConfig,
+    /// The `From` of every mail, e.g. `Souq <no-reply@example.com>`.
+    pub mail_from: String,
+    /// The time source.
+    pub clock: Arc<dyn clock::Clock>,
+}
+
+/// Where the control plane sends mail.
+#[derive(Clone)]
+pub enum MailConfig {
+    /// An SMTP server: `smtp://…`, `smtps://…` (may hold a password; never logged).
+    Smtp(String),
+    /// `.eml` files in a directory.
+    Files(PathBuf),
 }
 
 impl std::fmt::Debug for Config {
@@ -54,7 +76,8 @@ impl std::fmt::Debug for Config {
 
 impl Config {
     /// Defaults suited to `souq up`, around the given database and key file.
-    pub fn new(database_url: String, signing_key_path: PathBuf, join_token: String) -> Self {
+    /// Mail goes to files in `mail_dir` until [`Config::mail`] says otherwise.
+    pub fn new(database_url: String, signing_key_path: PathBuf, join_token: String, public_url: String, mail_dir: PathBuf) -> Self {
         Config {
             database_url,
             signing_key_path,
@@ -63,6 +86,10 @@ impl Config {
             heartbeat_interval: Duration::from_secs(5),
             node_ttl: Duration::from_secs(15),
             default_timeout: Duration::from_secs(30),
+            public_url,
+            mail: MailConfig::Files(mail_dir),
+            mail_from: "Souq <no-reply@localhost>".into(),
+            clock: Arc::new(clock::SystemClock),
         }
     }
 }
@@ -70,6 +97,11 @@ impl Config {
 /// Shared state of the services.
 pub(crate) struct State {
     pub(crate) db: DatabaseConnection,
+    pub(crate) clock: Arc<dyn clock::Clock>,
+    pub(crate) public_url: String,
+    pub(crate) mail_wake: Arc<tokio::sync::Notify>,
+    pub(crate) account_throttle: auth::throttle::Throttle,
+    pub(crate) ip_throttle: auth::throttle::Throttle,
     pub(crate) tokens: auth::token::TokenSigner,
     pub(crate) join_token: String,
     pub(crate) agents: agents::AgentClients,
@@ -96,9 +128,24 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: CancellationToken
     let db = connect(&cfg.database_url).await?;
     migrate(&db).await?;
     let tokens = auth::token::TokenSigner::load_or_create(&cfg.signing_key_path, cfg.access_token_ttl)?;
+    let mailer = match &cfg.mail {
+        MailConfig::Smtp(url) => mail::Mailer::smtp(url, &cfg.mail_from),
+        MailConfig::Files(dir) => mail::Mailer::file(dir, &cfg.mail_from),
+    }
+    .map_err(|e| Error::Internal(e.to_string()))?;
+    if let MailConfig::Files(dir) = &cfg.mail {
+        info!(dir = %dir.display(), "no SMTP server configured: mail is written as .eml files");
+    }
     tokio::task::spawn_blocking(auth::password::warm_up);
+    let mail_wake = Arc::new(tokio::sync::Notify::new());
+    let minute = Duration::from_secs(60);
     let state = Arc::new(State {
         db,
+        clock: cfg.clock.clone(),
+        public_url: cfg.public_url.trim_end_matches('/').to_owned(),
+        mail_wake: mail_wake.clone(),
+        account_throttle: auth::throttle::Throttle::new(5, 15 * minute, minute, 15 * minute),
+        ip_throttle: auth::throttle::Throttle::new(50, 15 * minute, minute, 15 * minute),
         tokens,
         agents: agents::AgentClients::new(&cfg.join_token),
         join_token: cfg.join_token,
@@ -106,6 +153,7 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: CancellationToken
         node_ttl: cfg.node_ttl,
         default_timeout: cfg.default_timeout,
     });
+    tokio::spawn(outbox::run(state.db.clone(), Arc::new(mailer), cfg.clock.clone(), mail_wake, shutdown.clone()));
     let addr = listener.local_addr().map_err(|e| Error::Internal(e.to_string()))?;
     info!(%addr, "control plane listening");
     tonic::transport::Server::builder()

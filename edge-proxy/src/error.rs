@@ -17,6 +17,8 @@ pub struct ApiError {
     pub detail: String,
     /// For validation errors, the request field at fault.
     pub field: Option<String>,
+    /// Seconds for `Retry-After` on 429 and 503.
+    pub retry_after: Option<u64>,
 }
 
 /// The edge's result type.
@@ -30,7 +32,7 @@ pub fn problem_type(slug: &str) -> String {
 impl ApiError {
     /// An error with a status and problem slug.
     pub fn new(status: StatusCode, kind: &'static str, detail: impl Into<String>) -> Self {
-        ApiError { status, kind, detail: detail.into(), field: None }
+        ApiError { status, kind, detail: detail.into(), field: None, retry_after: None }
     }
 
     /// A 422 naming `field`.
@@ -53,11 +55,13 @@ impl From<WireError> for ApiError {
             Kind::NotFound => StatusCode::NOT_FOUND,
             Kind::Conflict => StatusCode::CONFLICT,
             Kind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Kind::TokenMalformed | Kind::TokenUnknown => StatusCode::BAD_REQUEST,
+            Kind::TokenExpired | Kind::TokenUsed => StatusCode::GONE,
             Kind::DockerUnavailable | Kind::NoCapacity | Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Kind::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        ApiError { status, kind: e.kind.slug(), detail: e.message, field: e.field }
+        ApiError { status, kind: e.kind.slug(), detail: e.message, field: e.field, retry_after: e.retry_after }
     }
 }
 
@@ -104,7 +108,7 @@ impl IntoResponse for ApiError {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
             StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS => {
-                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(self.retry_after.unwrap_or(5)));
             }
             _ => {}
         }

@@ -59,6 +59,55 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
     }
 }
 
+/// The client's address as this edge saw it (the TCP peer; forwarding headers, which a
+/// client can forge, are not trusted). Empty when unknown.
+pub struct ClientIp(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let ip = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip().to_string())
+            .unwrap_or_default();
+        Ok(ClientIp(ip))
+    }
+}
+
+/// The locale the client prefers, from `Accept-Language`: `ar` or `en`.
+pub struct PreferredLocale(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for PreferredLocale {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let header = parts.headers.get(axum::http::header::ACCEPT_LANGUAGE).and_then(|h| h.to_str().ok());
+        Ok(PreferredLocale(header.and_then(preferred_locale)))
+    }
+}
+
+/// The first of `ar` or `en` in an `Accept-Language` value, by its q-weights.
+pub fn preferred_locale(header: &str) -> Option<String> {
+    let mut tags: Vec<(f32, String)> = header
+        .split(',')
+        .take(32)
+        .filter_map(|part| {
+            let mut bits = part.trim().split(';');
+            let tag = bits.next()?.trim().split('-').next()?.to_ascii_lowercase();
+            let q = bits
+                .find_map(|b| b.trim().strip_prefix("q="))
+                .and_then(|q| q.parse::<f32>().ok())
+                .unwrap_or(1.0);
+            Some((q, tag))
+        })
+        .filter(|(q, tag)| *q > 0.0 && (tag == "ar" || tag == "en"))
+        .collect();
+    tags.sort_by(|a, b| b.0.total_cmp(&a.0));
+    tags.into_iter().next().map(|(_, t)| t)
+}
+
 /// The authenticated caller of a request: a verified bearer token.
 pub struct Caller {
     /// The raw token, passed on to the control plane.
@@ -90,6 +139,15 @@ impl FromRequestParts<AppState> for Caller {
 #[cfg(test)]
 mod tests {
     use super::field_of;
+
+    #[test]
+    fn picks_the_locale() {
+        use super::preferred_locale;
+        assert_eq!(preferred_locale("ar-EG,ar;q=0.9,en;q=0.8").as_deref(), Some("ar"));
+        assert_eq!(preferred_locale("fr-FR, en;q=0.5, ar;q=0.7").as_deref(), Some("ar"));
+        assert_eq!(preferred_locale("de").as_deref(), None);
+        assert_eq!(preferred_locale("en-US").as_deref(), Some("en"));
+    }
 
     #[test]
     fn finds_the_field() {

@@ -65,12 +65,30 @@ async fn method_not_allowed() -> ApiError {
     ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "method not allowed on this route")
 }
 
+/// The span of one request. The path is recorded with any token in it redacted, so
+/// single-use links never reach the logs.
+fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    let path = req.uri().path();
+    let path = match path.strip_prefix("/api/v1/auth/verify-email/") {
+        Some(_) => "/api/v1/auth/verify-email/…",
+        None => path,
+    };
+    let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+    tracing::info_span!("request", method = %req.method(), path = %path, request_id = %id)
+}
+
 /// The whole REST router.
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/api/v1/auth/signup", post(routes::auth::signup))
         .route("/api/v1/auth/login", post(routes::auth::login))
         .route("/api/v1/auth/me", get(routes::auth::me))
+        .route("/api/v1/auth/refresh", post(routes::auth::refresh))
+        .route("/api/v1/auth/verify-email/{token}", get(routes::auth::verify_email))
+        .route("/api/v1/auth/forgot-password", post(routes::auth::forgot_password))
+        .route("/api/v1/auth/reset-password", post(routes::auth::reset_password))
+        .route("/api/v1/auth/change-password", post(routes::auth::change_password))
+        .route("/reset-password", get(routes::pages::reset_password))
         .route("/api/v1/execute", post(routes::execute::execute))
         .route("/api/v1/openapi.json", get(|| async { axum::Json(openapi::ApiDoc::openapi()) }))
         .route("/healthz", get(routes::health::healthz))
@@ -80,7 +98,7 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state);
     api.layer(PropagateRequestIdLayer::x_request_id())
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(request_span))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
 }
 
@@ -90,7 +108,12 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: CancellationToken
     let verifier = state.verifier.clone();
     let platform = state.platform.clone();
     let fetch_shutdown = shutdown.clone();
-    tokio::spawn(async move { verifier.fetch(platform, fetch_shutdown).await });
+    tokio::spawn(async move {
+        verifier.fetch(platform.clone(), fetch_shutdown.clone()).await;
+        verifier.follow_revocations(platform, fetch_shutdown).await;
+    });
     info!(addr = %listener.local_addr()?, "edge listening");
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown.cancelled_owned()).await
+    axum::serve(listener, router(state).into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
 }

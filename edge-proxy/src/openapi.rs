@@ -22,7 +22,17 @@ impl Modify for BearerAuth {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Souq", description = "API hosting, execution and marketplace.", version = "1"),
-    paths(routes::auth::signup, routes::auth::login, routes::auth::me, routes::execute::execute),
+    paths(
+        routes::auth::signup,
+        routes::auth::login,
+        routes::auth::refresh,
+        routes::auth::verify_email,
+        routes::auth::forgot_password,
+        routes::auth::reset_password,
+        routes::auth::change_password,
+        routes::auth::me,
+        routes::execute::execute
+    ),
     components(schemas(Problem)),
     modifiers(&BearerAuth),
 )]

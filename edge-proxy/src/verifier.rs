@@ -1,19 +1,33 @@
 //! Local verification of access tokens with the control plane's Ed25519 public key,
 //! fetched once at start (and retried until the control plane answers).
-use std::{sync::OnceLock, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{OnceLock, RwLock},
+    time::Duration,
+};
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use souq_proto::{Claims, platform::{GetVerifyingKeyRequest, platform_client::PlatformClient}};
+use souq_proto::{
+    Claims,
+    platform::{GetVerifyingKeyRequest, ListRevocationsRequest, platform_client::PlatformClient},
+};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tracing::{info, warn};
 
 use crate::error::{ApiError, Result};
 
-/// Verifies tokens once the key is known.
+/// How often the edge asks for revocations. A password change voids earlier tokens
+/// at the control plane at once, and at this edge within this time.
+pub const REVOCATION_POLL: Duration = Duration::from_secs(10);
+
+/// Verifies tokens once the key is known, and refuses tokens issued before their user's
+/// revocation cut-off.
 #[derive(Default)]
 pub struct Verifier {
     key: OnceLock<(DecodingKey, Validation)>,
+    /// user id → access tokens with `iat` before this are void.
+    revoked: RwLock<HashMap<String, u64>>,
 }
 
 impl Verifier {
@@ -27,9 +41,44 @@ impl Verifier {
         let (key, validation) = self.key.get().ok_or_else(|| {
             ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the edge is not ready yet")
         })?;
-        jsonwebtoken::decode::<Claims>(token, key, validation)
-            .map(|d| d.claims.sub)
-            .map_err(|_| ApiError::unauthenticated("invalid or expired token"))
+        let bad = || ApiError::unauthenticated("invalid or expired token");
+        let claims = jsonwebtoken::decode::<Claims>(token, key, validation).map_err(|_| bad())?.claims;
+        let cut = self.revoked.read().ok().and_then(|r| r.get(&claims.sub).copied());
+        if cut.is_some_and(|cut| claims.iat < cut) {
+            return Err(bad());
+        }
+        Ok(claims.sub)
+    }
+
+    /// Records that `user_id`'s tokens issued before `not_before` are void.
+    pub fn revoke(&self, user_id: String, not_before: u64) {
+        if let Ok(mut r) = self.revoked.write() {
+            let e = r.entry(user_id).or_insert(0);
+            *e = (*e).max(not_before);
+        }
+    }
+
+    /// Polls the control plane for revocations until `shutdown`.
+    pub async fn follow_revocations(&self, mut client: PlatformClient<Channel>, shutdown: CancellationToken) {
+        let mut since = 0u64;
+        loop {
+            let mut req = tonic::Request::new(ListRevocationsRequest { since_unix_ms: since });
+            req.set_timeout(Duration::from_secs(5));
+            match client.list_revocations(req).await {
+                Ok(resp) => {
+                    let resp = resp.into_inner();
+                    for r in resp.entries {
+                        self.revoke(r.user_id, r.not_before);
+                    }
+                    since = resp.now_unix_ms;
+                }
+                Err(status) => warn!(code = ?status.code(), "could not fetch revocations"),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(REVOCATION_POLL) => {}
+            }
+        }
     }
 
     /// Fetches the key from the control plane, retrying until it answers or `shutdown`.

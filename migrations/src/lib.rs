@@ -4,6 +4,7 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m0001_spine;
+mod m0002_accounts;
 
 /// Applies Souq's migrations in order.
 pub struct Migrator;
@@ -11,6 +12,6 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m0001_spine::Migration)]
+        vec![Box::new(m0001_spine::Migration), Box::new(m0002_accounts::Migration)]
     }
 }

@@ -5,6 +5,7 @@ use tonic::{Code, Status, metadata::MetadataValue};
 
 const KIND_KEY: &str = "souq-kind";
 const FIELD_KEY: &str = "souq-field";
+const RETRY_AFTER_KEY: &str = "souq-retry-after";
 
 /// What went wrong, as far as a client needs to know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,6 +22,14 @@ pub enum Kind {
     Conflict,
     /// Too many requests (429).
     RateLimited,
+    /// A single-use token that is not a token at all (400).
+    TokenMalformed,
+    /// A single-use token nobody issued (400).
+    TokenUnknown,
+    /// A single-use token past its expiry (410).
+    TokenExpired,
+    /// A single-use token already used, or voided by a newer one (410).
+    TokenUsed,
     /// The node's Docker Engine cannot be reached (503).
     DockerUnavailable,
     /// No node can take the work now (503).
@@ -43,6 +52,10 @@ impl Kind {
             Kind::NotFound => "not-found",
             Kind::Conflict => "conflict",
             Kind::RateLimited => "rate-limited",
+            Kind::TokenMalformed => "token-malformed",
+            Kind::TokenUnknown => "token-unknown",
+            Kind::TokenExpired => "token-expired",
+            Kind::TokenUsed => "token-used",
             Kind::DockerUnavailable => "docker-unavailable",
             Kind::NoCapacity => "no-capacity",
             Kind::Unavailable => "unavailable",
@@ -59,6 +72,8 @@ impl Kind {
             Kind::NotFound => Code::NotFound,
             Kind::Conflict => Code::AlreadyExists,
             Kind::RateLimited => Code::ResourceExhausted,
+            Kind::TokenMalformed | Kind::TokenUnknown => Code::InvalidArgument,
+            Kind::TokenExpired | Kind::TokenUsed => Code::FailedPrecondition,
             Kind::DockerUnavailable | Kind::NoCapacity | Kind::Unavailable => Code::Unavailable,
             Kind::Timeout => Code::DeadlineExceeded,
             Kind::Internal => Code::Internal,
@@ -66,8 +81,12 @@ impl Kind {
     }
 
     fn from_slug(s: &str) -> Option<Kind> {
-        const ALL: [Kind; 11] = [
+        const ALL: [Kind; 15] = [
             Kind::Validation,
+            Kind::TokenMalformed,
+            Kind::TokenUnknown,
+            Kind::TokenExpired,
+            Kind::TokenUsed,
             Kind::Unauthenticated,
             Kind::Forbidden,
             Kind::NotFound,
@@ -108,17 +127,24 @@ pub struct WireError {
     pub message: String,
     /// For [`Kind::Validation`]: the request field at fault.
     pub field: Option<String>,
+    /// For [`Kind::RateLimited`]: seconds until a retry may succeed.
+    pub retry_after: Option<u64>,
 }
 
 impl WireError {
     /// An error of `kind` with a client-safe message.
     pub fn new(kind: Kind, message: impl Into<String>) -> Self {
-        WireError { kind, message: message.into(), field: None }
+        WireError { kind, message: message.into(), field: None, retry_after: None }
+    }
+
+    /// A 429 that may be retried after `seconds`.
+    pub fn rate_limited(message: impl Into<String>, seconds: u64) -> Self {
+        WireError { retry_after: Some(seconds), ..WireError::new(Kind::RateLimited, message) }
     }
 
     /// A validation error naming `field`.
     pub fn invalid(field: &str, message: impl Into<String>) -> Self {
-        WireError { kind: Kind::Validation, message: message.into(), field: Some(field.to_owned()) }
+        WireError { field: Some(field.to_owned()), ..WireError::new(Kind::Validation, message) }
     }
 }
 
@@ -129,6 +155,9 @@ impl From<WireError> for Status {
         meta.insert(KIND_KEY, MetadataValue::from_static(e.kind.slug()));
         if let Some(field) = e.field.and_then(|f| f.parse::<MetadataValue<_>>().ok()) {
             meta.insert(FIELD_KEY, field);
+        }
+        if let Some(secs) = e.retry_after {
+            meta.insert(RETRY_AFTER_KEY, MetadataValue::from(secs));
         }
         status
     }
@@ -142,6 +171,7 @@ impl From<&Status> for WireError {
                 kind,
                 message: s.message().to_owned(),
                 field: get(FIELD_KEY).map(str::to_owned),
+                retry_after: get(RETRY_AFTER_KEY).and_then(|v| v.parse().ok()),
             },
             // A status Souq did not make (a transport error): never pass its text on.
             None => {
@@ -162,11 +192,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn kind_and_field_survive_the_wire() {
+    fn kind_field_and_retry_after_survive_the_wire() {
         let status: Status = WireError::invalid("timeout_ms", "too long").into();
         assert_eq!(status.code(), Code::InvalidArgument);
         let back = WireError::from(&status);
         assert_eq!(back, WireError::invalid("timeout_ms", "too long"));
+        let status: Status = WireError::rate_limited("slow down", 42).into();
+        assert_eq!(WireError::from(&status), WireError::rate_limited("slow down", 42));
+        let status: Status = WireError::new(Kind::TokenExpired, "expired").into();
+        assert_eq!(WireError::from(&status).kind, Kind::TokenExpired);
     }
 
     #[test]

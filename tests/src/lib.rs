@@ -3,7 +3,11 @@
 //! database, against the real Docker Engine.
 #![allow(clippy::unwrap_used)]
 
-use std::{path::PathBuf, process::Command, time::Duration};
+pub mod mail;
+
+use std::{path::PathBuf, process::Command, sync::Arc, time::Duration};
+
+use souq_control_plane::ManualClock;
 
 use serde_json::{Value, json};
 use souq_node_agent::{Images, Limits};
@@ -59,12 +63,17 @@ pub struct TestCluster {
     pub agent_urls: Vec<String>,
     /// gRPC URL of the control plane.
     pub control_plane_url: String,
+    /// The control plane's clock; it moves only when a test advances it.
+    pub clock: Arc<ManualClock>,
+    /// The database the control plane uses.
+    pub database_url: String,
+    /// The data dir (signing key, SQLite).
+    pub data_dir: PathBuf,
     /// The HTTP client.
     pub http: reqwest::Client,
     cp: Option<Role>,
     agents: Vec<Role>,
     edge: Option<Role>,
-    data_dir: PathBuf,
     pg_db: Option<String>,
 }
 
@@ -112,7 +121,18 @@ impl Builder {
 
         let cp_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let cp_url = format!("http://{}", cp_listener.local_addr().unwrap());
-        let cfg = souq_control_plane::Config::new(database_url, data_dir.join("jwt.pem"), join_token.clone());
+        let edge_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", edge_listener.local_addr().unwrap());
+        let clock = Arc::new(ManualClock::new());
+        let mut cfg = souq_control_plane::Config::new(
+            database_url.clone(),
+            data_dir.join("jwt.pem"),
+            join_token.clone(),
+            url.clone(),
+            data_dir.join("mail"),
+        );
+        cfg.mail = souq_control_plane::MailConfig::Smtp(mail::SMTP_URL.into());
+        cfg.clock = clock.clone();
         let stop = CancellationToken::new();
         let s = stop.clone();
         let cp = Role {
@@ -155,8 +175,6 @@ impl Builder {
             nodes.push(name);
         }
 
-        let edge_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", edge_listener.local_addr().unwrap());
         let stop = CancellationToken::new();
         let s = stop.clone();
         let edge_cfg = souq_edge_proxy::Config { control_plane_url: cp_url.clone() };
@@ -169,6 +187,8 @@ impl Builder {
             nodes,
             agent_urls,
             control_plane_url: cp_url,
+            clock,
+            database_url,
             http: reqwest::Client::builder().timeout(Duration::from_secs(120)).build().unwrap(),
             cp: Some(cp),
             agents,
@@ -195,9 +215,14 @@ impl TestCluster {
         panic!("the cluster did not become ready in 30 s");
     }
 
+    /// A fresh, unique email address.
+    pub fn email() -> String {
+        format!("u-{}@example.com", Uuid::new_v4().simple())
+    }
+
     /// Signs up and logs in a fresh user; returns the access token.
     pub async fn user(&self) -> String {
-        let email = format!("u-{}@example.com", Uuid::new_v4().simple());
+        let email = Self::email();
         let pw = "a long enough password";
         let r = self.post("/api/v1/auth/signup", None, json!({"email": email, "password": pw})).await;
         assert_eq!(r.0, 202, "{}", r.1);

@@ -1,9 +1,8 @@
 //! Access tokens: EdDSA (Ed25519) JWTs with iss, aud, sub, iat, exp and jti. The signing
 //! key lives in a PKCS#8 PEM file, made on first start when it does not exist.
-use std::{
-    path::Path,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{path::Path, time::Duration};
+
+use chrono::{DateTime, Utc};
 
 use ed25519_dalek::{
     SigningKey,
@@ -74,31 +73,31 @@ impl TokenSigner {
         self.ttl
     }
 
-    /// Issues an access token for `user_id`.
-    pub fn issue(&self, user_id: Uuid) -> Result<String> {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    /// Issues an access token for `user_id`, stamped issued at `iat` and expiring one
+    /// lifetime after `now`.
+    pub fn issue(&self, user_id: Uuid, iat: DateTime<Utc>, now: DateTime<Utc>) -> Result<String> {
+        let secs = |t: DateTime<Utc>| u64::try_from(t.timestamp()).unwrap_or(0);
         let claims = Claims {
             iss: ISSUER.into(),
             aud: AUDIENCE.into(),
             sub: user_id.to_string(),
-            iat: now,
-            exp: now + self.ttl.as_secs(),
+            iat: secs(iat),
+            exp: secs(now) + self.ttl.as_secs(),
             jti: Uuid::now_v7().to_string(),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &self.encoding)
             .map_err(|e| Error::Internal(format!("sign token: {e}")))
     }
 
-    /// Verifies a token and returns the user id it was issued to.
-    pub fn verify(&self, token: &str) -> Result<Uuid> {
+    /// Verifies a token's signature, issuer, audience and expiry; returns its claims.
+    pub fn verify(&self, token: &str) -> Result<Claims> {
         let mut v = Validation::new(Algorithm::EdDSA);
         v.set_issuer(&[ISSUER]);
         v.set_audience(&[AUDIENCE]);
         v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         v.leeway = 5;
         let bad = || Error::kind(Kind::Unauthenticated, "invalid or expired token");
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &v).map_err(|_| bad())?;
-        data.claims.sub.parse().map_err(|_| bad())
+        jsonwebtoken::decode::<Claims>(token, &self.decoding, &v).map(|d| d.claims).map_err(|_| bad())
     }
 }
 
@@ -127,12 +126,16 @@ mod tests {
         let path = dir.join("jwt.pem");
         let signer = TokenSigner::load_or_create(&path, Duration::from_secs(900)).unwrap();
         let user = Uuid::new_v4();
-        let token = signer.issue(user).unwrap();
-        assert_eq!(signer.verify(&token).unwrap(), user);
+        let now = Utc::now();
+        let token = signer.issue(user, now, now).unwrap();
+        assert_eq!(signer.verify(&token).unwrap().sub, user.to_string());
 
         // The same file gives the same key.
         let again = TokenSigner::load_or_create(&path, Duration::from_secs(900)).unwrap();
-        assert_eq!(again.verify(&token).unwrap(), user);
+        assert_eq!(again.verify(&token).unwrap().sub, user.to_string());
+        // Expired an hour ago.
+        let old = now - chrono::Duration::hours(2);
+        assert!(signer.verify(&signer.issue(user, old, old).unwrap()).is_err());
 
         let mut tampered = token.clone();
         tampered.pop();

@@ -15,6 +15,8 @@ pub struct Model {
     pub locale: String,
     pub email_verified: bool,
     pub created_at: DateTimeUtc,
+    /// Access tokens issued (`iat`) before this are void: set by a password reset or change.
+    pub tokens_valid_after: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

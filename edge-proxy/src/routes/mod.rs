@@ -2,6 +2,7 @@
 pub mod auth;
 pub mod execute;
 pub mod health;
+pub mod pages;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 use souq_proto::platform::User;
 
 use crate::{
-    auth::password,
+    auth::{common_passwords, password},
     entity::users,
     error::{Error, Result},
 };
@@ -40,6 +40,9 @@ pub fn check_password(password: &str, email: &str) -> Result<()> {
     }
     if password.trim().eq_ignore_ascii_case(email) {
         return Err(Error::invalid("password", "must not be the email address"));
+    }
+    if common_passwords::is_common(password) {
+        return Err(Error::invalid("password", "is one of the most common passwords; choose another"));
     }
     Ok(())
 }
@@ -100,6 +103,7 @@ mod tests {
         assert!(check_password(&"x".repeat(129), "a@b.c").is_err());
         assert!(check_password("ali@example.com", "ali@example.com").is_err());
         assert!(check_password("long enough", "a@b.c").is_ok());
+        assert!(check_password("password1", "a@b.c").is_err());
     }
 
     #[test]
