@@ -122,7 +122,7 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
     let s = shutdown.clone();
     tasks.spawn(async move { souq_node_agent::run(agent_cfg, agent_listener, s).await.context("node agent") });
     let s = shutdown.clone();
-    let edge_cfg = souq_edge_proxy::Config { control_plane_url: cp_url };
+    let edge_cfg = souq_edge_proxy::Config::new(cp_url);
     tasks.spawn(async move { souq_edge_proxy::run(edge_cfg, edge_listener, s).await.context("edge") });
 
     let ready_shutdown = shutdown.clone();
@@ -190,7 +190,7 @@ pub async fn agent(args: AgentArgs, shutdown: CancellationToken) -> anyhow::Resu
 pub async fn edge(args: EdgeArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     config::check_url("--control-plane-url", &args.control_plane_url)?;
     let listener = bind(args.edge_addr, "edge (--edge-addr)").await?;
-    let cfg = souq_edge_proxy::Config { control_plane_url: args.control_plane_url };
+    let cfg = souq_edge_proxy::Config::new(args.control_plane_url);
     let mut tasks = JoinSet::new();
     let s = shutdown.clone();
     tasks.spawn(async move { souq_edge_proxy::run(cfg, listener, s).await.context("edge") });

@@ -34,6 +34,16 @@ pub const MAX_BODY_BYTES: usize = 256 * 1024;
 pub struct Config {
     /// The control plane's gRPC URL.
     pub control_plane_url: String,
+    /// How often to fetch token revocations. A password change voids earlier tokens at
+    /// the control plane at once, and at this edge within this time.
+    pub revocation_poll: Duration,
+}
+
+impl Config {
+    /// The defaults, around a control plane URL.
+    pub fn new(control_plane_url: String) -> Self {
+        Config { control_plane_url, revocation_poll: Duration::from_secs(10) }
+    }
 }
 
 /// What every handler shares.
@@ -108,9 +118,10 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: CancellationToken
     let verifier = state.verifier.clone();
     let platform = state.platform.clone();
     let fetch_shutdown = shutdown.clone();
+    let every = cfg.revocation_poll;
     tokio::spawn(async move {
         verifier.fetch(platform.clone(), fetch_shutdown.clone()).await;
-        verifier.follow_revocations(platform, fetch_shutdown).await;
+        verifier.follow_revocations(platform, every, fetch_shutdown).await;
     });
     info!(addr = %listener.local_addr()?, "edge listening");
     axum::serve(listener, router(state).into_make_service_with_connect_info::<std::net::SocketAddr>())

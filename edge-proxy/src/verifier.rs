@@ -17,9 +17,6 @@ use tracing::{info, warn};
 
 use crate::error::{ApiError, Result};
 
-/// How often the edge asks for revocations. A password change voids earlier tokens
-/// at the control plane at once, and at this edge within this time.
-pub const REVOCATION_POLL: Duration = Duration::from_secs(10);
 
 /// Verifies tokens once the key is known, and refuses tokens issued before their user's
 /// revocation cut-off.
@@ -58,8 +55,8 @@ impl Verifier {
         }
     }
 
-    /// Polls the control plane for revocations until `shutdown`.
-    pub async fn follow_revocations(&self, mut client: PlatformClient<Channel>, shutdown: CancellationToken) {
+    /// Polls the control plane for revocations every `every` until `shutdown`.
+    pub async fn follow_revocations(&self, mut client: PlatformClient<Channel>, every: Duration, shutdown: CancellationToken) {
         let mut since = 0u64;
         loop {
             let mut req = tonic::Request::new(ListRevocationsRequest { since_unix_ms: since });
@@ -76,7 +73,7 @@ impl Verifier {
             }
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(REVOCATION_POLL) => {}
+                () = tokio::time::sleep(every) => {}
             }
         }
     }

@@ -36,6 +36,7 @@ pub async fn images() -> Images {
 /// How to start a cluster.
 pub struct Builder {
     agents: usize,
+    smtp_url: String,
     docker_host: Option<String>,
     limits: Limits,
 }
@@ -80,7 +81,7 @@ pub struct TestCluster {
 impl TestCluster {
     /// A builder for one agent with the default limits.
     pub fn builder() -> Builder {
-        Builder { agents: 1, docker_host: None, limits: Limits::default() }
+        Builder { agents: 1, smtp_url: mail::SMTP_URL.into(), docker_host: None, limits: Limits::default() }
     }
 }
 
@@ -94,6 +95,12 @@ impl Builder {
     /// Points the agents at a Docker socket (e.g. one that does not exist).
     pub fn docker_host(mut self, host: &str) -> Self {
         self.docker_host = Some(host.into());
+        self
+    }
+
+    /// Sends mail through another SMTP server than the test sink.
+    pub fn smtp_url(mut self, url: &str) -> Self {
+        self.smtp_url = url.into();
         self
     }
 
@@ -131,7 +138,7 @@ impl Builder {
             url.clone(),
             data_dir.join("mail"),
         );
-        cfg.mail = souq_control_plane::MailConfig::Smtp(mail::SMTP_URL.into());
+        cfg.mail = souq_control_plane::MailConfig::Smtp(self.smtp_url.clone());
         cfg.clock = clock.clone();
         let stop = CancellationToken::new();
         let s = stop.clone();
@@ -177,7 +184,8 @@ impl Builder {
 
         let stop = CancellationToken::new();
         let s = stop.clone();
-        let edge_cfg = souq_edge_proxy::Config { control_plane_url: cp_url.clone() };
+        let mut edge_cfg = souq_edge_proxy::Config::new(cp_url.clone());
+        edge_cfg.revocation_poll = Duration::from_millis(200);
         let edge = Role {
             stop,
             task: tokio::spawn(async move { souq_edge_proxy::run(edge_cfg, edge_listener, s).await.unwrap() }),

@@ -265,3 +265,24 @@ async fn audit_log_records_account_events_without_secrets() {
     }
     c.stop().await;
 }
+
+#[tokio::test]
+async fn the_edge_itself_refuses_revoked_tokens() {
+    let mut c = TestCluster::builder().agents(0).start().await;
+    let email = TestCluster::email();
+    signup(&c, &email, json!({})).await;
+    let (_, session) = login(&c, &email, PW).await;
+    let old = session["access_token"].as_str().unwrap().to_owned();
+    let (s, _) = c.post("/api/v1/auth/change-password", Some(&old), json!({"current_password": PW, "new_password": "a newer phrase"})).await;
+    assert_eq!(s, 200);
+    let (_, fresh) = login(&c, &email, "a newer phrase").await;
+    let fresh = fresh["access_token"].as_str().unwrap().to_owned();
+    // The test edge fetches revocations every 200 ms (10 s by default).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    c.stop_control_plane().await;
+    // With the control plane gone, only the edge can answer: it refuses the old token
+    // itself, and passes the new one on (to a 503).
+    assert_eq!(c.get("/api/v1/auth/me", Some(&old)).await.0, 401);
+    assert_eq!(c.get("/api/v1/auth/me", Some(&fresh)).await.0, 503);
+    c.stop().await;
+}
