@@ -91,10 +91,8 @@ pub struct MailArgs {
 impl MailArgs {
     /// Checks the options, never echoing the SMTP URL (it may hold a password).
     pub fn check(&self) -> Result<(), ConfigError> {
-        if let Some(u) = &self.smtp_url {
-            if !(u.starts_with("smtp://") || u.starts_with("smtps://")) {
-                return Err(bad("--smtp-url", "must start with smtp:// or smtps://"));
-            }
+        if self.smtp_url.as_ref().is_some_and(|u| !(u.starts_with("smtp://") || u.starts_with("smtps://"))) {
+            return Err(bad("--smtp-url", "must start with smtp:// or smtps://"));
         }
         if let Some(u) = &self.public_url {
             check_url("--public-url", u)?;
