@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait, IntoActiveModel, QueryFilter, ColumnTrait};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter};
 use souq_proto::{
     Kind, Runtime,
     registry::{
@@ -73,43 +73,22 @@ impl registry_server::Registry for RegistryService {
             .await
             .map_err(Error::from)?;
         let runtimes = runtimes.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(",");
-        let id = match existing {
-            Some(row) => {
-                let id = row.id;
-                let mut am = row.into_active_model();
-                am.address = Set(req.advertise_addr.clone());
-                am.region = Set(req.region.clone());
-                am.runtimes = Set(runtimes);
-                am.memory_mb = Set(i64::try_from(cap.memory_mb).unwrap_or(i64::MAX));
-                am.cpus_milli = Set(i32::try_from(cap.cpus_milli).unwrap_or(i32::MAX));
-                am.max_timeout_ms = Set(i64::try_from(req.max_timeout_ms).unwrap_or(i64::MAX));
-                am.docker_ok = Set(req.docker_ok);
-                am.registered_at = Set(now);
-                am.last_heartbeat = Set(now);
-                am.update(db).await.map_err(Error::from)?;
-                id
-            }
-            None => {
-                let id = Uuid::now_v7();
-                nodes::ActiveModel {
-                    id: Set(id),
-                    name: Set(req.node_name.clone()),
-                    address: Set(req.advertise_addr.clone()),
-                    region: Set(req.region.clone()),
-                    runtimes: Set(runtimes),
-                    memory_mb: Set(i64::try_from(cap.memory_mb).unwrap_or(i64::MAX)),
-                    cpus_milli: Set(i32::try_from(cap.cpus_milli).unwrap_or(i32::MAX)),
-                    max_timeout_ms: Set(i64::try_from(req.max_timeout_ms).unwrap_or(i64::MAX)),
-                    docker_ok: Set(req.docker_ok),
-                    registered_at: Set(now),
-                    last_heartbeat: Set(now),
-                }
-                .insert(db)
-                .await
-                .map_err(Error::from)?;
-                id
-            }
+        let id = existing.as_ref().map_or_else(Uuid::now_v7, |n| n.id);
+        let row = nodes::ActiveModel {
+            id: Set(id),
+            name: Set(req.node_name.clone()),
+            address: Set(req.advertise_addr.clone()),
+            region: Set(req.region.clone()),
+            runtimes: Set(runtimes),
+            memory_mb: Set(i64::try_from(cap.memory_mb).unwrap_or(i64::MAX)),
+            cpus_milli: Set(i32::try_from(cap.cpus_milli).unwrap_or(i32::MAX)),
+            max_timeout_ms: Set(i64::try_from(req.max_timeout_ms).unwrap_or(i64::MAX)),
+            docker_ok: Set(req.docker_ok),
+            registered_at: Set(now),
+            last_heartbeat: Set(now),
         };
+        // A node that registers again (after a restart) keeps its id.
+        if existing.is_some() { row.update(db).await } else { row.insert(db).await }.map_err(Error::from)?;
         info!(node_id = %id, address = %req.advertise_addr, docker_ok = req.docker_ok, "node registered");
         let interval = u32::try_from(self.state.heartbeat_interval.as_millis()).unwrap_or(u32::MAX);
         Ok(Response::new(RegisterResponse { node_id: id.to_string(), heartbeat_interval_ms: interval }))
