@@ -202,6 +202,9 @@ pub struct SandboxArgs {
     /// Most sandboxes running at once on this node.
     #[arg(long, env = "SOUQ_MAX_CONCURRENT", default_value_t = 8)]
     pub max_concurrent: usize,
+    /// Most executes waiting for a slot; past it the answer is 503 with Retry-After.
+    #[arg(long, env = "SOUQ_QUEUE_DEPTH", default_value_t = 32)]
+    pub queue_depth: usize,
 }
 
 impl SandboxArgs {
@@ -217,6 +220,7 @@ impl SandboxArgs {
         range("--max-timeout-ms", self.max_timeout_ms, 100, 3_600_000)?;
         range("--output-limit-bytes", self.output_limit_bytes as u64, 1024, 64 * 1024 * 1024)?;
         range("--max-concurrent", self.max_concurrent as u64, 1, 1024)?;
+        range("--queue-depth", self.queue_depth as u64, 0, 100_000)?;
         if self.docker_host.as_ref().is_some_and(|h| !h.starts_with("unix://")) {
             return Err(bad("--docker-host", "must be a unix:// socket path"));
         }

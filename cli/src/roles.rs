@@ -115,6 +115,7 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
         images,
         limits,
         max_concurrent: args.sandbox.max_concurrent,
+        queue_depth: args.sandbox.queue_depth,
     };
     let mut tasks = JoinSet::new();
     let s = shutdown.clone();
@@ -179,6 +180,7 @@ pub async fn agent(args: AgentArgs, shutdown: CancellationToken) -> anyhow::Resu
         images,
         limits,
         max_concurrent: args.sandbox.max_concurrent,
+        queue_depth: args.sandbox.queue_depth,
     };
     let mut tasks = JoinSet::new();
     let s = shutdown.clone();

@@ -115,6 +115,7 @@ pub(crate) async fn run(state: &State, user_id: Uuid, req: ExecuteRequest) -> Re
         oom_killed: Set(result.oom_killed),
         duration_ms: Set(i64::try_from(result.duration_ms).unwrap_or(i64::MAX)),
         created_at: Set(Utc::now()),
+        signal: Set(result.signal),
     })
     .exec_without_returning(&state.db)
     .await?;

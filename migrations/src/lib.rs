@@ -5,6 +5,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m0001_spine;
 mod m0002_accounts;
+mod m0003_execution_signal;
 
 /// Applies Souq's migrations in order.
 pub struct Migrator;
@@ -12,6 +13,10 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m0001_spine::Migration), Box::new(m0002_accounts::Migration)]
+        vec![
+            Box::new(m0001_spine::Migration),
+            Box::new(m0002_accounts::Migration),
+            Box::new(m0003_execution_signal::Migration),
+        ]
     }
 }

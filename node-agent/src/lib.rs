@@ -2,6 +2,7 @@
 //! `Agent` gRPC service and runs every sandbox on the local Docker Engine through bollard.
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod docker;
 pub mod error;
 pub mod images;
@@ -14,7 +15,7 @@ use std::{collections::HashMap, sync::{Arc, Mutex}, time::Duration};
 
 use bollard::{Docker, query_parameters::{ListContainersOptions, RemoveContainerOptions}};
 use souq_proto::{agent::agent_server::AgentServer, registry::registry_client::RegistryClient};
-use tokio::{net::TcpListener, sync::Semaphore};
+use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
@@ -45,6 +46,8 @@ pub struct Config {
     pub limits: Limits,
     /// Most sandboxes running at once; further executes wait.
     pub max_concurrent: usize,
+    /// Most executes waiting for a slot; further ones are turned away with 503.
+    pub queue_depth: usize,
 }
 
 impl std::fmt::Debug for Config {
@@ -66,8 +69,7 @@ pub(crate) struct Node {
     pub(crate) advertise_addr: String,
     pub(crate) images: Images,
     pub(crate) limits: Limits,
-    pub(crate) max_concurrent: usize,
-    pub(crate) slots: Semaphore,
+    pub(crate) admission: admission::Admission,
     pub(crate) host_memory_mb: u64,
     pub(crate) host_cpus_milli: u32,
     docker_host: Option<String>,
@@ -127,8 +129,7 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: CancellationToken
         join_token: cfg.join_token,
         images: cfg.images,
         limits: cfg.limits,
-        max_concurrent: cfg.max_concurrent.max(1),
-        slots: Semaphore::new(cfg.max_concurrent.max(1)),
+        admission: admission::Admission::new(cfg.max_concurrent, cfg.queue_depth),
         host_memory_mb: host_memory_mb(),
         host_cpus_milli: std::thread::available_parallelism()
             .map_or(1000, |n| u32::try_from(n.get() * 1000).unwrap_or(u32::MAX)),

@@ -26,8 +26,8 @@ fn capacity(node: &Node) -> Capacity {
     Capacity {
         memory_mb: node.host_memory_mb,
         cpus_milli: node.host_cpus_milli,
-        running: u32::try_from(node.max_concurrent - node.slots.available_permits()).unwrap_or(0),
-        max_concurrent: u32::try_from(node.max_concurrent).unwrap_or(u32::MAX),
+        running: u32::try_from(node.admission.running()).unwrap_or(u32::MAX),
+        max_concurrent: u32::try_from(node.admission.max_running()).unwrap_or(u32::MAX),
     }
 }
 

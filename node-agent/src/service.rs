@@ -61,7 +61,13 @@ impl AgentService {
             Error::Wire(souq_proto::WireError::new(Kind::NoCapacity, format!("this node has no image for {runtime}")))
         })?;
         let docker = self.node.docker()?;
-        let _slot = self.node.slots.acquire().await.map_err(|_| Error::Internal("shutting down".into()))?;
+        let ticket = self.node.admission.enter().ok_or_else(|| {
+            Error::Wire(souq_proto::WireError {
+                retry_after: Some(1),
+                ..souq_proto::WireError::new(Kind::NoCapacity, "this node is at capacity; try again shortly")
+            })
+        })?;
+        let _slot = ticket.slot().await.ok_or_else(|| Error::Internal("shutting down".into()))?;
         let id = job_id(&req.execution_id);
         let job = sandbox::Job {
             id: &id,

@@ -36,6 +36,8 @@ pub async fn images() -> Images {
 /// How to start a cluster.
 pub struct Builder {
     agents: usize,
+    max_concurrent: usize,
+    queue_depth: usize,
     smtp_url: String,
     docker_host: Option<String>,
     limits: Limits,
@@ -81,7 +83,7 @@ pub struct TestCluster {
 impl TestCluster {
     /// A builder for one agent with the default limits.
     pub fn builder() -> Builder {
-        Builder { agents: 1, smtp_url: mail::SMTP_URL.into(), docker_host: None, limits: Limits::default() }
+        Builder { agents: 1, max_concurrent: 8, queue_depth: 32, smtp_url: mail::SMTP_URL.into(), docker_host: None, limits: Limits::default() }
     }
 }
 
@@ -101,6 +103,19 @@ impl Builder {
     /// Sends mail through another SMTP server than the test sink.
     pub fn smtp_url(mut self, url: &str) -> Self {
         self.smtp_url = url.into();
+        self
+    }
+
+    /// Sets how many sandboxes an agent runs at once and how many executes may wait.
+    pub fn capacity(mut self, running: usize, queue: usize) -> Self {
+        self.max_concurrent = running;
+        self.queue_depth = queue;
+        self
+    }
+
+    /// Sets the agents' sandbox limits.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
         self
     }
 
@@ -171,7 +186,8 @@ impl Builder {
                 docker_host: self.docker_host.clone(),
                 images: images.clone(),
                 limits: self.limits.clone(),
-                max_concurrent: 8,
+                max_concurrent: self.max_concurrent,
+                queue_depth: self.queue_depth,
             };
             let stop = CancellationToken::new();
             let s = stop.clone();

@@ -19,6 +19,8 @@ pub struct Model {
     pub oom_killed: bool,
     pub duration_ms: i64,
     pub created_at: DateTimeUtc,
+    /// The signal that ended the run, if one did.
+    pub signal: Option<i32>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
