@@ -193,6 +193,12 @@ pub struct SandboxArgs {
     /// Size of the sandbox's /tmp in MiB.
     #[arg(long, env = "SOUQ_SANDBOX_TMPFS_MB", default_value_t = 64)]
     pub sandbox_tmpfs_mb: u64,
+    /// Most open files in a sandbox.
+    #[arg(long, env = "SOUQ_SANDBOX_NOFILE", default_value_t = 256)]
+    pub sandbox_nofile: u64,
+    /// Largest file a sandbox may write, in MiB.
+    #[arg(long, env = "SOUQ_SANDBOX_FSIZE_MB", default_value_t = 64)]
+    pub sandbox_fsize_mb: u64,
     /// Longest wall time of one execute in ms; requests may only ask for less.
     #[arg(long, env = "SOUQ_MAX_TIMEOUT_MS", default_value_t = 30_000)]
     pub max_timeout_ms: u64,
@@ -218,6 +224,8 @@ impl SandboxArgs {
         range("--sandbox-pids", u64::from(self.sandbox_pids), 8, 4096)?;
         range("--sandbox-tmpfs-mb", self.sandbox_tmpfs_mb, 1, 16 * 1024)?;
         range("--max-timeout-ms", self.max_timeout_ms, 100, 3_600_000)?;
+        range("--sandbox-nofile", self.sandbox_nofile, 16, 1_048_576)?;
+        range("--sandbox-fsize-mb", self.sandbox_fsize_mb, 1, 1024 * 1024)?;
         range("--output-limit-bytes", self.output_limit_bytes as u64, 1024, 64 * 1024 * 1024)?;
         range("--max-concurrent", self.max_concurrent as u64, 1, 1024)?;
         range("--queue-depth", self.queue_depth as u64, 0, 100_000)?;
@@ -231,7 +239,8 @@ impl SandboxArgs {
             tmpfs_mb: self.sandbox_tmpfs_mb,
             max_timeout_ms: self.max_timeout_ms,
             output_bytes: self.output_limit_bytes,
-            ..Limits::default()
+            nofile: self.sandbox_nofile,
+            fsize_mb: self.sandbox_fsize_mb,
         })
     }
 }

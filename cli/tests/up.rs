@@ -1,5 +1,6 @@
 //! `souq up` as a user runs it: the binary starts every role, says where the edge
 //! listens, and serves signup → login → execute; SIGTERM stops it and leaves nothing.
+//! The process carries canary secrets in its environment, which no sandbox may see.
 #![allow(clippy::unwrap_used)]
 
 use std::{
@@ -19,11 +20,14 @@ fn containers_of(node: &str) -> String {
 async fn up_serves_the_walkthrough_and_stops_cleanly() {
     let data_dir = std::env::temp_dir().join(format!("souq-up-test-{}", std::process::id()));
     let node = format!("up-test-{}", std::process::id());
+    let canary = format!("canary-{}-secret", std::process::id());
     let mut child = Command::new(env!("CARGO_BIN_EXE_souq"))
         .args(["up", "--edge-addr", "127.0.0.1:0", "--node-name", &node])
         .arg("--data-dir")
         .arg(&data_dir)
         .env_remove("SOUQ_DATABASE_URL")
+        .env("SOUQ_CANARY_SECRET", &canary)
+        .env("AWS_SECRET_ACCESS_KEY", &canary)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -49,13 +53,22 @@ async fn up_serves_the_walkthrough_and_stops_cleanly() {
     let token = login["access_token"].as_str().unwrap().to_owned();
     let me: Value = http.get(format!("{url}/api/v1/auth/me")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
     assert_eq!(me["user"]["email"], "walk@example.com");
-    let run: Value = post("/api/v1/execute", json!({"runtime": "python", "code": "print('hi')"}), Some(token))
+    let run: Value = post("/api/v1/execute", json!({"runtime": "python", "code": "print('hi')"}), Some(token.clone()))
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
     assert_eq!(run["stdout"], "hi\n", "{run}");
+    let dump = "import os\nprint(dict(os.environ))\nfor p in ('/proc/1/environ', '/proc/self/environ'):\n    print(open(p, 'rb').read())";
+    let env: Value = post("/api/v1/execute", json!({"runtime": "python", "code": dump}), Some(token.clone()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(env["exit_code"], 0, "{env}");
+    assert!(!env["stdout"].as_str().unwrap().contains("canary-"), "a secret of the agent's environment leaked: {env}");
     assert!(data_dir.join("souq.db").exists(), "state is not in the data dir");
 
     Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
