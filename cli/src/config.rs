@@ -27,6 +27,16 @@ pub enum Command {
     Edge(EdgeArgs),
     /// Apply the database migrations and exit.
     Migrate(DbArgs),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+/// What to benchmark.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Execute latency and throughput through the whole stack, against `docker run --rm`.
+    Execute(crate::bench::BenchArgs),
 }
 
 /// A configuration error: the option and what is wrong with it.

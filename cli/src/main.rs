@@ -1,6 +1,7 @@
 //! The `souq` binary: parses config, sets up logging and signals, and runs a role.
 #![forbid(unsafe_code)]
 
+mod bench;
 mod config;
 mod roles;
 mod signals;
@@ -45,6 +46,7 @@ fn main() -> ExitCode {
             Command::Agent(a) => roles::agent(a, shutdown).await,
             Command::Edge(a) => roles::edge(a, shutdown).await,
             Command::Migrate(a) => roles::migrate(a).await,
+            Command::Bench(config::BenchCommand::Execute(a)) => bench::run(a).await,
         }
     });
     match result {
