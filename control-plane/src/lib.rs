@@ -112,8 +112,15 @@ pub(crate) struct State {
 
 /// Connects to the database; never logs the URL, which may hold a password.
 pub async fn connect(database_url: &str) -> Result<DatabaseConnection> {
+    use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
     let mut opts = ConnectOptions::new(database_url.to_owned());
     opts.max_connections(16).connect_timeout(Duration::from_secs(10)).sqlx_logging(false);
+    // SQLite (the embedded default): write-ahead logging, so readers never wait for the
+    // writer, and fsync at checkpoints rather than on every commit. A crash of Souq loses
+    // nothing; a power cut may lose the last commits.
+    opts.map_sqlx_sqlite_opts(|o| {
+        o.journal_mode(SqliteJournalMode::Wal).synchronous(SqliteSynchronous::Normal).busy_timeout(Duration::from_secs(10))
+    });
     Ok(Database::connect(opts).await?)
 }
 
