@@ -41,6 +41,11 @@ fn candidate(n: nodes::Model) -> Candidate {
         docker_ok: n.docker_ok,
         max_timeout_ms: u64::try_from(n.max_timeout_ms).unwrap_or(0),
         last_heartbeat: n.last_heartbeat,
+        warm: serde_json::from_str::<std::collections::HashMap<String, u32>>(&n.warm)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(k, v)| k.parse().ok().map(|r| (r, v)))
+            .collect(),
     }
 }
 
@@ -65,7 +70,11 @@ pub(crate) async fn run(state: &State, user_id: Uuid, req: ExecuteRequest) -> Re
     let execution_id = Uuid::now_v7();
     let nodes: Vec<Candidate> =
         nodes::Entity::find().all(&state.db).await?.into_iter().map(candidate).collect();
-    let spread = execution_id.as_u128() as u64;
+    // The same user lands on the same node (where their warm sandbox is), users spread.
+    let spread = {
+        let h = Sha256::digest(user_id.as_bytes());
+        u64::from_le_bytes(h[..8].try_into().unwrap_or_default())
+    };
     let node = scheduler::place(&nodes, runtime, Utc::now(), state.node_ttl, spread).map_err(|r| match r {
         Refusal::NoNode => Error::kind(Kind::NoCapacity, format!("no live node agent offers {runtime}")),
         Refusal::DockerDown => Error::kind(Kind::DockerUnavailable, "the Docker Engine of every node is unreachable"),

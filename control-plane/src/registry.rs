@@ -37,6 +37,13 @@ impl RegistryService {
     }
 }
 
+/// The warm levels a node reported, as stored: only known runtimes, as JSON.
+fn warm_json(warm: &std::collections::HashMap<String, u32>) -> String {
+    let known: std::collections::BTreeMap<&str, u32> =
+        warm.iter().filter_map(|(k, v)| k.parse::<Runtime>().ok().map(|r| (r.as_str(), *v))).collect();
+    serde_json::to_string(&known).unwrap_or_else(|_| "{}".into())
+}
+
 fn validate(req: &RegisterRequest) -> Result<Vec<Runtime>> {
     let name_ok = !req.node_name.is_empty()
         && req.node_name.len() <= 128
@@ -86,6 +93,7 @@ impl registry_server::Registry for RegistryService {
             docker_ok: Set(req.docker_ok),
             registered_at: Set(now),
             last_heartbeat: Set(now),
+            warm: Set(warm_json(&cap.warm)),
         };
         // A node that registers again (after a restart) keeps its id.
         if existing.is_some() { row.update(db).await } else { row.insert(db).await }.map_err(Error::from)?;
@@ -111,6 +119,7 @@ impl registry_server::Registry for RegistryService {
         if let Some(cap) = req.capacity {
             am.memory_mb = Set(i64::try_from(cap.memory_mb).unwrap_or(i64::MAX));
             am.cpus_milli = Set(i32::try_from(cap.cpus_milli).unwrap_or(i32::MAX));
+            am.warm = Set(warm_json(&cap.warm));
         }
         am.update(db).await.map_err(Error::from)?;
         Ok(Response::new(HeartbeatResponse { reregister: false }))

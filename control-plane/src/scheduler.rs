@@ -23,6 +23,8 @@ pub struct Candidate {
     pub max_timeout_ms: u64,
     /// When the node last heartbeated.
     pub last_heartbeat: DateTime<Utc>,
+    /// Idle warm sandboxes per runtime.
+    pub warm: std::collections::HashMap<Runtime, u32>,
 }
 
 /// Why no node was picked.
@@ -34,9 +36,10 @@ pub enum Refusal {
     DockerDown,
 }
 
-/// Picks a live node that offers `runtime`. `spread` (any well-mixed number, such as
-/// the low bits of a request id) spreads work over equal nodes; the same inputs always
-/// give the same node.
+/// Picks a live node that offers `runtime`, preferring nodes with a warm sandbox of it.
+/// `spread` (a well-mixed number derived from the user) spreads users over equal nodes
+/// and keeps each user on the same node, where their warm sandbox is; the same inputs
+/// always give the same node.
 pub fn place(
     nodes: &[Candidate],
     runtime: Runtime,
@@ -57,6 +60,9 @@ pub fn place(
     if live.is_empty() {
         return Err(Refusal::DockerDown);
     }
+    if live.iter().any(|n| n.warm.get(&runtime).is_some_and(|w| *w > 0)) {
+        live.retain(|n| n.warm.get(&runtime).is_some_and(|w| *w > 0));
+    }
     live.sort_by(|a, b| a.name.cmp(&b.name));
     let i = usize::try_from(spread % live.len() as u64).unwrap_or(0);
     Ok(live[i])
@@ -75,6 +81,7 @@ mod tests {
             docker_ok,
             max_timeout_ms: 30_000,
             last_heartbeat: now() - chrono::Duration::seconds(age_s),
+            warm: Default::default(),
         }
     }
 
@@ -97,6 +104,21 @@ mod tests {
         assert_eq!(place(&nodes, Runtime::Nodejs, now(), TTL, 7), Err(Refusal::DockerDown));
         assert_eq!(place(&nodes[..2], Runtime::Nodejs, now(), TTL, 7), Err(Refusal::NoNode));
         assert_eq!(place(&[], Runtime::Python, now(), TTL, 0), Err(Refusal::NoNode));
+    }
+
+    #[test]
+    fn prefers_nodes_with_a_warm_sandbox() {
+        let rt = [Runtime::Python, Runtime::Go];
+        let mut warm = node("w", &rt, true, 0);
+        warm.warm.insert(Runtime::Python, 2);
+        let nodes = [node("a", &rt, true, 0), warm, node("z", &rt, true, 0)];
+        for spread in 0..6 {
+            assert_eq!(place(&nodes, Runtime::Python, now(), TTL, spread).unwrap().name, "w");
+        }
+        // No node is warm for Go: all three share the work.
+        let picked: std::collections::BTreeSet<_> =
+            (0..6).map(|s| place(&nodes, Runtime::Go, now(), TTL, s).unwrap().name.clone()).collect();
+        assert_eq!(picked.len(), 3);
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub use sea_orm_migration::prelude::*;
 mod m0001_spine;
 mod m0002_accounts;
 mod m0003_execution_signal;
+mod m0004_node_warm;
 
 /// Applies Souq's migrations in order.
 pub struct Migrator;
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0001_spine::Migration),
             Box::new(m0002_accounts::Migration),
             Box::new(m0003_execution_signal::Migration),
+            Box::new(m0004_node_warm::Migration),
         ]
     }
 }

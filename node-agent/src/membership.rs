@@ -28,6 +28,7 @@ fn capacity(node: &Node) -> Capacity {
         cpus_milli: node.host_cpus_milli,
         running: u32::try_from(node.admission.running()).unwrap_or(u32::MAX),
         max_concurrent: u32::try_from(node.admission.max_running()).unwrap_or(u32::MAX),
+        warm: Default::default(),
     }
 }
 

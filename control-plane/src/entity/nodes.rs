@@ -20,6 +20,8 @@ pub struct Model {
     pub docker_ok: bool,
     pub registered_at: DateTimeUtc,
     pub last_heartbeat: DateTimeUtc,
+    /// JSON object: idle warm sandboxes per canonical runtime name.
+    pub warm: String,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
