@@ -12,6 +12,11 @@ pub const LABEL_INSTANCE: &str = "souq.instance";
 /// Label naming what a container is for (`execute`).
 pub const LABEL_KIND: &str = "souq.kind";
 
+/// The seccomp profile of every sandbox: every system call but a denylist (tracing,
+/// namespaces and mounts, kernel administration, clocks, large attack surfaces), and
+/// clone only without namespace flags. Made by `deploy/seccomp/generate.py`.
+pub const SECCOMP_PROFILE: &str = include_str!("../../deploy/seccomp/sandbox.json");
+
 /// Uid and gid every sandbox runs as (nobody).
 pub const SANDBOX_USER: &str = "65534:65534";
 
@@ -91,7 +96,7 @@ pub fn execute_container(
             readonly_rootfs: Some(true),
             tmpfs: Some(tmpfs),
             cap_drop: Some(vec!["ALL".into()]),
-            security_opt: Some(vec!["no-new-privileges".into()]),
+            security_opt: Some(vec!["no-new-privileges".into(), format!("seccomp={SECCOMP_PROFILE}")]),
             ulimits: Some(vec![
                 ulimit("nofile", i64::try_from(limits.nofile).unwrap_or(i64::MAX)),
                 ulimit("fsize", mib(limits.fsize_mb)),
@@ -120,7 +125,9 @@ mod tests {
         assert_eq!(hc.network_mode.as_deref(), Some("none"));
         assert_eq!(hc.readonly_rootfs, Some(true));
         assert_eq!(hc.cap_drop, Some(vec!["ALL".to_owned()]));
-        assert_eq!(hc.security_opt, Some(vec!["no-new-privileges".to_owned()]));
+        let opts = hc.security_opt.unwrap();
+        assert!(opts.contains(&"no-new-privileges".to_owned()));
+        assert!(opts.iter().any(|o| o.starts_with("seccomp={") && !o.contains("\"ptrace\"")));
         assert!(hc.binds.is_none() && hc.mounts.is_none());
         assert_eq!(body.user.as_deref(), Some(SANDBOX_USER));
         assert!(hc.tmpfs.unwrap()["/tmp"].contains("noexec"));

@@ -3,6 +3,7 @@
 //! database, against the real Docker Engine.
 #![allow(clippy::unwrap_used)]
 
+pub mod attack;
 pub mod mail;
 
 use std::{path::PathBuf, process::Command, sync::Arc, time::Duration};
