@@ -221,9 +221,32 @@ pub struct SandboxArgs {
     /// Most executes waiting for a slot; past it the answer is 503 with Retry-After.
     #[arg(long, env = "SOUQ_QUEUE_DEPTH", default_value_t = 32)]
     pub queue_depth: usize,
+    /// Warm sandboxes kept waiting per runtime.
+    #[arg(long, env = "SOUQ_POOL_SIZE", default_value_t = 1)]
+    pub pool_size: usize,
+    /// Runs a user's warm sandbox serves before it is replaced.
+    #[arg(long, env = "SOUQ_POOL_MAX_USES", default_value_t = 1000)]
+    pub pool_max_uses: u32,
+    /// Seconds a user's warm sandbox may sit unused before it is destroyed.
+    #[arg(long, env = "SOUQ_POOL_IDLE_S", default_value_t = 120)]
+    pub pool_idle_s: u64,
+    /// Most warm sandboxes held for users at once.
+    #[arg(long, env = "SOUQ_POOL_MAX_SESSIONS", default_value_t = 64)]
+    pub pool_max_sessions: usize,
 }
 
 impl SandboxArgs {
+    /// The warm pool settings (checked by [`SandboxArgs::limits`]).
+    pub fn pool(&self) -> souq_node_agent::PoolConfig {
+        souq_node_agent::PoolConfig {
+            size: self.pool_size,
+            max_uses: self.pool_max_uses,
+            idle_ttl: std::time::Duration::from_secs(self.pool_idle_s),
+            max_sessions: self.pool_max_sessions,
+            ..Default::default()
+        }
+    }
+
     /// The limits, checked.
     pub fn limits(&self) -> Result<Limits, ConfigError> {
         let range = |opt: &str, v: u64, lo: u64, hi: u64| {
@@ -239,6 +262,10 @@ impl SandboxArgs {
         range("--output-limit-bytes", self.output_limit_bytes as u64, 1024, 64 * 1024 * 1024)?;
         range("--max-concurrent", self.max_concurrent as u64, 1, 1024)?;
         range("--queue-depth", self.queue_depth as u64, 0, 100_000)?;
+        range("--pool-size", self.pool_size as u64, 0, 64)?;
+        range("--pool-max-uses", u64::from(self.pool_max_uses), 1, 1_000_000)?;
+        range("--pool-idle-s", self.pool_idle_s, 1, 86_400)?;
+        range("--pool-max-sessions", self.pool_max_sessions as u64, 1, 10_000)?;
         if self.docker_host.as_ref().is_some_and(|h| !h.starts_with("unix://")) {
             return Err(bad("--docker-host", "must be a unix:// socket path"));
         }

@@ -116,6 +116,7 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
         limits,
         max_concurrent: args.sandbox.max_concurrent,
         queue_depth: args.sandbox.queue_depth,
+        pool: args.sandbox.pool(),
     };
     let mut tasks = JoinSet::new();
     let s = shutdown.clone();
@@ -181,6 +182,7 @@ pub async fn agent(args: AgentArgs, shutdown: CancellationToken) -> anyhow::Resu
         limits,
         max_concurrent: args.sandbox.max_concurrent,
         queue_depth: args.sandbox.queue_depth,
+        pool: args.sandbox.pool(),
     };
     let mut tasks = JoinSet::new();
     let s = shutdown.clone();

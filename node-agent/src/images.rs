@@ -11,14 +11,16 @@ use tracing::info;
 use crate::error::{Error, Result};
 
 /// The files of `deploy/runtimes`, by path relative to it.
-const SOURCES: [(&str, &str); 7] = [
+const SOURCES: [(&str, &str); 9] = [
     ("build.sh", include_str!("../../deploy/runtimes/build.sh")),
     ("python/Dockerfile", include_str!("../../deploy/runtimes/python/Dockerfile")),
     ("python/shim.py", include_str!("../../deploy/runtimes/python/shim.py")),
     ("node/Dockerfile", include_str!("../../deploy/runtimes/node/Dockerfile")),
     ("node/shim.js", include_str!("../../deploy/runtimes/node/shim.js")),
+    ("node/session.js", include_str!("../../deploy/runtimes/node/session.js")),
     ("go/Dockerfile", include_str!("../../deploy/runtimes/go/Dockerfile")),
     ("go/shim.go", include_str!("../../deploy/runtimes/go/shim.go")),
+    ("go/session.go", include_str!("../../deploy/runtimes/go/session.go")),
 ];
 
 /// The image of each runtime.

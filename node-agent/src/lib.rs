@@ -7,9 +7,10 @@ pub mod docker;
 pub mod error;
 pub mod images;
 pub mod membership;
+pub mod pool;
 pub mod profile;
-pub mod sandbox;
 pub mod service;
+pub mod session;
 
 use std::{collections::HashMap, sync::{Arc, Mutex}, time::Duration};
 
@@ -23,6 +24,7 @@ use tracing::{info, warn};
 
 pub use error::{Error, Result};
 pub use images::Images;
+pub use pool::PoolConfig;
 pub use profile::Limits;
 
 /// The agent's configuration, already validated by the caller.
@@ -48,6 +50,8 @@ pub struct Config {
     pub max_concurrent: usize,
     /// Most executes waiting for a slot; further ones are turned away with 503.
     pub queue_depth: usize,
+    /// Warm sandboxes.
+    pub pool: pool::PoolConfig,
 }
 
 impl std::fmt::Debug for Config {
@@ -70,6 +74,8 @@ pub(crate) struct Node {
     pub(crate) images: Images,
     pub(crate) limits: Limits,
     pub(crate) admission: admission::Admission,
+    pub(crate) pool: pool::PoolConfig,
+    pub(crate) pools: pool::Pools,
     pub(crate) host_memory_mb: u64,
     pub(crate) host_cpus_milli: u32,
     docker_host: Option<String>,
@@ -130,6 +136,8 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: CancellationToken
         images: cfg.images,
         limits: cfg.limits,
         admission: admission::Admission::new(cfg.max_concurrent, cfg.queue_depth),
+        pool: cfg.pool,
+        pools: pool::Pools::default(),
         host_memory_mb: host_memory_mb(),
         host_cpus_milli: std::thread::available_parallelism()
             .map_or(1000, |n| u32::try_from(n.get() * 1000).unwrap_or(u32::MAX)),
@@ -150,6 +158,7 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: CancellationToken
         .connect_timeout(Duration::from_secs(2))
         .connect_lazy();
     let membership = tokio::spawn(membership::run(node.clone(), RegistryClient::new(cp), shutdown.clone()));
+    let pools = tokio::spawn(pool::maintain(node.clone(), shutdown.clone()));
 
     info!(addr = %local, node = %node.name, "agent listening");
     let served = tonic::transport::Server::builder()
@@ -160,6 +169,7 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: CancellationToken
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled())
         .await;
     let _ = membership.await;
+    let _ = pools.await;
     if let Ok(d) = node.docker() {
         let _ = remove_own_containers(&d, &node.name).await;
     }

@@ -28,7 +28,12 @@ fn capacity(node: &Node) -> Capacity {
         cpus_milli: node.host_cpus_milli,
         running: u32::try_from(node.admission.running()).unwrap_or(u32::MAX),
         max_concurrent: u32::try_from(node.admission.max_running()).unwrap_or(u32::MAX),
-        warm: Default::default(),
+        warm: node
+            .pools
+            .levels()
+            .into_iter()
+            .map(|(rt, n)| (rt.as_str().to_owned(), u32::try_from(n).unwrap_or(u32::MAX)))
+            .collect(),
     }
 }
 

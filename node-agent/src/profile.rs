@@ -9,7 +9,7 @@ use souq_proto::Runtime;
 pub const LABEL_NODE: &str = "souq.node";
 /// Label naming the execution or instance a container serves.
 pub const LABEL_INSTANCE: &str = "souq.instance";
-/// Label naming what a container is for (`execute`).
+/// Label naming what a container is for (`session`: a warm sandbox).
 pub const LABEL_KIND: &str = "souq.kind";
 
 /// The seccomp profile of every sandbox: every system call but a denylist (tracing,
@@ -60,8 +60,8 @@ fn ulimit(name: &str, value: i64) -> ResourcesUlimits {
     ResourcesUlimits { name: Some(name.into()), soft: Some(value), hard: Some(value) }
 }
 
-/// The container spec of a one-shot execute sandbox.
-pub fn execute_container(
+/// The container spec of a sandbox whose shim waits for code in `session` mode.
+pub fn session_container(
     image: &str,
     runtime: Runtime,
     limits: &Limits,
@@ -76,6 +76,7 @@ pub fn execute_container(
     )]);
     ContainerCreateBody {
         image: Some(image.into()),
+        cmd: Some(vec!["session".into()]),
         user: Some(SANDBOX_USER.into()),
         labels: Some(labels),
         env: Some(Vec::new()),
@@ -116,7 +117,7 @@ mod tests {
 
     #[test]
     fn profile_is_the_design_floor() {
-        let body = execute_container("img", Runtime::Python, &Limits::default(), HashMap::new());
+        let body = session_container("img", Runtime::Python, &Limits::default(), HashMap::new());
         let hc = body.host_config.unwrap();
         assert_eq!(hc.memory, Some(256 * 1024 * 1024));
         assert_eq!(hc.memory_swap, hc.memory);

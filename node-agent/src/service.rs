@@ -11,7 +11,7 @@ use tracing::instrument;
 use crate::{
     Node,
     error::{Error, Result},
-    sandbox,
+    pool,
 };
 
 /// Largest code or stdin accepted, in bytes.
@@ -33,11 +33,6 @@ pub(crate) fn authorize(join_token: &str, req: &Request<()>) -> Result<(), Statu
     }
 }
 
-fn job_id(given: &str) -> String {
-    let ok = !given.is_empty() && given.len() <= 64 && given.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
-    if ok { given.to_owned() } else { uuid::Uuid::new_v4().to_string() }
-}
-
 impl AgentService {
     async fn execute_inner(&self, req: ExecuteRequest) -> Result<ExecuteResult> {
         let runtime: Runtime = req.runtime.parse().map_err(|e: souq_proto::runtime::UnknownRuntime| {
@@ -57,7 +52,7 @@ impl AgentService {
         if req.code.len() > MAX_INPUT_BYTES || req.stdin.len() > MAX_INPUT_BYTES {
             return Err(Error::Wire(souq_proto::WireError::invalid("code", "code and stdin are limited to 256 KiB each")));
         }
-        let image = self.node.images.get(&runtime).ok_or_else(|| {
+        self.node.images.get(&runtime).ok_or_else(|| {
             Error::Wire(souq_proto::WireError::new(Kind::NoCapacity, format!("this node has no image for {runtime}")))
         })?;
         let docker = self.node.docker()?;
@@ -68,16 +63,8 @@ impl AgentService {
             })
         })?;
         let _slot = ticket.slot().await.ok_or_else(|| Error::Internal("shutting down".into()))?;
-        let id = job_id(&req.execution_id);
-        let job = sandbox::Job {
-            id: &id,
-            image,
-            runtime,
-            code: &req.code,
-            stdin: &req.stdin,
-            timeout: Duration::from_millis(timeout_ms),
-        };
-        sandbox::run(&docker, &self.node.name, limits, job).await
+        let user = if req.user_id.is_empty() { "anonymous" } else { req.user_id.as_str() };
+        pool::execute(&self.node, &docker, user, runtime, &req.code, &req.stdin, Duration::from_millis(timeout_ms)).await
     }
 }
 

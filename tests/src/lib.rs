@@ -37,6 +37,7 @@ pub async fn images() -> Images {
 /// How to start a cluster.
 pub struct Builder {
     agents: usize,
+    pool: souq_node_agent::PoolConfig,
     max_concurrent: usize,
     queue_depth: usize,
     smtp_url: String,
@@ -84,7 +85,10 @@ pub struct TestCluster {
 impl TestCluster {
     /// A builder for one agent with the default limits.
     pub fn builder() -> Builder {
-        Builder { agents: 1, max_concurrent: 8, queue_depth: 32, smtp_url: mail::SMTP_URL.into(), docker_host: None, limits: Limits::default() }
+        // By default no sandbox waits and none is reused, so a test sees exactly the
+        // containers its own runs make; tests of warm execution ask for a pool.
+        let pool = souq_node_agent::PoolConfig { size: 0, max_uses: 1, ..Default::default() };
+        Builder { agents: 1, pool, max_concurrent: 8, queue_depth: 32, smtp_url: mail::SMTP_URL.into(), docker_host: None, limits: Limits::default() }
     }
 }
 
@@ -111,6 +115,13 @@ impl Builder {
     pub fn capacity(mut self, running: usize, queue: usize) -> Self {
         self.max_concurrent = running;
         self.queue_depth = queue;
+        self
+    }
+
+    /// Keeps `size` warm sandboxes per runtime, each serving one user up to `max_uses` runs.
+    pub fn warm(mut self, size: usize, max_uses: u32) -> Self {
+        self.pool.size = size;
+        self.pool.max_uses = max_uses;
         self
     }
 
@@ -189,6 +200,7 @@ impl Builder {
                 limits: self.limits.clone(),
                 max_concurrent: self.max_concurrent,
                 queue_depth: self.queue_depth,
+                pool: self.pool.clone(),
             };
             let stop = CancellationToken::new();
             let s = stop.clone();

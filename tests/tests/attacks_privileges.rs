@@ -10,7 +10,8 @@ use souq_tests::{
 
 /// The only environment variables a sandbox may see: the base image's `PATH` and
 /// `LANG`, Docker's `HOSTNAME` and `HOME` (from the uid's passwd entry).
-const ENV_ALLOWED: [&str; 4] = ["PATH", "HOME", "HOSTNAME", "LANG"];
+// GOMAXPROCS=2 is what Go programs get so that their threads stay within the pids limit.
+const ENV_ALLOWED: [&str; 5] = ["PATH", "HOME", "HOSTNAME", "LANG", "GOMAXPROCS"];
 
 const PY_PRIVILEGES: &str = r#"
 import ctypes, errno, json, os, stat, subprocess, time

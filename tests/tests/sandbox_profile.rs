@@ -57,7 +57,7 @@ async fn running_sandbox_has_the_full_profile() {
     assert!(!user.is_empty() && !user.starts_with("0") && !user.starts_with("root"), "user {user:?}");
     let labels = info.config.unwrap().labels.unwrap();
     assert_eq!(labels["souq.node"], node);
-    assert_eq!(labels["souq.kind"], "execute");
+    assert_eq!(labels["souq.kind"], "session");
 
     let r = run.await.unwrap();
     assert_eq!(r["stdout"], "done\n", "{r}");

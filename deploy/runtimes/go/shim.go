@@ -142,8 +142,12 @@ func main() {
 	if len(os.Args) > 1 {
 		mode = os.Args[1]
 	}
-	if mode != "execute" {
+	switch mode {
+	case "execute":
+		execute()
+	case "session":
+		session()
+	default:
 		fail("unknown mode %q", mode)
 	}
-	execute()
 }

@@ -102,6 +102,11 @@ function execute() {
 }
 
 const mode = process.argv[2] || 'execute';
+if (mode === 'session') {
+  // A warm sandbox of one user: many executions, each in a fresh process.
+  require('./session.js').session();
+  return;
+}
 if (mode !== 'execute') fail(`unknown mode ${JSON.stringify(mode)}`);
 try {
   execute();
