@@ -88,13 +88,17 @@ impl Pools {
     }
 
     async fn destroy_slot(&self, key: &(String, Runtime)) {
-        let slot = self.assigned.lock().ok().and_then(|mut a| a.remove(key));
-        if let Some(slot) = slot {
-            if let Ok(mut s) = slot.try_lock() {
-                if let Some(s) = s.take() {
-                    s.destroy().await;
-                }
+        // Only a slot no run holds is taken out; a running one is left to its run.
+        let session = {
+            let Ok(mut assigned) = self.assigned.lock() else { return };
+            let taken = assigned.get(key).and_then(|slot| slot.try_lock().ok().map(|mut s| s.take()));
+            if taken.is_some() {
+                assigned.remove(key);
             }
+            taken.flatten()
+        };
+        if let Some(s) = session {
+            s.destroy().await;
         }
     }
 }
@@ -129,10 +133,9 @@ pub(crate) async fn execute(
     }
     let Some(session) = held.as_mut() else { return Err(Error::Internal("no sandbox".into())) };
     let outcome = session.run(code, stdin, timeout, node.limits.output_bytes).await;
-    if !outcome.reusable || session.uses >= node.pool.max_uses {
-        if let Some(s) = held.take() {
-            s.destroy().await;
-        }
+    let retire = !outcome.reusable || session.uses >= node.pool.max_uses;
+    if retire && let Some(s) = held.take() {
+        s.destroy().await;
     }
     Ok(outcome.result)
 }
