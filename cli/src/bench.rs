@@ -155,7 +155,11 @@ async fn throughput(http: &reqwest::Client, url: &str, tokens: &[String], worker
 fn baseline(image: &str, code: &str, runs: usize) -> anyhow::Result<Duration> {
     let mut v = Vec::with_capacity(runs);
     for _ in 0..runs {
-        let frame = format!("{{\"v\":1,\"code_len\":{},\"stdin_len\":0}}\n{code}", code.len());
+        // One request to the shim, then end of input: it answers and exits.
+        let frame = format!(
+            "{{\"v\":1,\"id\":1,\"code_len\":{},\"stdin_len\":0,\"timeout_ms\":30000,\"output_limit\":1048576}}\n{code}",
+            code.len()
+        );
         let started = Instant::now();
         let mut child = Command::new("docker")
             .args(["run", "--rm", "-i", "--network", "none", "--memory", "256m", "--memory-swap", "256m"])

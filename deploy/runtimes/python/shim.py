@@ -1,22 +1,15 @@
-"""souq-shim (python): runs user snippets inside a Souq sandbox.
+"""souq-shim (python): the Python runtime's shim, in `session` mode (argv[1], the
+default): a warm sandbox that belongs to one user and runs many executions.
 
-Mode "session" (a warm sandbox that belongs to one user): the agent writes requests
+The agent writes requests
   {"v":1,"id":I,"code_len":N,"stdin_len":M,"timeout_ms":T,"output_limit":L}\n + code + stdin
 and the shim answers each, in order, with
   {"id":I,"exit_code":..,"signal":..,"timed_out":..,"truncated":..,"oom_killed":..,
    "duration_ms":..,"stdout_len":A,"stderr_len":B,"clean":..}\n + stdout + stderr.
 Each execution is a fresh process forked from this warm interpreter, in a fresh
 /tmp/souq/run, with its own pipes; afterwards every other process in the container is
-killed. Nothing but frames is ever written to stdout.
-
-Protocol, mode "execute" (argv[1], the default). The agent writes to fd 0:
-  1. one JSON header line: {"v":1,"code_len":N,"stdin_len":M}\n  (max 4096 bytes)
-  2. exactly N bytes of user code (UTF-8)
-  3. exactly M bytes of stdin for the user program
-The shim stores them as /tmp/souq/main.py and /tmp/souq/stdin, makes that file
-fd 0 and execs python3 on the script, so the program's exit code and its
-stdout/stderr are the container's own. The shim never writes to stdout; on a
-bad header or a short read it prints "souq-shim: <reason>" to stderr, exits 70.
+killed. Nothing but frames is ever written to stdout; on a malformed request the shim
+prints "souq-shim: <reason>" to stderr and exits 70.
 """
 import json
 import os
@@ -32,62 +25,9 @@ def fail(reason):
     os._exit(70)
 
 
-def read_header():
-    line = bytearray()
-    while True:
-        b = os.read(0, 1)  # byte by byte: consume nothing past the newline
-        if not b:
-            fail("short read in header (%d bytes, no newline)" % len(line))
-        if b == b"\n":
-            break
-        line += b
-        if len(line) >= MAX_HEADER:
-            fail("header line longer than %d bytes" % MAX_HEADER)
-    try:
-        hdr = json.loads(line.decode("utf-8"))
-    except ValueError as e:
-        fail("malformed header: %s" % e)
-    if not isinstance(hdr, dict) or hdr.get("v") != 1:
-        fail("malformed header: expected an object with v=1")
-    lens = []
-    for key in ("code_len", "stdin_len"):
-        n = hdr.get(key)
-        if type(n) is not int or n < 0:
-            fail("malformed header: %s must be a non-negative integer" % key)
-        lens.append(n)
-    return lens
-
-
-def copy_exact(n, path, what):
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    left = n
-    while left > 0:
-        buf = os.read(0, min(CHUNK, left))
-        if not buf:
-            fail("short read in %s: got %d of %d bytes" % (what, n - left, n))
-        mv = memoryview(buf)
-        while mv:
-            mv = mv[os.write(fd, mv):]
-        left -= len(buf)
-    os.close(fd)
-
-
-def execute():
-    code_len, stdin_len = read_header()
-    os.makedirs(WORKDIR, mode=0o700, exist_ok=True)
-    os.chmod(WORKDIR, 0o700)
-    main = os.path.join(WORKDIR, "main.py")
-    stdin_path = os.path.join(WORKDIR, "stdin")
-    copy_exact(code_len, main, "code")
-    copy_exact(stdin_len, stdin_path, "stdin")
-    os.chdir(WORKDIR)
-    fd = os.open(stdin_path, os.O_RDONLY)
-    os.dup2(fd, 0)
-    os.close(fd)
-    os.execv("/usr/bin/python3", ["python3", main])
-
-
 RUNDIR = WORKDIR + "/run"
+PR_SET_DUMPABLE = 4
+LIBC = None
 SAFE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8"}
 
 
@@ -190,6 +130,8 @@ def child(code, stdin_path, out_w, err_w):
     import traceback
     try:
         os.setsid()
+        if LIBC is not None:
+            LIBC.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
         try:
             # The OOM killer takes the run, not the shim.
             with open("/proc/self/oom_score_adj", "w") as f:
@@ -345,11 +287,14 @@ def run_one(hdr, code, stdin):
 def session():
     # Everything a run needs is imported once here, so a forked run pays for none of it.
     import builtins, io, selectors, signal, stat, time, traceback  # noqa: F401
+    global LIBC
     try:
         # Not dumpable: a run (same uid) can then neither open /proc/<shim>/fd/1 to
-        # write fake frames nor ptrace the shim. Runs are forked, so they inherit it.
+        # write fake frames nor ptrace the shim. A forked run makes itself dumpable
+        # again, so that its own /proc entries are its own.
         import ctypes
-        ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE, 0
+        LIBC = ctypes.CDLL(None, use_errno=True)
+        LIBC.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     except (ImportError, OSError, AttributeError) as e:
         os.write(2, ("souq-shim: cannot drop dumpable: %s\n" % e).encode())
     os.makedirs(WORKDIR, mode=0o700, exist_ok=True)
@@ -362,14 +307,11 @@ def session():
 
 
 def main():
-    mode = sys.argv[1] if len(sys.argv) > 1 else "execute"
+    mode = sys.argv[1] if len(sys.argv) > 1 else "session"
     try:
-        if mode == "execute":
-            execute()
-        elif mode == "session":
-            session()
-        else:
+        if mode != "session":
             fail("unknown mode %r" % mode)
+        session()
     except OSError as e:
         fail("%s" % e)
 
