@@ -31,6 +31,13 @@ async fn runtime_images(data_dir: &Path, docker_host: Option<&str>) -> anyhow::R
     }
 }
 
+/// Where the sandboxes' channel sockets live: `<data-dir>/channels`, as an absolute path,
+/// since the Docker Engine bind-mounts it.
+fn channel_dir(data_dir: &Path) -> Result<std::path::PathBuf, ConfigError> {
+    std::path::absolute(data_dir.join("channels"))
+        .map_err(|e| ConfigError(format!("invalid value for --data-dir: {}: {e}", data_dir.display())))
+}
+
 fn random_token() -> String {
     format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
 }
@@ -117,6 +124,7 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
         max_concurrent: args.sandbox.max_concurrent,
         queue_depth: args.sandbox.queue_depth,
         pool: args.sandbox.pool(),
+        channel_dir: channel_dir(&args.db.data_dir)?,
     };
     let mut tasks = JoinSet::new();
     let s = shutdown.clone();
@@ -183,6 +191,7 @@ pub async fn agent(args: AgentArgs, shutdown: CancellationToken) -> anyhow::Resu
         max_concurrent: args.sandbox.max_concurrent,
         queue_depth: args.sandbox.queue_depth,
         pool: args.sandbox.pool(),
+        channel_dir: channel_dir(&args.data_dir)?,
     };
     let mut tasks = JoinSet::new();
     let s = shutdown.clone();

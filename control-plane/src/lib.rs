@@ -114,7 +114,11 @@ pub(crate) struct State {
 pub async fn connect(database_url: &str) -> Result<DatabaseConnection> {
     use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
     let mut opts = ConnectOptions::new(database_url.to_owned());
-    opts.max_connections(16).connect_timeout(Duration::from_secs(10)).sqlx_logging(false);
+    // SQLite has one writer at a time, and a WAL transaction that reads and then writes
+    // fails at once (SQLITE_BUSY_SNAPSHOT) if another connection wrote in between; one
+    // connection serialises the control plane's work on it instead.
+    let connections = if database_url.starts_with("sqlite:") { 1 } else { 16 };
+    opts.max_connections(connections).connect_timeout(Duration::from_secs(10)).sqlx_logging(false);
     // SQLite (the embedded default): write-ahead logging, so readers never wait for the
     // writer, and fsync at checkpoints rather than on every commit. A crash of Souq loses
     // nothing; a power cut may lose the last commits.

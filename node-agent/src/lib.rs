@@ -52,6 +52,9 @@ pub struct Config {
     pub queue_depth: usize,
     /// Warm sandboxes.
     pub pool: pool::PoolConfig,
+    /// An absolute directory, owned by the agent and seen at the same path by the Docker
+    /// Engine, for the sandboxes' channel sockets.
+    pub channel_dir: std::path::PathBuf,
 }
 
 impl std::fmt::Debug for Config {
@@ -76,6 +79,7 @@ pub(crate) struct Node {
     pub(crate) admission: admission::Admission,
     pub(crate) pool: pool::PoolConfig,
     pub(crate) pools: pool::Pools,
+    pub(crate) channel_dir: std::path::PathBuf,
     pub(crate) host_memory_mb: u64,
     pub(crate) host_cpus_milli: u32,
     docker_host: Option<String>,
@@ -138,12 +142,17 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: CancellationToken
         admission: admission::Admission::new(cfg.max_concurrent, cfg.queue_depth),
         pool: cfg.pool,
         pools: pool::Pools::default(),
+        channel_dir: cfg.channel_dir.clone(),
         host_memory_mb: host_memory_mb(),
         host_cpus_milli: std::thread::available_parallelism()
             .map_or(1000, |n| u32::try_from(n.get() * 1000).unwrap_or(u32::MAX)),
         docker_host: cfg.docker_host,
         docker: Mutex::new(None),
     });
+    // Channels of an earlier run are stale: their sandboxes are removed just below.
+    let _ = std::fs::remove_dir_all(&node.channel_dir);
+    std::fs::create_dir_all(&node.channel_dir)
+        .map_err(|e| Error::Internal(format!("channel dir {}: {e}", node.channel_dir.display())))?;
     match node.docker() {
         Ok(d) => match remove_own_containers(&d, &node.name).await {
             Ok(0) => {}

@@ -126,7 +126,7 @@ pub(crate) async fn execute(
             Some(s) => s,
             None => {
                 let image = node.images.get(&runtime).ok_or_else(|| Error::Internal(format!("no image for {runtime}")))?;
-                Session::start(docker, &node.name, image, runtime, &node.limits).await?
+                Session::start(docker, &node.name, image, runtime, &node.limits, &node.channel_dir).await?
             }
         };
         *held = Some(session);
@@ -174,7 +174,7 @@ async fn refill(node: &Node, docker: &Docker, cfg: &PoolConfig, shutdown: &Cance
             if have >= cfg.size || shutdown.is_cancelled() {
                 break;
             }
-            match Session::start(docker, &node.name, image, *runtime, &node.limits).await {
+            match Session::start(docker, &node.name, image, *runtime, &node.limits, &node.channel_dir).await {
                 Ok(s) => {
                     if let Ok(mut m) = node.pools.idle.lock() {
                         m.entry(*runtime).or_default().push(s);

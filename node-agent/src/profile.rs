@@ -60,13 +60,17 @@ fn ulimit(name: &str, value: i64) -> ResourcesUlimits {
     ResourcesUlimits { name: Some(name.into()), soft: Some(value), hard: Some(value) }
 }
 
-/// The container spec of a sandbox whose shim waits for code in `session` mode.
+/// The container spec of a sandbox whose shim waits for code in `session` mode, talking
+/// over the socket `socket` in the agent's directory `channel`, mounted read-only.
 pub fn session_container(
     image: &str,
     runtime: Runtime,
     limits: &Limits,
     labels: HashMap<String, String>,
+    channel: &std::path::Path,
+    socket: &str,
 ) -> ContainerCreateBody {
+    let mount = socket.rsplit_once('/').map_or("/run/souq", |(dir, _)| dir);
     let mib = |n: u64| i64::try_from(n.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX);
     // Go compiles and then runs its binary from /tmp; the others never need exec there.
     let exec = if runtime == Runtime::Go { "exec" } else { "noexec" };
@@ -76,16 +80,16 @@ pub fn session_container(
     )]);
     ContainerCreateBody {
         image: Some(image.into()),
-        cmd: Some(vec!["session".into()]),
+        cmd: Some(vec!["session".into(), socket.into()]),
         user: Some(SANDBOX_USER.into()),
         labels: Some(labels),
         env: Some(Vec::new()),
         working_dir: Some("/tmp".into()),
-        attach_stdin: Some(true),
-        attach_stdout: Some(true),
-        attach_stderr: Some(true),
-        open_stdin: Some(true),
-        stdin_once: Some(true),
+        // Nothing is attached: the shim talks over the channel socket.
+        attach_stdin: Some(false),
+        attach_stdout: Some(false),
+        attach_stderr: Some(false),
+        open_stdin: Some(false),
         tty: Some(false),
         network_disabled: Some(true),
         host_config: Some(HostConfig {
@@ -96,6 +100,8 @@ pub fn session_container(
             network_mode: Some("none".into()),
             readonly_rootfs: Some(true),
             tmpfs: Some(tmpfs),
+            // The one bind mount: the agent's channel directory, read-only.
+            binds: Some(vec![format!("{}:{mount}:ro", channel.display())]),
             cap_drop: Some(vec!["ALL".into()]),
             security_opt: Some(vec!["no-new-privileges".into(), format!("seccomp={SECCOMP_PROFILE}")]),
             ulimits: Some(vec![
@@ -117,7 +123,8 @@ mod tests {
 
     #[test]
     fn profile_is_the_design_floor() {
-        let body = session_container("img", Runtime::Python, &Limits::default(), HashMap::new());
+        let channel = std::path::Path::new("/var/lib/souq/channels/x");
+        let body = session_container("img", Runtime::Python, &Limits::default(), HashMap::new(), channel, "/run/souq/shim.sock");
         let hc = body.host_config.unwrap();
         assert_eq!(hc.memory, Some(256 * 1024 * 1024));
         assert_eq!(hc.memory_swap, hc.memory);
@@ -129,7 +136,9 @@ mod tests {
         let opts = hc.security_opt.unwrap();
         assert!(opts.contains(&"no-new-privileges".to_owned()));
         assert!(opts.iter().any(|o| o.starts_with("seccomp={") && !o.contains("\"ptrace\"")));
-        assert!(hc.binds.is_none() && hc.mounts.is_none());
+        assert_eq!(hc.binds, Some(vec!["/var/lib/souq/channels/x:/run/souq:ro".to_owned()]));
+        assert!(hc.mounts.is_none());
+        assert_eq!(body.cmd, Some(vec!["session".to_owned(), "/run/souq/shim.sock".to_owned()]));
         assert_eq!(body.user.as_deref(), Some(SANDBOX_USER));
         assert!(hc.tmpfs.unwrap()["/tmp"].contains("noexec"));
     }

@@ -201,6 +201,7 @@ impl Builder {
                 max_concurrent: self.max_concurrent,
                 queue_depth: self.queue_depth,
                 pool: self.pool.clone(),
+                channel_dir: data_dir.join(format!("channels-{i}")),
             };
             let stop = CancellationToken::new();
             let s = stop.clone();

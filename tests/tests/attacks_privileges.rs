@@ -32,6 +32,17 @@ for d, dirs, files in os.walk("/"):
         except OSError:
             pass
 res["sockets"] = socks
+# The channel socket's directory belongs to the agent: the sandbox can neither remove
+# nor replace the socket, nor add anything beside it.
+def attempt(fn):
+    try:
+        fn()
+        return "ok"
+    except OSError as e:
+        return errno.errorcode.get(e.errno, "?")
+res["channel unlink"] = attempt(lambda: os.unlink("/run/souq/shim.sock"))
+res["channel create"] = attempt(lambda: open("/run/souq/evil", "w"))
+res["channel rename"] = attempt(lambda: os.rename("/run/souq/shim.sock", "/run/souq/x"))
 res["socket paths"] = [p for p in ["/var/run/docker.sock", "/run/docker.sock", "/run/containerd/containerd.sock",
     "/var/run/docker/containerd/containerd.sock", "/run/podman/podman.sock"] if os.path.lexists(p)]
 status = dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines())
@@ -124,7 +135,11 @@ async fn python_gets_no_privilege() {
     shown.as_object_mut().unwrap().remove("environ text");
     eprintln!("python privileges: {shown:#}");
 
-    assert_eq!(r["sockets"], json!([]), "socket files in the sandbox");
+    // The only socket is the agent's channel, in a directory mounted read-only.
+    assert_eq!(r["sockets"], json!(["/run/souq/shim.sock"]), "socket files in the sandbox");
+    for what in ["channel unlink", "channel create", "channel rename"] {
+        assert_eq!(r[what], "EROFS", "{what}: {r}");
+    }
     assert_eq!(r["socket paths"], json!([]));
     for k in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
         assert_eq!(r[k], "0000000000000000", "{k}");

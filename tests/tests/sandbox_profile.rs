@@ -51,7 +51,11 @@ async fn running_sandbox_has_the_full_profile() {
     assert_eq!(hc.cap_drop, Some(vec!["ALL".to_owned()]));
     assert!(hc.security_opt.unwrap_or_default().iter().any(|o| o.starts_with("no-new-privileges")));
     assert!(hc.privileged != Some(true));
-    assert!(hc.binds.unwrap_or_default().is_empty());
+    // The one bind mount is the agent's channel directory, read-only.
+    let binds = hc.binds.unwrap_or_default();
+    assert_eq!(binds.len(), 1, "{binds:?}");
+    assert!(binds[0].contains("/channels") && binds[0].ends_with(":/run/souq:ro"), "{binds:?}");
+    assert!(hc.mounts.unwrap_or_default().is_empty());
     assert!(hc.tmpfs.unwrap().contains_key("/tmp"));
     let user = info.config.as_ref().and_then(|c| c.user.clone()).unwrap_or_default();
     assert!(!user.is_empty() && !user.starts_with("0") && !user.starts_with("root"), "user {user:?}");

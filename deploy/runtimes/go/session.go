@@ -35,6 +35,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"runtime"
@@ -61,7 +62,9 @@ const (
 )
 
 var (
-	sessionPathVar = "PATH=/usr/local/bin:/usr/bin:/bin"
+	// Where answers go: stdout, or the agent's socket.
+	sessionOut     io.Writer = os.Stdout
+	sessionPathVar           = "PATH=/usr/local/bin:/usr/bin:/bin"
 	// Build variables, given to `go build`.
 	sessionGoVars = []string{
 		"GOCACHE=" + sessionGoCache, "GOPATH=" + sessionGoPath, "GO111MODULE=off",
@@ -567,7 +570,7 @@ func sessionWriteResponse(id uint64, stdout, stderr []byte, r sessionResult) {
 		r.duration.Milliseconds(), len(stdout), len(stderr), r.clean)
 	b.Write(stdout)
 	b.Write(stderr)
-	if _, err := os.Stdout.Write(b.Bytes()); err != nil {
+	if _, err := sessionOut.Write(b.Bytes()); err != nil {
 		sessionFail("writing a response: %v", err)
 	}
 }
@@ -585,7 +588,17 @@ func session() {
 	}
 	// A buffer of exactly the header limit: ReadSlice fails as soon as that
 	// much has arrived without a newline. Bodies bypass it in large reads.
-	in := bufio.NewReaderSize(os.Stdin, sessionMaxHeader)
+	// The channel to the agent: the Unix socket named after the mode (in a directory
+	// the agent mounts read-only), or else stdin/stdout.
+	var source io.Reader = os.Stdin
+	if len(os.Args) > 2 {
+		conn, err := net.Dial("unix", os.Args[2])
+		if err != nil {
+			sessionFail("cannot connect to %s: %v", os.Args[2], err)
+		}
+		source, sessionOut = conn, conn
+	}
+	in := bufio.NewReaderSize(source, sessionMaxHeader)
 	for {
 		req, ok := sessionReadHeader(in)
 		if !ok {

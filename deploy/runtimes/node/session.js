@@ -26,6 +26,11 @@ const os = require('os');
 const { spawn } = require('child_process');
 
 function session() {
+  // The channel to the agent: the Unix socket named after the mode (in a directory the
+  // agent mounts read-only), or else stdin/stdout.
+  const channel = process.argv[3] ? require('net').connect(process.argv[3]) : null;
+  const chanIn = channel || process.stdin;
+  const chanOut = channel || process.stdout;
   const ROOT = '/tmp/souq';
   const RUN_DIR = ROOT + '/run';
   const MAIN = RUN_DIR + '/main.js';
@@ -463,30 +468,30 @@ process.once('message', (job) => {
         `"truncated":${truncated},"oom_killed":${oomKilled},"duration_ms":${durationMs},` +
         `"stdout_len":${outLen[0]},"stderr_len":${outLen[1]},"clean":${clean}}\n`;
       const frame = Buffer.concat([Buffer.from(header), ...out[0], ...out[1]]);
-      process.stdout.write(frame, (err) => {
+      chanOut.write(frame, (err) => {
         if (err) fail(`writing a response: ${err.message}`);
         try { removeTree(RUN_DIR); } catch (e) { warn(`cannot remove ${RUN_DIR}: ${e.message}`); }
         if (!spare || !spare.alive) trySpawnSpare();
         busy = false;
-        process.stdin.resume();
+        chanIn.resume();
         pump();
       });
     }
   }
 
   // ---------- start ----------
-  process.stdout.on('error', (e) => fail(`stdout: ${e.message}`));
-  process.stdin.on('data', (chunk) => {
+  chanOut.on('error', (e) => fail(`channel: ${e.message}`));
+  chanIn.on('data', (chunk) => {
     q.chunks.push(chunk);
     q.len += chunk.length;
     if (busy) {
-      if (q.len > STDIN_HIGH_WATER) process.stdin.pause();
+      if (q.len > STDIN_HIGH_WATER) chanIn.pause();
     } else {
       pump();
     }
   });
-  process.stdin.on('end', () => { eof = true; pump(); });
-  process.stdin.on('error', (e) => fail(`reading stdin: ${e.message}`));
+  chanIn.on('end', () => { eof = true; pump(); });
+  chanIn.on('error', (e) => fail(`reading the channel: ${e.message}`));
   if (!IN_SANDBOX) warn('not PID 1 or its child: the sweep is limited to the run\'s own process');
   try {
     ensureRunner();

@@ -1,5 +1,7 @@
 """souq-shim (python): the Python runtime's shim, in `session` mode (argv[1], the
-default): a warm sandbox that belongs to one user and runs many executions.
+default): a warm sandbox that belongs to one user and runs many executions. It talks to
+the agent over the Unix socket named by argv[2] (a directory the agent mounts read-only),
+or over stdin/stdout when none is named.
 
 The agent writes requests
   {"v":1,"id":I,"code_len":N,"stdin_len":M,"timeout_ms":T,"output_limit":L}\n + code + stdin
@@ -26,6 +28,9 @@ def fail(reason):
 
 
 RUNDIR = WORKDIR + "/run"
+# The channel to the agent: the socket named on the command line, or else stdin/stdout.
+IN_FD, OUT_FD = 0, 1
+CHANNEL = None
 PR_SET_DUMPABLE = 4
 LIBC = None
 SAFE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8"}
@@ -35,7 +40,7 @@ def read_exact(n, what):
     chunks = []
     left = n
     while left > 0:
-        buf = os.read(0, min(CHUNK, left))
+        buf = os.read(IN_FD, min(CHUNK, left))
         if not buf:
             fail("short read in %s: got %d of %d bytes" % (what, n - left, n))
         chunks.append(buf)
@@ -46,7 +51,7 @@ def read_exact(n, what):
 def read_request():
     line = bytearray()
     while True:
-        b = os.read(0, 1)
+        b = os.read(IN_FD, 1)
         if not b:
             if not line:
                 return None
@@ -281,12 +286,17 @@ def run_one(hdr, code, stdin):
     frame = json.dumps(reply, separators=(",", ":")).encode() + b"\n" + out + err
     mv = memoryview(frame)
     while mv:
-        mv = mv[os.write(1, mv):]
+        mv = mv[os.write(OUT_FD, mv):]
 
 
-def session():
+def session(channel=None):
     # Everything a run needs is imported once here, so a forked run pays for none of it.
-    import builtins, io, selectors, signal, stat, time, traceback  # noqa: F401
+    import builtins, io, selectors, signal, socket, stat, time, traceback  # noqa: F401
+    global IN_FD, OUT_FD, CHANNEL
+    if channel:
+        CHANNEL = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        CHANNEL.connect(channel)
+        IN_FD = OUT_FD = CHANNEL.fileno()
     global LIBC
     try:
         # Not dumpable: a run (same uid) can then neither open /proc/<shim>/fd/1 to
@@ -311,7 +321,7 @@ def main():
     try:
         if mode != "session":
             fail("unknown mode %r" % mode)
-        session()
+        session(sys.argv[2] if len(sys.argv) > 2 else None)
     except OSError as e:
         fail("%s" % e)
 
