@@ -34,8 +34,17 @@ async fn runtime_images(data_dir: &Path, docker_host: Option<&str>) -> anyhow::R
 /// Where the sandboxes' channel sockets live: `<data-dir>/channels`, as an absolute path,
 /// since the Docker Engine bind-mounts it.
 fn channel_dir(data_dir: &Path) -> Result<std::path::PathBuf, ConfigError> {
-    std::path::absolute(data_dir.join("channels"))
-        .map_err(|e| ConfigError(format!("invalid value for --data-dir: {}: {e}", data_dir.display())))
+    let dir = std::path::absolute(data_dir.join("channels"))
+        .map_err(|e| ConfigError(format!("invalid value for --data-dir: {}: {e}", data_dir.display())))?;
+    let max = souq_node_agent::session::MAX_CHANNEL_DIR;
+    if dir.as_os_str().len() > max {
+        return Err(ConfigError(format!(
+            "invalid value for --data-dir: {} is too long; <data-dir>/channels must be at most {max} bytes as an \
+             absolute path, because the sandboxes' Unix sockets live there",
+            data_dir.display()
+        )));
+    }
+    Ok(dir)
 }
 
 fn random_token() -> String {
@@ -93,6 +102,7 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
     args.mail.check()?;
     let node_name = args.node_name.clone().unwrap_or_else(|| format!("up-{}", config::hostname()));
     config::check_node_name(&node_name)?;
+    let channels = channel_dir(&args.db.data_dir)?;
     args.db.prepare()?;
     let images = runtime_images(&args.db.data_dir, args.sandbox.docker_host.as_deref()).await?;
 
@@ -124,7 +134,7 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
         max_concurrent: args.sandbox.max_concurrent,
         queue_depth: args.sandbox.queue_depth,
         pool: args.sandbox.pool(),
-        channel_dir: channel_dir(&args.db.data_dir)?,
+        channel_dir: channels,
     };
     let mut tasks = JoinSet::new();
     let s = shutdown.clone();
@@ -175,6 +185,7 @@ pub async fn agent(args: AgentArgs, shutdown: CancellationToken) -> anyhow::Resu
     }
     let node_name = args.node_name.clone().unwrap_or_else(config::hostname);
     config::check_node_name(&node_name)?;
+    let channels = channel_dir(&args.data_dir)?;
     std::fs::create_dir_all(&args.data_dir)
         .map_err(|e| ConfigError(format!("invalid value for --data-dir: {}: {e}", args.data_dir.display())))?;
     let images = runtime_images(&args.data_dir, args.sandbox.docker_host.as_deref()).await?;
@@ -191,7 +202,7 @@ pub async fn agent(args: AgentArgs, shutdown: CancellationToken) -> anyhow::Resu
         max_concurrent: args.sandbox.max_concurrent,
         queue_depth: args.sandbox.queue_depth,
         pool: args.sandbox.pool(),
-        channel_dir: channel_dir(&args.data_dir)?,
+        channel_dir: channels,
     };
     let mut tasks = JoinSet::new();
     let s = shutdown.clone();

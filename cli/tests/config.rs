@@ -23,6 +23,11 @@ fn bad_values_exit_64_naming_the_option() {
     assert!(err.contains("--database-url"), "{err}");
     assert!(!err.contains("hunter2"), "a secret was echoed: {err}");
 
+    let long = format!("/tmp/{}", "d".repeat(90));
+    let (code, err) = souq(&["up", "--data-dir", &long, "--edge-addr", "127.0.0.1:0"]);
+    assert_eq!(code, Some(64), "{err}");
+    assert!(err.contains("--data-dir") && err.contains("too long"), "{err}");
+
     let (code, err) = souq(&["control-plane", "--join-token", "short"]);
     assert_eq!(code, Some(64), "{err}");
     assert!(err.contains("--join-token"), "{err}");

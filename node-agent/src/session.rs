@@ -44,6 +44,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 /// The channel directory's path inside the sandbox, and the socket in it.
 pub const CHANNEL_MOUNT: &str = "/run/souq";
 const SOCKET_NAME: &str = "shim.sock";
+/// Longest channel directory, in bytes: a Unix socket path is at most 107 bytes, and
+/// `/<16 hex>/shim.sock` takes 27 of them.
+pub const MAX_CHANNEL_DIR: usize = 80;
 
 /// The shim's answer header.
 #[derive(Debug, Deserialize)]
@@ -128,7 +131,9 @@ impl Session {
         limits: &Limits,
         channels: &Path,
     ) -> Result<Session> {
-        let id = uuid::Uuid::new_v4().simple().to_string();
+        // 64 random bits: short, so that the socket's path stays within the 107 bytes a
+        // Unix socket path may have (see `MAX_CHANNEL_DIR`).
+        let id = uuid::Uuid::new_v4().simple().to_string()[..16].to_owned();
         let channel = channels.join(&id);
         let io = |e: std::io::Error| Error::Internal(format!("channel {}: {e}", channel.display()));
         std::fs::create_dir_all(&channel).map_err(io)?;
