@@ -2,10 +2,7 @@
 use std::{collections::HashMap, sync::Mutex, time::Duration};
 
 use souq_proto::agent::agent_client::AgentClient;
-use tonic::{
-    metadata::{Ascii, MetadataValue},
-    transport::{Channel, Endpoint},
-};
+use tonic::transport::{Channel, Endpoint};
 
 use crate::error::{Error, Result};
 
@@ -15,20 +12,18 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// A cache of agent clients keyed by address.
 pub struct AgentClients {
     clients: Mutex<HashMap<String, AgentClient<Channel>>>,
-    bearer: Option<MetadataValue<Ascii>>,
+    join_token: String,
 }
 
 impl AgentClients {
     /// Clients that present `join_token` to the agents.
     pub fn new(join_token: &str) -> Self {
-        AgentClients { clients: Mutex::default(), bearer: format!("Bearer {join_token}").parse().ok() }
+        AgentClients { clients: Mutex::default(), join_token: join_token.to_owned() }
     }
 
     /// Adds the join token to a call, as agents require.
     pub fn authorize<T>(&self, req: &mut tonic::Request<T>) {
-        if let Some(b) = &self.bearer {
-            req.metadata_mut().insert("authorization", b.clone());
-        }
+        souq_proto::set_bearer(req, &self.join_token);
     }
 
     /// The client for the agent at `address`, made on first use.

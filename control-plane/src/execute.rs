@@ -6,7 +6,7 @@ use sea_orm::{ActiveValue::Set, EntityTrait};
 use sha2::{Digest, Sha256};
 use souq_proto::{
     Kind, Runtime, WireError,
-    agent::{self, ExecuteResult},
+    agent,
     platform::{ExecuteRequest, ExecuteResponse},
 };
 use tracing::{info, warn};
@@ -26,11 +26,6 @@ pub const MAX_STDIN_BYTES: usize = 256 * 1024;
 /// Time allowed on top of the run's own timeout for the agent to create, start and
 /// remove the sandbox.
 const AGENT_SLACK: Duration = Duration::from_secs(20);
-
-/// Whether a finished run counts as a success.
-pub fn succeeded(r: &ExecuteResult) -> bool {
-    !r.timed_out && r.exit_code == Some(0)
-}
 
 fn candidate(n: nodes::Model) -> Candidate {
     Candidate {
@@ -118,7 +113,7 @@ pub(crate) async fn run(state: &State, user_id: Uuid, req: ExecuteRequest) -> Re
         runtime: Set(runtime.as_str().into()),
         code_sha256: Set(code_sha256),
         exit_code: Set(result.exit_code),
-        success: Set(succeeded(&result)),
+        success: Set(result.succeeded()),
         timed_out: Set(result.timed_out),
         truncated: Set(result.truncated),
         oom_killed: Set(result.oom_killed),

@@ -10,7 +10,6 @@ use souq_proto::{
         HeartbeatRequest, HeartbeatResponse, RegisterRequest, RegisterResponse, registry_server,
     },
 };
-use subtle::ConstantTimeEq;
 use tonic::{Request, Response, Status};
 use tracing::{info, instrument};
 use uuid::Uuid;
@@ -28,8 +27,7 @@ pub struct RegistryService {
 
 impl RegistryService {
     fn authorize<T>(&self, req: &Request<T>) -> Result<()> {
-        let given = souq_proto::bearer(req.metadata()).unwrap_or_default();
-        if bool::from(given.as_bytes().ct_eq(self.state.join_token.as_bytes())) {
+        if souq_proto::bearer_is(req.metadata(), &self.state.join_token) {
             Ok(())
         } else {
             Err(Error::kind(Kind::Unauthenticated, "invalid join token"))

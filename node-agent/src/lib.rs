@@ -14,7 +14,7 @@ pub mod session;
 
 use std::{collections::HashMap, sync::{Arc, Mutex}, time::Duration};
 
-use bollard::{Docker, query_parameters::{ListContainersOptions, RemoveContainerOptions}};
+use bollard::{Docker, query_parameters::ListContainersOptions};
 use souq_proto::{agent::agent_server::AgentServer, registry::registry_client::RegistryClient};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -118,13 +118,8 @@ pub async fn remove_own_containers(docker: &Docker, node_name: &str) -> Result<u
     let list = docker
         .list_containers(Some(ListContainersOptions { all: true, filters: Some(filters), ..Default::default() }))
         .await?;
-    for c in &list {
-        if let Some(id) = &c.id {
-            let opts = RemoveContainerOptions { force: true, v: true, ..Default::default() };
-            if let Err(e) = docker.remove_container(id, Some(opts)).await {
-                warn!(container = %id, error = %e, "could not remove container");
-            }
-        }
+    for id in list.iter().filter_map(|c| c.id.as_deref()) {
+        session::remove(docker, id).await;
     }
     Ok(list.len())
 }

@@ -6,7 +6,7 @@ use souq_proto::registry::{
     Capacity, HeartbeatRequest, RegisterRequest, registry_client::RegistryClient,
 };
 use tokio_util::sync::CancellationToken;
-use tonic::{metadata::MetadataValue, transport::Channel};
+use tonic::transport::Channel;
 use tracing::{info, warn};
 
 use crate::{Node, docker, images};
@@ -16,9 +16,7 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 fn with_token<T>(msg: T, token: &str) -> tonic::Request<T> {
     let mut req = tonic::Request::new(msg);
     req.set_timeout(Duration::from_secs(5));
-    if let Ok(v) = format!("Bearer {token}").parse::<MetadataValue<_>>() {
-        req.metadata_mut().insert("authorization", v);
-    }
+    souq_proto::set_bearer(&mut req, token);
     req
 }
 

@@ -24,9 +24,7 @@ pub struct AgentService {
 
 /// Admits only callers that present this node's join token.
 pub(crate) fn authorize(join_token: &str, req: &Request<()>) -> Result<(), Status> {
-    use subtle::ConstantTimeEq;
-    let given = souq_proto::bearer(req.metadata()).unwrap_or_default();
-    if bool::from(given.as_bytes().ct_eq(join_token.as_bytes())) {
+    if souq_proto::bearer_is(req.metadata(), join_token) {
         Ok(())
     } else {
         Err(souq_proto::WireError::new(Kind::Unauthenticated, "invalid join token").into())

@@ -91,7 +91,8 @@ impl Drop for RemoveGuard {
     }
 }
 
-async fn remove(docker: &Docker, id: &str) {
+/// Force-removes a container, logging (not failing) when the Engine refuses.
+pub(crate) async fn remove(docker: &Docker, id: &str) {
     let opts = RemoveContainerOptions { force: true, v: true, ..Default::default() };
     if let Err(e) = docker.remove_container(id, Some(opts)).await {
         warn!(container = id, error = %e, "could not remove sandbox");

@@ -38,6 +38,27 @@ pub use claims::Claims;
 pub use problem::{Kind, WireError};
 pub use runtime::Runtime;
 
+/// Sets `authorization: Bearer <token>` on a gRPC request (a token that is not valid
+/// metadata is left off, and the callee then refuses the call).
+pub fn set_bearer<T>(req: &mut tonic::Request<T>, token: &str) {
+    if let Ok(v) = format!("Bearer {token}").parse::<tonic::metadata::MetadataValue<_>>() {
+        req.metadata_mut().insert("authorization", v);
+    }
+}
+
+/// Whether the request's bearer token is `secret`, compared in constant time.
+pub fn bearer_is(meta: &tonic::metadata::MetadataMap, secret: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    bool::from(bearer(meta).unwrap_or_default().as_bytes().ct_eq(secret.as_bytes()))
+}
+
+impl agent::ExecuteResult {
+    /// A run succeeded when it exited on its own with code 0 before its timeout.
+    pub fn succeeded(&self) -> bool {
+        !self.timed_out && self.exit_code == Some(0)
+    }
+}
+
 /// Reads `authorization: Bearer <token>` from gRPC metadata.
 pub fn bearer(meta: &tonic::metadata::MetadataMap) -> Option<&str> {
     meta.get("authorization")?

@@ -86,7 +86,7 @@ pub async fn execute(State(state): State<AppState>, caller: Caller, Json(body): 
     let stdout = String::from_utf8_lossy(&r.stdout).into_owned();
     let result = serde_json::from_str::<serde_json::Value>(stdout.trim()).ok();
     Ok(axum::Json(ExecuteAnswer {
-        success: !r.timed_out && r.exit_code == Some(0),
+        success: r.succeeded(),
         exit_code: r.exit_code,
         stdout,
         stderr: String::from_utf8_lossy(&r.stderr).into_owned(),

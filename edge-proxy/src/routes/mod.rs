@@ -6,14 +6,12 @@ pub mod pages;
 
 use std::time::Duration;
 
-use tonic::metadata::MetadataValue;
-
 /// A gRPC request with a deadline and, when given, the caller's bearer token.
 pub(crate) fn grpc<T>(msg: T, token: Option<&str>, timeout: Duration) -> tonic::Request<T> {
     let mut req = tonic::Request::new(msg);
     req.set_timeout(timeout);
-    if let Some(v) = token.and_then(|t| format!("Bearer {t}").parse::<MetadataValue<_>>().ok()) {
-        req.metadata_mut().insert("authorization", v);
+    if let Some(t) = token {
+        souq_proto::set_bearer(&mut req, t);
     }
     req
 }
