@@ -4,6 +4,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "souq/agent/v1/agent.proto",
         "souq/registry/v1/registry.proto",
         "souq/platform/v1/platform.proto",
+        "souq/routes/v1/routes.proto",
     ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");

@@ -36,7 +36,9 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// Execute latency and throughput through the whole stack, against `docker run --rm`.
-    Execute(crate::bench::BenchArgs),
+    Execute(crate::bench::execute::BenchArgs),
+    /// A deployed API through the data path: warm latency, throughput, deploy to first call.
+    Invoke(crate::bench::invoke::InvokeArgs),
 }
 
 /// A configuration error: the option and what is wrong with it.
@@ -137,6 +139,9 @@ pub struct UpArgs {
     pub mail: MailArgs,
     #[command(flatten)]
     pub sandbox: SandboxArgs,
+    /// Most replicas one deployment may ask for.
+    #[arg(long, env = "SOUQ_MAX_REPLICAS", default_value_t = 8)]
+    pub max_replicas: u32,
 }
 
 /// `souq control-plane`.
@@ -155,6 +160,9 @@ pub struct ControlPlaneArgs {
     pub signing_key_file: Option<PathBuf>,
     #[command(flatten)]
     pub mail: MailArgs,
+    /// Most replicas one deployment may ask for.
+    #[arg(long, env = "SOUQ_MAX_REPLICAS", default_value_t = 8)]
+    pub max_replicas: u32,
 }
 
 /// `souq agent`.
@@ -233,6 +241,10 @@ pub struct SandboxArgs {
     /// Most warm sandboxes held for users at once.
     #[arg(long, env = "SOUQ_POOL_MAX_SESSIONS", default_value_t = 64)]
     pub pool_max_sessions: usize,
+    /// How many times its CPUs this node offers to API instances (CPU limits are ceilings,
+    /// not reservations; memory is never overcommitted).
+    #[arg(long, env = "SOUQ_CPU_OVERCOMMIT", default_value_t = souq_node_agent::DEFAULT_CPU_OVERCOMMIT)]
+    pub cpu_overcommit: u32,
 }
 
 impl SandboxArgs {
@@ -266,6 +278,7 @@ impl SandboxArgs {
         range("--pool-max-uses", u64::from(self.pool_max_uses), 1, 1_000_000)?;
         range("--pool-idle-s", self.pool_idle_s, 1, 86_400)?;
         range("--pool-max-sessions", self.pool_max_sessions as u64, 1, 10_000)?;
+        range("--cpu-overcommit", u64::from(self.cpu_overcommit), 1, 64)?;
         if self.docker_host.as_ref().is_some_and(|h| !h.starts_with("unix://")) {
             return Err(bad("--docker-host", "must be a unix:// socket path"));
         }
@@ -291,6 +304,9 @@ pub struct EdgeArgs {
     /// The control plane's gRPC URL.
     #[arg(long, env = "SOUQ_CONTROL_PLANE_URL", default_value = "http://127.0.0.1:7000")]
     pub control_plane_url: String,
+    /// The cluster's secret, presented to the control plane's route stream and to the agents.
+    #[arg(long, env = "SOUQ_JOIN_TOKEN", hide_env_values = true)]
+    pub join_token: String,
 }
 
 /// Checks a gRPC URL option.
@@ -300,6 +316,11 @@ pub fn check_url(option: &str, url: &str) -> Result<(), ConfigError> {
         Some(r) if !r.is_empty() => Ok(()),
         _ => Err(bad(option, format!("{url:?} is not an http:// or https:// URL"))),
     }
+}
+
+/// Checks `--max-replicas`.
+pub fn check_max_replicas(n: u32) -> Result<u32, ConfigError> {
+    if (1..=64).contains(&n) { Ok(n) } else { Err(bad("--max-replicas", format!("{n} is outside 1..=64"))) }
 }
 
 /// Checks a join token option without ever echoing it.

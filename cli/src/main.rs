@@ -46,7 +46,8 @@ fn main() -> ExitCode {
             Command::Agent(a) => roles::agent(a, shutdown).await,
             Command::Edge(a) => roles::edge(a, shutdown).await,
             Command::Migrate(a) => roles::migrate(a).await,
-            Command::Bench(config::BenchCommand::Execute(a)) => bench::run(a).await,
+            Command::Bench(config::BenchCommand::Execute(a)) => bench::execute::run(a).await,
+            Command::Bench(config::BenchCommand::Invoke(a)) => bench::invoke::run(a).await,
         }
     });
     match result {

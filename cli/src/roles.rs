@@ -98,6 +98,7 @@ async fn wait_ready(addr: std::net::SocketAddr, shutdown: &CancellationToken) ->
 /// `souq up`: every role in one process.
 pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let limits = args.sandbox.limits()?;
+    let max_replicas = config::check_max_replicas(args.max_replicas)?;
     let database_url = args.db.url()?;
     args.mail.check()?;
     let node_name = args.node_name.clone().unwrap_or_else(|| format!("up-{}", config::hostname()));
@@ -122,11 +123,12 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
         args.db.data_dir.join("mail"),
     );
     args.mail.apply(&mut cp_cfg);
+    cp_cfg.max_replicas = max_replicas;
     let agent_cfg = souq_node_agent::Config {
         node_name,
         region: "local".into(),
         control_plane_url: cp_url.clone(),
-        join_token,
+        join_token: join_token.clone(),
         advertise_addr: None,
         docker_host: args.sandbox.docker_host.clone(),
         images,
@@ -135,6 +137,7 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
         queue_depth: args.sandbox.queue_depth,
         pool: args.sandbox.pool(),
         channel_dir: channels,
+        cpu_overcommit: args.sandbox.cpu_overcommit,
     };
     let mut tasks = JoinSet::new();
     let s = shutdown.clone();
@@ -142,7 +145,7 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
     let s = shutdown.clone();
     tasks.spawn(async move { souq_node_agent::run(agent_cfg, agent_listener, s).await.context("node agent") });
     let s = shutdown.clone();
-    let edge_cfg = souq_edge_proxy::Config::new(cp_url);
+    let edge_cfg = souq_edge_proxy::Config::new(cp_url, join_token);
     tasks.spawn(async move { souq_edge_proxy::run(edge_cfg, edge_listener, s).await.context("edge") });
 
     let ready_shutdown = shutdown.clone();
@@ -157,6 +160,7 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
 /// `souq control-plane`.
 pub async fn control_plane(args: ControlPlaneArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     config::check_join_token(&args.join_token)?;
+    let max_replicas = config::check_max_replicas(args.max_replicas)?;
     let database_url = args.db.url()?;
     args.mail.check()?;
     let public_url = args
@@ -169,6 +173,7 @@ pub async fn control_plane(args: ControlPlaneArgs, shutdown: CancellationToken) 
     let listener = bind(args.grpc_addr, "control plane (--grpc-addr)").await?;
     let mut cfg = souq_control_plane::Config::new(database_url, key, args.join_token, public_url, args.db.data_dir.join("mail"));
     args.mail.apply(&mut cfg);
+    cfg.max_replicas = max_replicas;
     let mut tasks = JoinSet::new();
     let s = shutdown.clone();
     tasks.spawn(async move { souq_control_plane::run(cfg, listener, s).await.context("control plane") });
@@ -203,6 +208,7 @@ pub async fn agent(args: AgentArgs, shutdown: CancellationToken) -> anyhow::Resu
         queue_depth: args.sandbox.queue_depth,
         pool: args.sandbox.pool(),
         channel_dir: channels,
+        cpu_overcommit: args.sandbox.cpu_overcommit,
     };
     let mut tasks = JoinSet::new();
     let s = shutdown.clone();
@@ -213,8 +219,9 @@ pub async fn agent(args: AgentArgs, shutdown: CancellationToken) -> anyhow::Resu
 /// `souq edge`.
 pub async fn edge(args: EdgeArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     config::check_url("--control-plane-url", &args.control_plane_url)?;
+    config::check_join_token(&args.join_token)?;
     let listener = bind(args.edge_addr, "edge (--edge-addr)").await?;
-    let cfg = souq_edge_proxy::Config::new(args.control_plane_url);
+    let cfg = souq_edge_proxy::Config::new(args.control_plane_url, args.join_token);
     let mut tasks = JoinSet::new();
     let s = shutdown.clone();
     tasks.spawn(async move { souq_edge_proxy::run(cfg, listener, s).await.context("edge") });

@@ -27,23 +27,6 @@ pub const MAX_STDIN_BYTES: usize = 256 * 1024;
 /// remove the sandbox.
 const AGENT_SLACK: Duration = Duration::from_secs(20);
 
-fn candidate(n: nodes::Model) -> Candidate {
-    Candidate {
-        id: n.id,
-        name: n.name,
-        address: n.address,
-        runtimes: n.runtimes.split(',').filter_map(|r| r.parse().ok()).collect(),
-        docker_ok: n.docker_ok,
-        max_timeout_ms: u64::try_from(n.max_timeout_ms).unwrap_or(0),
-        last_heartbeat: n.last_heartbeat,
-        warm: serde_json::from_str::<std::collections::HashMap<String, u32>>(&n.warm)
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|(k, v)| k.parse().ok().map(|r| (r, v)))
-            .collect(),
-    }
-}
-
 /// Runs one execute for `user_id`.
 pub(crate) async fn run(state: &State, user_id: Uuid, req: ExecuteRequest) -> Result<ExecuteResponse> {
     let runtime: Runtime = req.runtime.parse().map_err(|e: souq_proto::runtime::UnknownRuntime| {
@@ -64,7 +47,7 @@ pub(crate) async fn run(state: &State, user_id: Uuid, req: ExecuteRequest) -> Re
 
     let execution_id = Uuid::now_v7();
     let nodes: Vec<Candidate> =
-        nodes::Entity::find().all(&state.db).await?.into_iter().map(candidate).collect();
+        nodes::Entity::find().all(&state.db).await?.into_iter().map(Candidate::from).collect();
     // The same user lands on the same node (where their warm sandbox is), users spread.
     let spread = {
         let h = Sha256::digest(user_id.as_bytes());

@@ -1,5 +1,5 @@
 //! Souq's control plane: holds the state and makes every decision. It speaks gRPC only:
-//! `Platform` for the edge and `Registry` for the node agents.
+//! `Platform` and `Routes` for the edge, `Registry` for the node agents.
 #![forbid(unsafe_code)]
 
 pub mod accounts;
@@ -7,6 +7,7 @@ pub mod agents;
 pub mod audit;
 pub mod auth;
 pub mod clock;
+pub mod deploy;
 pub mod entity;
 pub mod error;
 pub mod execute;
@@ -20,7 +21,10 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use sea_orm::{ConnectOptions, Database, DatabaseConnection};
 use sea_orm_migration::MigratorTrait;
-use souq_proto::{platform::platform_server::PlatformServer, registry::registry_server::RegistryServer};
+use souq_proto::{
+    platform::platform_server::PlatformServer, registry::registry_server::RegistryServer,
+    routes::{RouteTable, routes_server::RoutesServer},
+};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
@@ -54,6 +58,8 @@ pub struct Config {
     pub mail_from: String,
     /// The time source.
     pub clock: Arc<dyn clock::Clock>,
+    /// Most replicas one deployment may ask for.
+    pub max_replicas: u32,
 }
 
 /// Where the control plane sends mail.
@@ -90,6 +96,7 @@ impl Config {
             mail: MailConfig::Files(mail_dir),
             mail_from: "Souq <no-reply@localhost>".into(),
             clock: Arc::new(clock::SystemClock),
+            max_replicas: 8,
         }
     }
 }
@@ -108,6 +115,32 @@ pub(crate) struct State {
     pub(crate) heartbeat_interval: Duration,
     pub(crate) node_ttl: Duration,
     pub(crate) default_timeout: Duration,
+    pub(crate) max_replicas: u32,
+    /// Wakes the reconciler.
+    pub(crate) reconcile: tokio::sync::Notify,
+    /// The route table the edges watch.
+    pub(crate) routes: tokio::sync::watch::Sender<Arc<RouteTable>>,
+    /// Instances with a Deploy or Stop call to their agent under way.
+    pub(crate) calls: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+impl State {
+    /// Asks the reconciler for a pass soon.
+    pub(crate) fn wake(&self) {
+        self.reconcile.notify_one();
+    }
+
+    /// Claims instance `id` for one agent call; false if a call for it is under way.
+    pub(crate) fn begin_call(&self, id: &str) -> bool {
+        self.calls.lock().is_ok_and(|mut c| c.insert(id.to_owned()))
+    }
+
+    /// Ends the call claimed by `begin_call`.
+    pub(crate) fn end_call(&self, id: &str) {
+        if let Ok(mut c) = self.calls.lock() {
+            c.remove(id);
+        }
+    }
 }
 
 /// Connects to the database; never logs the URL, which may hold a password.
@@ -163,13 +196,19 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: CancellationToken
         heartbeat_interval: cfg.heartbeat_interval,
         node_ttl: cfg.node_ttl,
         default_timeout: cfg.default_timeout,
+        max_replicas: cfg.max_replicas,
+        reconcile: tokio::sync::Notify::new(),
+        routes: tokio::sync::watch::Sender::new(Arc::new(RouteTable::default())),
+        calls: std::sync::Mutex::default(),
     });
     tokio::spawn(outbox::run(state.db.clone(), Arc::new(mailer), cfg.clock.clone(), mail_wake, shutdown.clone()));
+    tokio::spawn(deploy::reconciler::run(state.clone(), shutdown.clone()));
     let addr = listener.local_addr().map_err(|e| Error::Internal(e.to_string()))?;
     info!(%addr, "control plane listening");
     tonic::transport::Server::builder()
         .add_service(PlatformServer::new(platform::PlatformService { state: state.clone() }))
-        .add_service(RegistryServer::new(registry::RegistryService { state }))
+        .add_service(RegistryServer::new(registry::RegistryService { state: state.clone() }))
+        .add_service(RoutesServer::new(deploy::routes::RoutesService { state }))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled())
         .await
         .map_err(|e| Error::Internal(format!("grpc server: {e}")))

@@ -1,9 +1,10 @@
-//! The `Platform` service: the edge's gateway to accounts and execution. Each method
-//! hands its request to the module that owns the flow.
+//! The `Platform` service: the edge's gateway to accounts, execution and deployed APIs.
+//! Each method hands its request to the module that owns the flow.
 use std::sync::Arc;
 
 use souq_proto::platform::{
-    ChangePasswordRequest, ExecuteRequest, ExecuteResponse, ForgotPasswordRequest, GetVerifyingKeyRequest,
+    Api, ApiCreated, ApiList, ApiLogsRequest, ApiRef, ApiStatus, CreateApiRequest, DeployApiRequest, PutCodeRequest,
+    Version, VersionList, ChangePasswordRequest, ExecuteRequest, ExecuteResponse, ForgotPasswordRequest, GetVerifyingKeyRequest,
     ListRevocationsRequest, LoginRequest, LoginResponse, MeRequest, MessageResponse, RefreshRequest,
     ResetPasswordRequest, Revocations, SignupRequest, SignupResponse, User, VerifyEmailRequest, VerifyingKey,
     platform_server,
@@ -14,6 +15,7 @@ use tracing::instrument;
 use crate::{
     State,
     accounts::{self, session, signup},
+    deploy::{apis, desired, logs},
 };
 
 /// Implements `souq.platform.v1.Platform`.
@@ -25,6 +27,11 @@ type Answer<T> = Result<Response<T>, Status>;
 
 fn ok<T>(r: crate::Result<T>) -> Answer<T> {
     r.map(Response::new).map_err(Status::from)
+}
+
+/// The id of the user whose access token the request carries.
+async fn user<T>(state: &State, req: &Request<T>) -> Result<uuid::Uuid, Status> {
+    Ok(session::caller(state, souq_proto::bearer(req.metadata())).await?.id)
 }
 
 #[tonic::async_trait]
@@ -86,5 +93,72 @@ impl platform_server::Platform for PlatformService {
             issuer: souq_proto::claims::ISSUER.into(),
             audience: souq_proto::claims::AUDIENCE.into(),
         }))
+    }
+
+    #[instrument(skip_all)]
+    async fn create_api(&self, req: Request<CreateApiRequest>) -> Answer<ApiCreated> {
+        let owner = user(&self.state, &req).await?;
+        ok(apis::create(&self.state, owner, req.into_inner()).await)
+    }
+
+    #[instrument(skip_all)]
+    async fn list_apis(&self, req: Request<souq_proto::platform::ListApisRequest>) -> Answer<ApiList> {
+        let owner = user(&self.state, &req).await?;
+        ok(apis::list(&self.state, owner).await.map(|apis| ApiList { apis }))
+    }
+
+    #[instrument(skip_all)]
+    async fn get_api(&self, req: Request<ApiRef>) -> Answer<Api> {
+        let owner = user(&self.state, &req).await?;
+        ok(apis::owned(&self.state, owner, &req.get_ref().api_id).await.map(|a| apis::to_wire(&a)))
+    }
+
+    #[instrument(skip_all)]
+    async fn delete_api(&self, req: Request<ApiRef>) -> Answer<MessageResponse> {
+        let owner = user(&self.state, &req).await?;
+        let done = apis::delete(&self.state, owner, &req.get_ref().api_id).await;
+        ok(done.map(|()| MessageResponse { message: "The API is deleted; its instances are stopping.".into() }))
+    }
+
+    #[instrument(skip_all)]
+    async fn put_code(&self, req: Request<PutCodeRequest>) -> Answer<Version> {
+        let owner = user(&self.state, &req).await?;
+        let req = req.into_inner();
+        ok(apis::put_code(&self.state, owner, &req.api_id, req.code).await)
+    }
+
+    #[instrument(skip_all)]
+    async fn list_versions(&self, req: Request<ApiRef>) -> Answer<VersionList> {
+        let owner = user(&self.state, &req).await?;
+        ok(apis::versions(&self.state, owner, &req.get_ref().api_id).await.map(|versions| VersionList { versions }))
+    }
+
+    #[instrument(skip_all)]
+    async fn deploy(&self, req: Request<DeployApiRequest>) -> Answer<ApiStatus> {
+        let owner = user(&self.state, &req).await?;
+        ok(desired::deploy(&self.state, owner, req.into_inner()).await)
+    }
+
+    #[instrument(skip_all)]
+    async fn stop_api(&self, req: Request<ApiRef>) -> Answer<ApiStatus> {
+        let owner = user(&self.state, &req).await?;
+        ok(desired::stop(&self.state, owner, &req.get_ref().api_id).await)
+    }
+
+    #[instrument(skip_all)]
+    async fn get_api_status(&self, req: Request<ApiRef>) -> Answer<ApiStatus> {
+        let owner = user(&self.state, &req).await?;
+        let api = apis::owned(&self.state, owner, &req.get_ref().api_id).await?;
+        ok(desired::status_of(&self.state, api.id).await)
+    }
+
+    type ApiLogsStream = tokio_stream::wrappers::ReceiverStream<Result<souq_proto::agent::LogLine, Status>>;
+
+    #[instrument(skip_all)]
+    async fn api_logs(&self, req: Request<ApiLogsRequest>) -> Answer<Self::ApiLogsStream> {
+        let owner = user(&self.state, &req).await?;
+        let req = req.into_inner();
+        let api = apis::owned(&self.state, owner, &req.api_id).await?;
+        ok(logs::stream(&self.state, api.id, req.tail, req.follow).await)
     }
 }

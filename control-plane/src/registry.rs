@@ -15,7 +15,7 @@ use tracing::{info, instrument};
 use uuid::Uuid;
 
 use crate::{
-    State,
+    State, deploy,
     entity::nodes,
     error::{Error, Result},
 };
@@ -92,9 +92,12 @@ impl registry_server::Registry for RegistryService {
             registered_at: Set(now),
             last_heartbeat: Set(now),
             warm: Set(warm_json(&cap.warm)),
+            instance_memory_mb: Set(i64::try_from(cap.instance_memory_mb).unwrap_or(i64::MAX)),
+            instance_cpus_milli: Set(i32::try_from(cap.instance_cpus_milli).unwrap_or(i32::MAX)),
         };
         // A node that registers again (after a restart) keeps its id.
-        if existing.is_some() { row.update(db).await } else { row.insert(db).await }.map_err(Error::from)?;
+        let row = if existing.is_some() { row.update(db).await } else { row.insert(db).await }.map_err(Error::from)?;
+        deploy::reports::apply(&self.state, row.into(), &req.instances).await?;
         info!(node_id = %id, address = %req.advertise_addr, docker_ok = req.docker_ok, "node registered");
         let interval = u32::try_from(self.state.heartbeat_interval.as_millis()).unwrap_or(u32::MAX);
         Ok(Response::new(RegisterResponse { node_id: id.to_string(), heartbeat_interval_ms: interval }))
@@ -118,8 +121,11 @@ impl registry_server::Registry for RegistryService {
             am.memory_mb = Set(i64::try_from(cap.memory_mb).unwrap_or(i64::MAX));
             am.cpus_milli = Set(i32::try_from(cap.cpus_milli).unwrap_or(i32::MAX));
             am.warm = Set(warm_json(&cap.warm));
+            am.instance_memory_mb = Set(i64::try_from(cap.instance_memory_mb).unwrap_or(i64::MAX));
+            am.instance_cpus_milli = Set(i32::try_from(cap.instance_cpus_milli).unwrap_or(i32::MAX));
         }
-        am.update(db).await.map_err(Error::from)?;
+        let row = am.update(db).await.map_err(Error::from)?;
+        deploy::reports::apply(&self.state, row.into(), &req.instances).await?;
         Ok(Response::new(HeartbeatResponse { reregister: false }))
     }
 }

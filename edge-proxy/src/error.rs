@@ -91,16 +91,22 @@ pub struct Problem {
     pub field: Option<String>,
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = Problem {
+impl ApiError {
+    /// The problem+json body of this error.
+    pub fn problem(&self) -> Problem {
+        Problem {
             type_: problem_type(self.kind),
             title: self.status.canonical_reason().unwrap_or("Error").to_owned(),
             status: self.status.as_u16(),
-            detail: self.detail,
-            field: self.field,
-        };
-        let mut resp = (self.status, axum::Json(body)).into_response();
+            detail: self.detail.clone(),
+            field: self.field.clone(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut resp = (self.status, axum::Json(self.problem())).into_response();
         let headers = resp.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         match self.status {

@@ -1,8 +1,9 @@
 //! Request extractors that answer bad input with problem+json: a JSON body whose every
 //! rejection has the right status, and the authenticated caller.
 use axum::{
-    extract::{FromRequest, FromRequestParts, Request, rejection::JsonRejection},
-    http::{StatusCode, request::Parts},
+    body::{Body, Bytes},
+    extract::{FromRequest, FromRequestParts, Path, Request, rejection::JsonRejection},
+    http::{HeaderMap, StatusCode, request::Parts},
 };
 use serde::de::DeserializeOwned;
 
@@ -48,11 +49,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
                         None => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "validation", detail),
                     }
                 }
-                other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload-too-large",
-                    format!("the body must be at most {} bytes", crate::MAX_BODY_BYTES),
-                ),
+                other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => too_large(crate::MAX_BODY_BYTES),
                 other => ApiError::new(StatusCode::BAD_REQUEST, "bad-request", other.body_text()),
             }),
         }
@@ -116,24 +113,77 @@ pub struct Caller {
     pub user_id: String,
 }
 
+/// The bearer token of `Authorization: Bearer <token>`: 401 when absent or malformed.
+pub fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let header = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::unauthenticated("missing Authorization: Bearer token"))?;
+    header
+        .to_str()
+        .ok()
+        .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && t.len() <= 4096)
+        .ok_or_else(|| ApiError::unauthenticated("the Authorization header must be: Bearer <token>"))
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| ApiError::unauthenticated("missing Authorization: Bearer token"))?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
-            .map(str::trim)
-            .filter(|t| !t.is_empty() && t.len() <= 4096)
-            .ok_or_else(|| ApiError::unauthenticated("the Authorization header must be: Bearer <token>"))?;
+        let token = bearer(&parts.headers)?;
         let user_id = state.verifier.verify(token)?;
         Ok(Caller { token: token.to_owned(), user_id })
     }
+}
+
+/// The `{id}` of an API in a path, in canonical form. Anything that is not a UUID is a
+/// 404, like an id nobody owns, so ids cannot be probed by their shape.
+pub struct ApiId(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for ApiId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let not_found = || ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such API");
+        let Path(raw) = Path::<String>::from_request_parts(parts, state).await.map_err(|_| not_found())?;
+        let id = uuid::Uuid::try_parse(&raw).map_err(|_| not_found())?;
+        Ok(ApiId(id.hyphenated().to_string()))
+    }
+}
+
+/// A JSON body that may be left out: an empty body is `T::default()`; any other body must
+/// be JSON, with the same answers as [`Json`].
+pub struct OptionalJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let content_type = req.headers().get(axum::http::header::CONTENT_TYPE).cloned();
+        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
+            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                too_large(crate::MAX_BODY_BYTES)
+            } else {
+                ApiError::new(StatusCode::BAD_REQUEST, "bad-request", r.body_text())
+            }
+        })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJson(T::default()));
+        }
+        // The JSON extractor needs only the content type and the body.
+        let mut again = Request::new(Body::from(bytes));
+        if let Some(ct) = content_type {
+            again.headers_mut().insert(axum::http::header::CONTENT_TYPE, ct);
+        }
+        let Json(v) = Json::<T>::from_request(again, state).await?;
+        Ok(OptionalJson(v))
+    }
+}
+
+/// The 413 of a body over `limit` bytes.
+pub fn too_large(limit: usize) -> ApiError {
+    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", format!("the body must be at most {limit} bytes"))
 }
 
 #[cfg(test)]

@@ -1,11 +1,16 @@
 //! Souq's edge: the public REST face. It validates and authenticates requests, answers
 //! errors as problem+json, and translates calls into the control plane's `Platform` gRPC.
+//! Calls to deployed APIs take the data path: the route table the control plane streams,
+//! then straight to the agent that hosts an instance.
 #![forbid(unsafe_code)]
 
+pub mod call;
 pub mod error;
 pub mod extract;
 pub mod openapi;
 pub mod routes;
+pub mod routing;
+pub mod token_cache;
 pub mod verifier;
 
 use std::{sync::Arc, time::Duration};
@@ -14,7 +19,7 @@ use axum::{
     Router,
     extract::DefaultBodyLimit,
     http::StatusCode,
-    routing::{get, post},
+    routing::{any, get, post, put},
 };
 use souq_proto::platform::platform_client::PlatformClient;
 use tokio::net::TcpListener;
@@ -29,20 +34,47 @@ pub use error::{ApiError, Result};
 /// Largest request body accepted, in bytes.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
+/// Default largest body of a call to a deployed API, in bytes.
+pub const DEFAULT_CALL_BODY_LIMIT: usize = 1024 * 1024;
+/// Largest `call_body_limit` allowed: base64 of a binary body grows it by a third, and
+/// the event must stay within the agents' 4 MiB gRPC message limit.
+pub const MAX_CALL_BODY_LIMIT: usize = 2 * 1024 * 1024;
+
 /// The edge's configuration, already validated by the caller.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Config {
-    /// The control plane's gRPC URL.
+    /// The control plane's gRPC URL (it serves `Platform` and `Routes`).
     pub control_plane_url: String,
+    /// The cluster secret, presented to the control plane's `Routes` and to the agents.
+    pub join_token: String,
     /// How often to fetch token revocations. A password change voids earlier tokens at
     /// the control plane at once, and at this edge within this time.
     pub revocation_poll: Duration,
+    /// Largest body of a call to a deployed API, in bytes (413 beyond); at most
+    /// [`MAX_CALL_BODY_LIMIT`].
+    pub call_body_limit: usize,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("control_plane_url", &self.control_plane_url)
+            .field("join_token", &"<redacted>")
+            .field("revocation_poll", &self.revocation_poll)
+            .field("call_body_limit", &self.call_body_limit)
+            .finish()
+    }
 }
 
 impl Config {
-    /// The defaults, around a control plane URL.
-    pub fn new(control_plane_url: String) -> Self {
-        Config { control_plane_url, revocation_poll: Duration::from_secs(10) }
+    /// The defaults, around a control plane URL and the cluster's join token.
+    pub fn new(control_plane_url: String, join_token: String) -> Self {
+        Config {
+            control_plane_url,
+            join_token,
+            revocation_poll: Duration::from_secs(10),
+            call_body_limit: DEFAULT_CALL_BODY_LIMIT,
+        }
     }
 }
 
@@ -53,17 +85,45 @@ pub struct AppState {
     pub platform: PlatformClient<Channel>,
     /// Token verification.
     pub verifier: Arc<verifier::Verifier>,
+    /// The data path's route table.
+    pub routing: Arc<routing::Routing>,
+    /// The data path's agent clients.
+    pub agents: Arc<call::agents::AgentClients>,
+    /// Largest body of a call to a deployed API.
+    pub call_body_limit: usize,
+    /// Cancelled at shutdown; ends long-lived responses (log follows) so the drain ends.
+    pub shutdown: CancellationToken,
+    /// The control plane's channel, shared by `Platform` and `Routes`.
+    control_plane: Channel,
 }
 
 impl AppState {
-    /// State around a lazily connected control plane client.
-    pub fn new(cfg: &Config) -> std::result::Result<Self, String> {
+    /// State around a lazily connected control plane client; refuses a bad config.
+    pub fn new(cfg: &Config, shutdown: CancellationToken) -> std::result::Result<Self, String> {
+        if cfg.join_token.is_empty() {
+            return Err("the join token must not be empty".into());
+        }
+        if !(1..=MAX_CALL_BODY_LIMIT).contains(&cfg.call_body_limit) {
+            return Err(format!("the call body limit must be 1 to {MAX_CALL_BODY_LIMIT} bytes"));
+        }
+        let agents = call::agents::AgentClients::new(&cfg.join_token)?;
         let channel = Endpoint::from_shared(cfg.control_plane_url.clone())
             .map_err(|e| format!("control plane URL: {e}"))?
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
+            // Pings find a control plane that vanished under an open route stream.
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5))
             .connect_lazy();
-        Ok(AppState { platform: PlatformClient::new(channel), verifier: Arc::default() })
+        Ok(AppState {
+            platform: PlatformClient::new(channel.clone()),
+            verifier: Arc::default(),
+            routing: Arc::default(),
+            agents: Arc::new(agents),
+            call_body_limit: cfg.call_body_limit,
+            shutdown,
+            control_plane: channel,
+        })
     }
 }
 
@@ -89,6 +149,11 @@ fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
 
 /// The whole REST router.
 pub fn router(state: AppState) -> Router {
+    let calls = Router::new()
+        .route("/call/{slug}", any(routes::call::call))
+        .route("/call/{slug}/", any(routes::call::call))
+        .route("/call/{slug}/{*path}", any(routes::call::call))
+        .layer(DefaultBodyLimit::max(state.call_body_limit));
     let api = Router::new()
         .route("/api/v1/auth/signup", post(routes::auth::signup))
         .route("/api/v1/auth/login", post(routes::auth::login))
@@ -100,12 +165,21 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/auth/change-password", post(routes::auth::change_password))
         .route("/reset-password", get(routes::pages::reset_password))
         .route("/api/v1/execute", post(routes::execute::execute))
+        .route("/api/v1/apis", post(routes::apis::create).get(routes::apis::list))
+        .route("/api/v1/apis/{id}", get(routes::apis::get).delete(routes::apis::delete))
+        .route("/api/v1/apis/{id}/code", put(routes::apis::put_code))
+        .route("/api/v1/apis/{id}/versions", get(routes::apis::versions))
+        .route("/api/v1/apis/{id}/deploy", post(routes::apis::deploy))
+        .route("/api/v1/apis/{id}/stop", post(routes::apis::stop))
+        .route("/api/v1/apis/{id}/status", get(routes::apis::status))
+        .route("/api/v1/apis/{id}/logs", get(routes::logs::logs))
         .route("/api/v1/openapi.json", get(|| async { axum::Json(openapi::ApiDoc::openapi()) }))
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .merge(calls)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state);
     api.layer(PropagateRequestIdLayer::x_request_id())
         .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(request_span))
@@ -114,7 +188,7 @@ pub fn router(state: AppState) -> Router {
 
 /// Runs the edge on `listener` until `shutdown` is cancelled.
 pub async fn run(cfg: Config, listener: TcpListener, shutdown: CancellationToken) -> std::io::Result<()> {
-    let state = AppState::new(&cfg).map_err(std::io::Error::other)?;
+    let state = AppState::new(&cfg, shutdown.clone()).map_err(std::io::Error::other)?;
     let verifier = state.verifier.clone();
     let platform = state.platform.clone();
     let fetch_shutdown = shutdown.clone();
@@ -123,6 +197,13 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: CancellationToken
         verifier.fetch(platform.clone(), fetch_shutdown.clone()).await;
         verifier.follow_revocations(platform, every, fetch_shutdown).await;
     });
+    tokio::spawn(routing::watch::follow(
+        state.routing.clone(),
+        state.agents.clone(),
+        state.control_plane.clone(),
+        cfg.join_token.clone(),
+        shutdown.clone(),
+    ));
     info!(addr = %listener.local_addr()?, "edge listening");
     axum::serve(listener, router(state).into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(shutdown.cancelled_owned())

@@ -15,8 +15,10 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tracing::{info, warn};
 
-use crate::error::{ApiError, Result};
-
+use crate::{
+    error::{ApiError, Result},
+    token_cache::{TokenCache, Verified},
+};
 
 /// Verifies tokens once the key is known, and refuses tokens issued before their user's
 /// revocation cut-off.
@@ -25,26 +27,51 @@ pub struct Verifier {
     key: OnceLock<(DecodingKey, Validation)>,
     /// user id → access tokens with `iat` before this are void.
     revoked: RwLock<HashMap<String, u64>>,
+    /// Tokens already verified.
+    cache: TokenCache,
+}
+
+/// Seconds since the epoch.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 impl Verifier {
+    /// A verifier that already holds its key, for tests that sign their own tokens.
+    #[cfg(test)]
+    pub(crate) fn with_key(key: DecodingKey, validation: Validation) -> Self {
+        let v = Verifier::default();
+        let _ = v.key.set((key, validation));
+        v
+    }
+
     /// Whether the key has been fetched.
     pub fn ready(&self) -> bool {
         self.key.get().is_some()
     }
 
-    /// Verifies `token`, returning its subject.
+    /// Verifies `token`, returning its subject. A token verified before is answered from
+    /// the cache until it expires; revocations apply to cached tokens all the same.
     pub fn verify(&self, token: &str) -> Result<String> {
         let (key, validation) = self.key.get().ok_or_else(|| {
             ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the edge is not ready yet")
         })?;
         let bad = || ApiError::unauthenticated("invalid or expired token");
-        let claims = jsonwebtoken::decode::<Claims>(token, key, validation).map_err(|_| bad())?.claims;
-        let cut = self.revoked.read().ok().and_then(|r| r.get(&claims.sub).copied());
-        if cut.is_some_and(|cut| claims.iat < cut) {
+        let now = unix_now();
+        let verified = match self.cache.get(token, now) {
+            Some(v) => v,
+            None => {
+                let claims = jsonwebtoken::decode::<Claims>(token, key, validation).map_err(|_| bad())?.claims;
+                let v = Verified { sub: claims.sub, iat: claims.iat, exp: claims.exp };
+                self.cache.insert(token, v.clone(), now);
+                v
+            }
+        };
+        let cut = self.revoked.read().ok().and_then(|r| r.get(&verified.sub).copied());
+        if cut.is_some_and(|cut| verified.iat < cut) {
             return Err(bad());
         }
-        Ok(claims.sub)
+        Ok(verified.sub)
     }
 
     /// Records that `user_id`'s tokens issued before `not_before` are void.

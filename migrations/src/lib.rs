@@ -7,6 +7,7 @@ mod m0001_spine;
 mod m0002_accounts;
 mod m0003_execution_signal;
 mod m0004_node_warm;
+mod m0005_apis;
 
 /// Applies Souq's migrations in order.
 pub struct Migrator;
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0002_accounts::Migration),
             Box::new(m0003_execution_signal::Migration),
             Box::new(m0004_node_warm::Migration),
+            Box::new(m0005_apis::Migration),
         ]
     }
 }

@@ -1,4 +1,6 @@
 //! The connection to the Docker Engine, with a clear error when it is not there.
+use std::sync::Mutex;
+
 use bollard::{API_DEFAULT_VERSION, Docker};
 
 use crate::error::{Error, Result};
@@ -19,4 +21,30 @@ pub fn connect(host: Option<&str>) -> Result<Docker> {
 /// Whether the Engine answers, within two seconds.
 pub async fn ping(docker: &Docker) -> bool {
     matches!(tokio::time::timeout(std::time::Duration::from_secs(2), docker.ping()).await, Ok(Ok(_)))
+}
+
+/// The Engine client of this agent, made on first use and made again if that failed, so
+/// an agent started before its Engine recovers once the Engine is up.
+#[derive(Debug)]
+pub struct Engine {
+    host: Option<String>,
+    cached: Mutex<Option<Docker>>,
+}
+
+impl Engine {
+    /// An engine at `host` (see [`connect`]); nothing is sent yet.
+    pub fn new(host: Option<String>) -> Self {
+        Engine { host, cached: Mutex::new(None) }
+    }
+
+    /// The client, connecting if no earlier attempt succeeded.
+    pub fn get(&self) -> Result<Docker> {
+        let mut cached = self.cached.lock().map_err(|_| Error::Internal("docker lock poisoned".into()))?;
+        if let Some(d) = cached.as_ref() {
+            return Ok(d.clone());
+        }
+        let d = connect(self.host.as_deref())?;
+        *cached = Some(d.clone());
+        Ok(d)
+    }
 }

@@ -11,16 +11,19 @@ use tracing::info;
 use crate::error::{Error, Result};
 
 /// The files of `deploy/runtimes`, by path relative to it.
-const SOURCES: [(&str, &str); 9] = [
+const SOURCES: [(&str, &str); 12] = [
     ("build.sh", include_str!("../../deploy/runtimes/build.sh")),
     ("python/Dockerfile", include_str!("../../deploy/runtimes/python/Dockerfile")),
     ("python/shim.py", include_str!("../../deploy/runtimes/python/shim.py")),
+    ("python/serve.py", include_str!("../../deploy/runtimes/python/serve.py")),
     ("node/Dockerfile", include_str!("../../deploy/runtimes/node/Dockerfile")),
     ("node/shim.js", include_str!("../../deploy/runtimes/node/shim.js")),
     ("node/session.js", include_str!("../../deploy/runtimes/node/session.js")),
+    ("node/serve.js", include_str!("../../deploy/runtimes/node/serve.js")),
     ("go/Dockerfile", include_str!("../../deploy/runtimes/go/Dockerfile")),
     ("go/shim.go", include_str!("../../deploy/runtimes/go/shim.go")),
     ("go/session.go", include_str!("../../deploy/runtimes/go/session.go")),
+    ("go/serve.go", include_str!("../../deploy/runtimes/go/serve.go")),
 ];
 
 /// The image of each runtime.
@@ -80,13 +83,20 @@ pub async fn tags(dir: &Path) -> Result<Images> {
 pub async fn present(docker: &Docker, images: &Images) -> Result<Vec<Runtime>> {
     let mut found = Vec::new();
     for (rt, image) in images {
-        match docker.inspect_image(image).await {
-            Ok(_) => found.push(*rt),
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {}
-            Err(e) => return Err(e.into()),
+        if exists(docker, image).await? {
+            found.push(*rt);
         }
     }
     Ok(found)
+}
+
+/// Whether `image` is present in the Engine.
+pub async fn exists(docker: &Docker, image: &str) -> Result<bool> {
+    match docker.inspect_image(image).await {
+        Ok(_) => Ok(true),
+        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Builds every missing image with the script in `dir`, its progress shown on this

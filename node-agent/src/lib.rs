@@ -1,23 +1,33 @@
 //! Souq's node agent: one per host. It registers with the control plane, serves the
-//! `Agent` gRPC service and runs every sandbox on the local Docker Engine through bollard.
+//! `Agent` gRPC service and runs every sandbox on the local Docker Engine through bollard:
+//! warm sessions for executes, and the instances of deployed APIs.
 #![forbid(unsafe_code)]
 
 pub mod admission;
+pub mod channel;
 pub mod docker;
 pub mod error;
+pub mod frame;
 pub mod images;
+pub mod instance;
+pub mod instances;
+pub mod launcher;
+pub mod log_stream;
+pub mod logs;
 pub mod membership;
 pub mod pool;
 pub mod profile;
+pub mod sandbox;
+pub mod serve;
 pub mod service;
 pub mod session;
 
-use std::{collections::HashMap, sync::{Arc, Mutex}, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use bollard::{Docker, query_parameters::ListContainersOptions};
 use souq_proto::{agent::agent_server::AgentServer, registry::registry_client::RegistryClient};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::{StreamExt, wrappers::TcpListenerStream};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Endpoint;
 use tracing::{info, warn};
@@ -55,7 +65,15 @@ pub struct Config {
     /// An absolute directory, owned by the agent and seen at the same path by the Docker
     /// Engine, for the sandboxes' channel sockets.
     pub channel_dir: std::path::PathBuf,
+    /// How many times its CPUs the node offers to instances ([`DEFAULT_CPU_OVERCOMMIT`];
+    /// 0 counts as 1). An instance's CPU limit is a ceiling, not a reservation: most
+    /// instances idle most of the time, so the scheduler may place more of them than the
+    /// cores would hold at full load. Memory is never overcommitted.
+    pub cpu_overcommit: u32,
 }
+
+/// The default of [`Config::cpu_overcommit`].
+pub const DEFAULT_CPU_OVERCOMMIT: u32 = 4;
 
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -82,20 +100,24 @@ pub(crate) struct Node {
     pub(crate) channel_dir: std::path::PathBuf,
     pub(crate) host_memory_mb: u64,
     pub(crate) host_cpus_milli: u32,
-    docker_host: Option<String>,
-    docker: Mutex<Option<Docker>>,
+    pub(crate) cpu_overcommit: u32,
+    pub(crate) instances: instances::Instances,
+    engine: Arc<docker::Engine>,
 }
 
 impl Node {
     /// The Engine client, connecting again if an earlier attempt failed.
     pub(crate) fn docker(&self) -> Result<Docker> {
-        let mut cached = self.docker.lock().map_err(|_| Error::Internal("docker lock poisoned".into()))?;
-        if let Some(d) = cached.as_ref() {
-            return Ok(d.clone());
-        }
-        let d = docker::connect(self.docker_host.as_deref())?;
-        *cached = Some(d.clone());
-        Ok(d)
+        self.engine.get()
+    }
+}
+
+/// Most instances a node holds: as many as its memory fits at their memory limit (64
+/// when the host's memory is unknown), so a confused control plane cannot exhaust it.
+fn max_instances(host_memory_mb: u64, limits: &Limits) -> usize {
+    match host_memory_mb.checked_div(limits.memory_mb.max(1)) {
+        Some(0) | None => 64,
+        Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
     }
 }
 
@@ -119,7 +141,7 @@ pub async fn remove_own_containers(docker: &Docker, node_name: &str) -> Result<u
         .list_containers(Some(ListContainersOptions { all: true, filters: Some(filters), ..Default::default() }))
         .await?;
     for id in list.iter().filter_map(|c| c.id.as_deref()) {
-        session::remove(docker, id).await;
+        sandbox::remove(docker, id).await;
     }
     Ok(list.len())
 }
@@ -127,6 +149,12 @@ pub async fn remove_own_containers(docker: &Docker, node_name: &str) -> Result<u
 /// Runs the agent on `listener` until `shutdown` is cancelled.
 pub async fn run(cfg: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<()> {
     let local = listener.local_addr().map_err(|e| Error::Internal(e.to_string()))?;
+    let engine = Arc::new(docker::Engine::new(cfg.docker_host));
+    let host_memory_mb = host_memory_mb();
+    let launcher =
+        launcher::DockerLauncher::new(engine.clone(), cfg.node_name.clone(), cfg.limits.clone(), cfg.channel_dir.clone());
+    let instances =
+        instances::Instances::new(Arc::new(launcher), cfg.limits.output_bytes, max_instances(host_memory_mb, &cfg.limits));
     let node = Arc::new(Node {
         advertise_addr: cfg.advertise_addr.clone().unwrap_or_else(|| format!("http://{local}")),
         name: cfg.node_name,
@@ -138,11 +166,12 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: CancellationToken
         pool: cfg.pool,
         pools: pool::Pools::default(),
         channel_dir: cfg.channel_dir.clone(),
-        host_memory_mb: host_memory_mb(),
+        host_memory_mb,
         host_cpus_milli: std::thread::available_parallelism()
             .map_or(1000, |n| u32::try_from(n.get() * 1000).unwrap_or(u32::MAX)),
-        docker_host: cfg.docker_host,
-        docker: Mutex::new(None),
+        cpu_overcommit: cfg.cpu_overcommit.max(1),
+        instances,
+        engine,
     });
     // Channels of an earlier run are stale: their sandboxes are removed just below.
     let _ = std::fs::remove_dir_all(&node.channel_dir);
@@ -163,17 +192,34 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: CancellationToken
         .connect_lazy();
     let membership = tokio::spawn(membership::run(node.clone(), RegistryClient::new(cp), shutdown.clone()));
     let pools = tokio::spawn(pool::maintain(node.clone(), shutdown.clone()));
+    // Stopping the instances at once fails their calls in flight, so the server's drain
+    // below does not wait on them.
+    let instances = tokio::spawn({
+        let (node, shutdown) = (node.clone(), shutdown.clone());
+        async move {
+            shutdown.cancelled().await;
+            node.instances.stop_all().await;
+        }
+    });
 
     info!(addr = %local, node = %node.name, "agent listening");
+    // The data path sends many small HTTP/2 frames: Nagle's algorithm would hold them back.
+    let incoming = TcpListenerStream::new(listener).map(|conn| {
+        if let Ok(c) = &conn {
+            let _ = c.set_nodelay(true);
+        }
+        conn
+    });
     let served = tonic::transport::Server::builder()
-        .add_service(AgentServer::with_interceptor(service::AgentService { node: node.clone() }, {
+        .add_service(AgentServer::with_interceptor(service::AgentService { node: node.clone(), shutdown: shutdown.clone() }, {
             let token = node.join_token.clone();
             move |req: tonic::Request<()>| service::authorize(&token, &req).map(|()| req)
         }))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled())
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
         .await;
     let _ = membership.await;
     let _ = pools.await;
+    let _ = instances.await;
     if let Ok(d) = node.docker() {
         let _ = remove_own_containers(&d, &node.name).await;
     }

@@ -1,5 +1,6 @@
 //! Membership: registers this node with the control plane using the join token, then
-//! heartbeats its capacity and Docker health, registering again whenever asked to.
+//! heartbeats its capacity, Docker health and every instance's status, registering again
+//! whenever asked to.
 use std::{sync::Arc, time::Duration};
 
 use souq_proto::registry::{
@@ -20,10 +21,14 @@ fn with_token<T>(msg: T, token: &str) -> tonic::Request<T> {
     req
 }
 
+/// What the node offers: all its memory (memory limits are hard, so never overcommitted)
+/// and its CPUs times the overcommit factor (CPU limits are ceilings, not reservations).
 fn capacity(node: &Node) -> Capacity {
     Capacity {
         memory_mb: node.host_memory_mb,
-        cpus_milli: node.host_cpus_milli,
+        cpus_milli: node.host_cpus_milli.saturating_mul(node.cpu_overcommit),
+        instance_memory_mb: node.limits.memory_mb,
+        instance_cpus_milli: node.limits.cpus_milli,
         running: u32::try_from(node.admission.running()).unwrap_or(u32::MAX),
         max_concurrent: u32::try_from(node.admission.max_running()).unwrap_or(u32::MAX),
         warm: node
@@ -51,6 +56,7 @@ async fn register(node: &Node, client: &mut RegistryClient<Channel>) -> Result<(
         capacity: Some(capacity(node)),
         max_timeout_ms: node.limits.max_timeout_ms,
         docker_ok,
+        instances: node.instances.statuses(),
     };
     let resp = client.register(with_token(req, &node.join_token)).await?.into_inner();
     info!(node_id = %resp.node_id, docker_ok, runtimes = ?runtimes, "registered with the control plane");
@@ -85,7 +91,12 @@ pub(crate) async fn run(node: Arc<Node>, mut client: RegistryClient<Channel>, sh
                 Ok(d) => docker::ping(&d).await,
                 Err(_) => false,
             };
-            let hb = HeartbeatRequest { node_id: node_id.clone(), capacity: Some(capacity(&node)), docker_ok };
+            let hb = HeartbeatRequest {
+                node_id: node_id.clone(),
+                capacity: Some(capacity(&node)),
+                docker_ok,
+                instances: node.instances.statuses(),
+            };
             match client.heartbeat(with_token(hb, &node.join_token)).await {
                 Ok(r) if r.get_ref().reregister => break,
                 Ok(_) => {}

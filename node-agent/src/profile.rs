@@ -1,16 +1,61 @@
-//! The sandbox profile: the limits an operator sets and the container spec they become.
-//! Pure; no request can loosen any of it.
+//! The sandbox profile: the limits an operator sets and the container spec they become,
+//! one spec for both shim modes. Pure; no request can loosen any of it.
 use std::collections::HashMap;
 
-use bollard::models::{ContainerCreateBody, HostConfig, ResourcesUlimits};
+use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, ResourcesUlimits};
 use souq_proto::Runtime;
 
 /// Label naming the node that made a container.
 pub const LABEL_NODE: &str = "souq.node";
 /// Label naming the execution or instance a container serves.
 pub const LABEL_INSTANCE: &str = "souq.instance";
-/// Label naming what a container is for (`session`: a warm sandbox).
+/// Label naming what a container is for (`session`: a warm sandbox; `instance`: an
+/// instance of a deployed API).
 pub const LABEL_KIND: &str = "souq.kind";
+
+/// What a sandbox's shim does; the first argument of its command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShimMode {
+    /// Waits for snippets and runs each in a fresh process (warm execute sandboxes).
+    Session,
+    /// Loads one handler, then answers calls to it (instances of deployed APIs).
+    Serve,
+}
+
+impl ShimMode {
+    /// The shim's mode argument.
+    pub fn arg(self) -> &'static str {
+        match self {
+            ShimMode::Session => "session",
+            ShimMode::Serve => "serve",
+        }
+    }
+
+    /// The value of the [`LABEL_KIND`] label.
+    pub fn kind(self) -> &'static str {
+        match self {
+            ShimMode::Session => "session",
+            ShimMode::Serve => "instance",
+        }
+    }
+}
+
+/// The labels of a sandbox made by `node` in `mode` for `id` (a session's own id, or the
+/// instance id): what `remove_own_containers` and operators find it by.
+pub fn labels(node: &str, mode: ShimMode, id: &str) -> HashMap<String, String> {
+    HashMap::from([
+        (LABEL_NODE.to_owned(), node.to_owned()),
+        (LABEL_INSTANCE.to_owned(), id.to_owned()),
+        (LABEL_KIND.to_owned(), mode.kind().to_owned()),
+    ])
+}
+
+/// Largest container log file before Docker rotates it, and how many it keeps: the
+/// sandbox's stdout and stderr can never fill the host's disk. (The agent keeps what it
+/// shows in its own bounded buffer; see `logs`.)
+pub const LOG_MAX_SIZE: &str = "1m";
+/// See [`LOG_MAX_SIZE`].
+pub const LOG_MAX_FILE: &str = "1";
 
 /// The seccomp profile of every sandbox: every system call but a denylist (tracing,
 /// namespaces and mounts, kernel administration, clocks, large attack surfaces), and
@@ -60,9 +105,11 @@ fn ulimit(name: &str, value: i64) -> ResourcesUlimits {
     ResourcesUlimits { name: Some(name.into()), soft: Some(value), hard: Some(value) }
 }
 
-/// The container spec of a sandbox whose shim waits for code in `session` mode, talking
-/// over the socket `socket` in the agent's directory `channel`, mounted read-only.
-pub fn session_container(
+/// The container spec of a sandbox whose shim runs in `mode`, talking over the socket
+/// `socket` in the agent's directory `channel`, mounted read-only. Both modes get the
+/// very same profile; only the command and the labels differ.
+pub fn sandbox_container(
+    mode: ShimMode,
     image: &str,
     runtime: Runtime,
     limits: &Limits,
@@ -80,7 +127,7 @@ pub fn session_container(
     )]);
     ContainerCreateBody {
         image: Some(image.into()),
-        cmd: Some(vec!["session".into(), socket.into()]),
+        cmd: Some(vec![mode.arg().into(), socket.into()]),
         user: Some(SANDBOX_USER.into()),
         labels: Some(labels),
         env: Some(Vec::new()),
@@ -111,6 +158,13 @@ pub fn session_container(
             privileged: Some(false),
             // tini as PID 1: the program can signal itself and zombies are reaped.
             init: Some(true),
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("json-file".into()),
+                config: Some(HashMap::from([
+                    ("max-size".to_owned(), LOG_MAX_SIZE.to_owned()),
+                    ("max-file".to_owned(), LOG_MAX_FILE.to_owned()),
+                ])),
+            }),
             ..Default::default()
         }),
         ..Default::default()
@@ -121,10 +175,16 @@ pub fn session_container(
 mod tests {
     use super::*;
 
+    const CHANNEL: &str = "/var/lib/souq/channels/x";
+
+    fn body(mode: ShimMode, runtime: Runtime) -> ContainerCreateBody {
+        let labels = labels("n1", mode, "abc");
+        sandbox_container(mode, "img", runtime, &Limits::default(), labels, CHANNEL.as_ref(), "/run/souq/shim.sock")
+    }
+
     #[test]
     fn profile_is_the_design_floor() {
-        let channel = std::path::Path::new("/var/lib/souq/channels/x");
-        let body = session_container("img", Runtime::Python, &Limits::default(), HashMap::new(), channel, "/run/souq/shim.sock");
+        let body = body(ShimMode::Session, Runtime::Python);
         let hc = body.host_config.unwrap();
         assert_eq!(hc.memory, Some(256 * 1024 * 1024));
         assert_eq!(hc.memory_swap, hc.memory);
@@ -141,5 +201,26 @@ mod tests {
         assert_eq!(body.cmd, Some(vec!["session".to_owned(), "/run/souq/shim.sock".to_owned()]));
         assert_eq!(body.user.as_deref(), Some(SANDBOX_USER));
         assert!(hc.tmpfs.unwrap()["/tmp"].contains("noexec"));
+        let log = hc.log_config.unwrap();
+        assert_eq!(log.typ.as_deref(), Some("json-file"));
+        let log = log.config.unwrap();
+        assert_eq!((log["max-size"].as_str(), log["max-file"].as_str()), ("1m", "1"));
+        assert_eq!(body.labels.unwrap()[LABEL_KIND], "session");
+    }
+
+    #[test]
+    fn an_instance_gets_the_session_profile_with_serve_and_its_labels() {
+        for runtime in Runtime::ALL {
+            let serve = body(ShimMode::Serve, runtime);
+            assert_eq!(serve.cmd, Some(vec!["serve".to_owned(), "/run/souq/shim.sock".to_owned()]));
+            let l = serve.labels.clone().unwrap();
+            assert_eq!((l[LABEL_KIND].as_str(), l[LABEL_INSTANCE].as_str(), l[LABEL_NODE].as_str()), ("instance", "abc", "n1"));
+            // Everything else, the whole sandbox profile, is the session's to the byte.
+            let mut session = body(ShimMode::Session, runtime);
+            session.cmd.clone_from(&serve.cmd);
+            session.labels.clone_from(&serve.labels);
+            assert_eq!(session, serve);
+        }
+        assert!(body(ShimMode::Serve, Runtime::Go).host_config.unwrap().tmpfs.unwrap()["/tmp"].contains(",exec,"));
     }
 }

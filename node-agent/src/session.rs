@@ -1,52 +1,34 @@
 //! A warm sandbox: a container whose shim runs in `session` mode, waiting for code. It
 //! belongs to at most one user, and runs each execution in a fresh process. Requests and
-//! answers are length-framed over a Unix socket in a directory that the agent owns and
-//! mounts read-only into the sandbox (measured faster than the attached stdio; see
-//! docs/PERFORMANCE.md): the shim connects to it, and cannot remove or replace it.
+//! answers are length-framed over the sandbox's channel (see `channel`).
 //!
-//! Lifecycle: `start` (create, attach, start) → idle in a pool → assigned to one user →
-//! `run` … `run` → `destroy` (after an abnormal run, too many uses, or idleness). The
-//! container is removed whatever happens: by `destroy`, or by the `Drop` guard.
-use std::{
-    collections::HashMap,
-    os::unix::fs::PermissionsExt,
-    path::{Path, PathBuf},
-    time::Duration,
-};
+//! Lifecycle: `start` (create, start, the shim connects) → idle in a pool → assigned to
+//! one user → `run` … `run` → `destroy` (after an abnormal run, too many uses, or
+//! idleness). The container is removed whatever happens (see `sandbox`).
+use std::{path::Path, time::Duration};
 
-use bollard::{
-    Docker,
-    query_parameters::{CreateContainerOptions, InspectContainerOptions, RemoveContainerOptions},
-};
+use bollard::Docker;
 use serde::Deserialize;
 use souq_proto::{Runtime, agent::ExecuteResult};
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::{
-        UnixListener,
-        unix::{OwnedReadHalf, OwnedWriteHalf},
-    },
+    io::AsyncWriteExt,
+    net::unix::{OwnedReadHalf, OwnedWriteHalf},
     time::Instant,
 };
 use tracing::warn;
 
+pub use crate::channel::MAX_CHANNEL_DIR;
 use crate::{
     error::{Error, Result},
-    profile::{self, Limits},
+    frame::{FrameError, FrameReader},
+    profile::{Limits, ShimMode},
+    sandbox::{Sandbox, SandboxSpec},
 };
 
 /// Time on top of a run's timeout for the shim to answer before the sandbox is given up.
 const ANSWER_SLACK: Duration = Duration::from_secs(5);
-/// Longest answer header accepted.
-const MAX_HEADER: usize = 4096;
 /// How long a started sandbox's shim may take to connect.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
-/// The channel directory's path inside the sandbox, and the socket in it.
-pub const CHANNEL_MOUNT: &str = "/run/souq";
-const SOCKET_NAME: &str = "shim.sock";
-/// Longest channel directory, in bytes: a Unix socket path is at most 107 bytes, and
-/// `/<16 hex>/shim.sock` takes 27 of them.
-pub const MAX_CHANNEL_DIR: usize = 80;
 
 /// The shim's answer header.
 #[derive(Debug, Deserialize)]
@@ -72,33 +54,6 @@ pub struct Outcome {
     pub reusable: bool,
 }
 
-/// Removes the container and its channel directory when dropped, unless already done.
-struct RemoveGuard {
-    docker: Docker,
-    id: Option<String>,
-    channel: PathBuf,
-}
-
-impl Drop for RemoveGuard {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.channel);
-        if let Some(id) = self.id.take() {
-            let docker = self.docker.clone();
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(async move { remove(&docker, &id).await });
-            }
-        }
-    }
-}
-
-/// Force-removes a container, logging (not failing) when the Engine refuses.
-pub(crate) async fn remove(docker: &Docker, id: &str) {
-    let opts = RemoveContainerOptions { force: true, v: true, ..Default::default() };
-    if let Err(e) = docker.remove_container(id, Some(opts)).await {
-        warn!(container = id, error = %e, "could not remove sandbox");
-    }
-}
-
 /// A started sandbox with its shim waiting for code.
 pub struct Session {
     /// The runtime it runs.
@@ -107,11 +62,9 @@ pub struct Session {
     pub uses: u32,
     /// When it last finished a run (or was started).
     pub last_used: Instant,
-    docker: Docker,
-    guard: RemoveGuard,
+    sandbox: Sandbox,
     input: OwnedWriteHalf,
-    output: OwnedReadHalf,
-    buf: Vec<u8>,
+    output: FrameReader<OwnedReadHalf>,
     next_id: u64,
 }
 
@@ -132,55 +85,16 @@ impl Session {
         limits: &Limits,
         channels: &Path,
     ) -> Result<Session> {
-        // 64 random bits: short, so that the socket's path stays within the 107 bytes a
-        // Unix socket path may have (see `MAX_CHANNEL_DIR`).
-        let id = uuid::Uuid::new_v4().simple().to_string()[..16].to_owned();
-        let channel = channels.join(&id);
-        let io = |e: std::io::Error| Error::Internal(format!("channel {}: {e}", channel.display()));
-        std::fs::create_dir_all(&channel).map_err(io)?;
-        std::fs::set_permissions(&channel, std::fs::Permissions::from_mode(0o755)).map_err(io)?;
-        let listener = UnixListener::bind(channel.join(SOCKET_NAME)).map_err(io)?;
-        // The sandbox's user must be able to connect; the directory is read-only to it.
-        std::fs::set_permissions(channel.join(SOCKET_NAME), std::fs::Permissions::from_mode(0o666)).map_err(io)?;
-        let mut guard = RemoveGuard { docker: docker.clone(), id: None, channel: channel.clone() };
-
-        let labels = HashMap::from([
-            (profile::LABEL_NODE.to_owned(), node.to_owned()),
-            (profile::LABEL_INSTANCE.to_owned(), id.clone()),
-            (profile::LABEL_KIND.to_owned(), "session".to_owned()),
-        ]);
-        let socket = format!("{CHANNEL_MOUNT}/{SOCKET_NAME}");
-        let body = profile::session_container(image, runtime, limits, labels, &channel, &socket);
-        let name = format!("souq-{}-{id}", runtime.image_name());
-        let created = docker
-            .create_container(Some(CreateContainerOptions { name: Some(name), ..Default::default() }), body)
-            .await?;
-        guard.id = Some(created.id.clone());
-        docker.start_container(&created.id, None).await?;
-        let (stream, _) = tokio::time::timeout(CONNECT_TIMEOUT, listener.accept())
-            .await
-            .map_err(|_| Error::Internal("the sandbox's shim did not connect".into()))?
-            .map_err(io)?;
-        let (output, input) = stream.into_split();
-        Ok(Session {
-            runtime,
-            uses: 0,
-            last_used: Instant::now(),
-            docker: docker.clone(),
-            guard,
-            input,
-            output,
-            buf: Vec::new(),
-            next_id: 1,
-        })
+        let spec = SandboxSpec { mode: ShimMode::Session, node, instance: None, image, runtime, limits };
+        let mut sandbox = Sandbox::start(docker, &spec, channels).await?;
+        let (output, input) = sandbox.connect(CONNECT_TIMEOUT).await?.into_split();
+        let output = FrameReader::new(output);
+        Ok(Session { runtime, uses: 0, last_used: Instant::now(), sandbox, input, output, next_id: 1 })
     }
 
     /// Removes the container and its channel directory.
-    pub async fn destroy(mut self) {
-        if let Some(id) = self.guard.id.take() {
-            remove(&self.docker, &id).await;
-        }
-        let _ = std::fs::remove_dir_all(&self.guard.channel);
+    pub async fn destroy(self) {
+        self.sandbox.destroy().await;
     }
 
     /// Runs one snippet in a fresh process of this sandbox.
@@ -232,17 +146,7 @@ impl Session {
 
     async fn broken(&mut self, why: String, started: Instant, timed_out: bool) -> Outcome {
         warn!(runtime = %self.runtime, %why, "sandbox stopped answering; destroying it");
-        let oom_killed = match self.guard.id.as_deref() {
-            Some(id) => self
-                .docker
-                .inspect_container(id, None::<InspectContainerOptions>)
-                .await
-                .ok()
-                .and_then(|i| i.state)
-                .and_then(|s| s.oom_killed)
-                .unwrap_or(false),
-            None => false,
-        };
+        let oom_killed = self.sandbox.oom_killed().await;
         Outcome {
             result: ExecuteResult {
                 exit_code: None,
@@ -258,38 +162,14 @@ impl Session {
         }
     }
 
-    /// Reads from the channel until `buf` holds at least `n` bytes.
-    async fn fill(&mut self, n: usize) -> Result<()> {
-        while self.buf.len() < n {
-            self.buf.reserve(n - self.buf.len());
-            let read = self.output.read_buf(&mut self.buf).await.map_err(|e| Error::Internal(format!("channel: {e}")))?;
-            if read == 0 {
-                return Err(Error::Internal("the shim closed the channel".into()));
-            }
-        }
-        Ok(())
-    }
-
     async fn read_answer(&mut self, id: u64, output_limit: usize) -> Result<(Answer, Vec<u8>, Vec<u8>)> {
-        let newline = loop {
-            if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
-                break i;
-            }
-            if self.buf.len() > MAX_HEADER {
-                return Err(Error::Internal("answer header too long".into()));
-            }
-            let want = self.buf.len() + 1;
-            self.fill(want).await?;
-        };
-        let answer: Answer = serde_json::from_slice(&self.buf[..newline])
-            .map_err(|e| Error::Internal(format!("malformed answer header: {e}")))?;
+        let channel = |e: FrameError| Error::Internal(e.to_string());
+        let answer: Answer = self.output.header().await.map_err(channel)?;
         if answer.id != id || answer.stdout_len.saturating_add(answer.stderr_len) > output_limit {
             return Err(Error::Internal("answer out of step with the request".into()));
         }
-        let total = newline + 1 + answer.stdout_len + answer.stderr_len;
-        self.fill(total).await?;
-        let mut body: Vec<u8> = self.buf.drain(..total).skip(newline + 1).collect();
-        let stderr = body.split_off(answer.stdout_len);
-        Ok((answer, body, stderr))
+        let stdout = self.output.body(answer.stdout_len).await.map_err(channel)?;
+        let stderr = self.output.body(answer.stderr_len).await.map_err(channel)?;
+        Ok((answer, stdout, stderr))
     }
 }

@@ -24,6 +24,11 @@ mod generated {
                 tonic::include_proto!("souq.platform.v1");
             }
         }
+        pub mod routes {
+            pub mod v1 {
+                tonic::include_proto!("souq.routes.v1");
+            }
+        }
     }
 }
 
@@ -33,6 +38,8 @@ pub use generated::souq::agent::v1 as agent;
 pub use generated::souq::platform::v1 as platform;
 /// `souq.registry.v1`: node registration and heartbeats.
 pub use generated::souq::registry::v1 as registry;
+/// `souq.routes.v1`: the data path's route table, for the edge.
+pub use generated::souq::routes::v1 as routes;
 
 pub use claims::Claims;
 pub use problem::{Kind, WireError};

@@ -3,6 +3,7 @@
 //! database, against the real Docker Engine.
 #![allow(clippy::unwrap_used)]
 
+pub mod apis;
 pub mod attack;
 pub mod mail;
 
@@ -43,6 +44,9 @@ pub struct Builder {
     smtp_url: String,
     docker_host: Option<String>,
     limits: Limits,
+    regions: Vec<String>,
+    heartbeat: Duration,
+    call_timeout: Option<Duration>,
 }
 
 /// A role's task and its own shutdown switch.
@@ -88,7 +92,7 @@ impl TestCluster {
         // By default no sandbox waits and none is reused, so a test sees exactly the
         // containers its own runs make; tests of warm execution ask for a pool.
         let pool = souq_node_agent::PoolConfig { size: 0, max_uses: 1, ..Default::default() };
-        Builder { agents: 1, pool, max_concurrent: 8, queue_depth: 32, smtp_url: mail::SMTP_URL.into(), docker_host: None, limits: Limits::default() }
+        Builder { agents: 1, pool, max_concurrent: 8, queue_depth: 32, smtp_url: mail::SMTP_URL.into(), docker_host: None, limits: Limits::default(), regions: Vec::new(), heartbeat: Duration::from_millis(500), call_timeout: None }
     }
 }
 
@@ -137,6 +141,18 @@ impl Builder {
         self
     }
 
+    /// Gives agent i the region `regions[i]` (the others: `test`).
+    pub fn regions(mut self, regions: &[&str]) -> Self {
+        self.regions = regions.iter().map(|r| (*r).to_owned()).collect();
+        self
+    }
+
+    /// Sets the wall timeout of one call to a deployed API (and of an execute that names none).
+    pub fn call_timeout(mut self, t: Duration) -> Self {
+        self.call_timeout = Some(t);
+        self
+    }
+
     /// Starts every role and waits until the edge is ready and the agents registered.
     pub async fn start(self) -> TestCluster {
         let id = Uuid::new_v4().simple().to_string();
@@ -167,6 +183,11 @@ impl Builder {
         );
         cfg.mail = souq_control_plane::MailConfig::Smtp(self.smtp_url.clone());
         cfg.clock = clock.clone();
+        // Agents report often, so a lost instance is noticed within a second or two.
+        cfg.heartbeat_interval = self.heartbeat;
+        if let Some(t) = self.call_timeout {
+            cfg.default_timeout = t;
+        }
         let stop = CancellationToken::new();
         let s = stop.clone();
         let cp = Role {
@@ -191,7 +212,7 @@ impl Builder {
             agent_urls.push(format!("http://{}", listener.local_addr().unwrap()));
             let cfg = souq_node_agent::Config {
                 node_name: name.clone(),
-                region: "test".into(),
+                region: self.regions.get(i).cloned().unwrap_or_else(|| "test".into()),
                 control_plane_url: cp_url.clone(),
                 join_token: join_token.clone(),
                 advertise_addr: None,
@@ -202,6 +223,7 @@ impl Builder {
                 queue_depth: self.queue_depth,
                 pool: self.pool.clone(),
                 channel_dir: data_dir.join(format!("channels-{i}")),
+                cpu_overcommit: souq_node_agent::DEFAULT_CPU_OVERCOMMIT,
             };
             let stop = CancellationToken::new();
             let s = stop.clone();
@@ -214,7 +236,7 @@ impl Builder {
 
         let stop = CancellationToken::new();
         let s = stop.clone();
-        let mut edge_cfg = souq_edge_proxy::Config::new(cp_url.clone());
+        let mut edge_cfg = souq_edge_proxy::Config::new(cp_url.clone(), join_token.clone());
         edge_cfg.revocation_poll = Duration::from_millis(200);
         let edge = Role {
             stop,
@@ -278,6 +300,15 @@ impl TestCluster {
         Self::answer(req.send().await.unwrap()).await
     }
 
+    /// PUTs JSON; returns the status and the body.
+    pub async fn put(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+        let mut req = self.http.put(format!("{}{path}", self.url)).json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        Self::answer(req.send().await.unwrap()).await
+    }
+
     /// GETs a path.
     pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
         let mut req = self.http.get(format!("{}{path}", self.url));
@@ -285,6 +316,29 @@ impl TestCluster {
             req = req.bearer_auth(t);
         }
         Self::answer(req.send().await.unwrap()).await
+    }
+
+    /// Sends any request with an optional bearer token; returns status, headers and body.
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self.http.request(method, format!("{}{path}", self.url)).body(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.unwrap();
+        let head = resp.headers().clone();
+        let (status, body) = Self::answer(resp).await;
+        (status, head, body)
     }
 
     /// Runs a snippet and returns status and body.

@@ -1,7 +1,11 @@
 //! sea-orm entities: one module per table.
+pub mod api_versions;
+pub mod apis;
 pub mod audit_log;
+pub mod deployments;
 pub mod email_tokens;
 pub mod executions;
+pub mod instances;
 pub mod mail_outbox;
 pub mod nodes;
 pub mod refresh_tokens;

@@ -22,6 +22,10 @@ pub struct Model {
     pub last_heartbeat: DateTimeUtc,
     /// JSON object: idle warm sandboxes per canonical runtime name.
     pub warm: String,
+    /// Memory one API instance reserves (its sandbox limit), in MiB.
+    pub instance_memory_mb: i64,
+    /// CPU one API instance reserves, in thousandths of a core.
+    pub instance_cpus_milli: i32,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -1,6 +1,8 @@
-// souq-shim (go): the Go runtime's shim. It runs in `session` mode (argv[1], the
-// default): a warm sandbox of one user that runs many executions, each in a fresh
-// process. The protocol and the run's rules are in session.go.
+// souq-shim (go): the Go runtime's shim. Its mode is argv[1]:
+//   - session (the default): a warm sandbox of one user that runs many executions,
+//     each in a fresh process; the protocol and the run's rules are in session.go.
+//   - serve: a long-lived instance of one deployed handler, compiled at load time;
+//     see serve.go.
 package main
 
 import "os"
@@ -10,8 +12,12 @@ func main() {
 	if len(os.Args) > 1 {
 		mode = os.Args[1]
 	}
-	if mode != "session" {
+	switch mode {
+	case "session":
+		session()
+	case "serve":
+		serve()
+	default:
 		sessionFail("unknown mode %q", mode)
 	}
-	session()
 }

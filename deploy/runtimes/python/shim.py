@@ -1,9 +1,10 @@
-"""souq-shim (python): the Python runtime's shim, in `session` mode (argv[1], the
-default): a warm sandbox that belongs to one user and runs many executions. It talks to
-the agent over the Unix socket named by argv[2] (a directory the agent mounts read-only),
-or over stdin/stdout when none is named.
+"""souq-shim (python): the Python runtime's shim. Its mode is argv[1]:
+  session (the default): a warm sandbox that belongs to one user and runs many executions;
+  serve: a long-lived instance of one deployed handler, see serve.py.
+It talks to the agent over the Unix socket named by argv[2] (a directory the agent mounts
+read-only), or, in session mode, over stdin/stdout when none is named.
 
-The agent writes requests
+In session mode the agent writes requests
   {"v":1,"id":I,"code_len":N,"stdin_len":M,"timeout_ms":T,"output_limit":L}\n + code + stdin
 and the shim answers each, in order, with
   {"id":I,"exit_code":..,"signal":..,"timed_out":..,"truncated":..,"oom_killed":..,
@@ -319,7 +320,13 @@ def session(channel=None):
 def main():
     mode = sys.argv[1] if len(sys.argv) > 1 else "session"
     try:
-        if mode != "session":
+        if mode == "serve":
+            # -I keeps this directory off sys.path; serve.py sits next to this file.
+            sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+            import serve
+            del sys.path[0]
+            serve.serve(sys.argv[2] if len(sys.argv) > 2 else None)
+        elif mode != "session":
             fail("unknown mode %r" % mode)
         session(sys.argv[2] if len(sys.argv) > 2 else None)
     except OSError as e:

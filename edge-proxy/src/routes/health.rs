@@ -13,7 +13,8 @@ pub async fn healthz() -> axum::Json<Value> {
     axum::Json(json!({"status": "ok"}))
 }
 
-/// The edge can serve: it holds the token key and the control plane answers.
+/// The edge can serve: it holds the token key and the control plane answers. The route
+/// table's state comes along.
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<Value>) {
     let cp = state
         .platform
@@ -23,5 +24,9 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<Va
         .is_ok();
     let key = state.verifier.ready();
     let status = if cp && key { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, axum::Json(json!({"ready": cp && key, "control_plane": cp, "token_key": key})))
+    // The route table is reported, not required: management works without it, and calls
+    // keep working on the last table while the control plane is away.
+    let table = state.routing.snapshot();
+    let routes = json!({"received": state.routing.has_table(), "generation": table.generation, "apis": table.len()});
+    (status, axum::Json(json!({"ready": cp && key, "control_plane": cp, "token_key": key, "routes": routes})))
 }

@@ -1,8 +1,14 @@
 //! The REST routes, one module per area of the contract.
+pub mod apis;
 pub mod auth;
+pub mod call;
 pub mod execute;
 pub mod health;
+pub mod logs;
 pub mod pages;
+
+#[cfg(test)]
+mod router_tests;
 
 use std::time::Duration;
 

@@ -2,14 +2,15 @@
 //! stack (REST edge → control plane → agent → sandbox), with the `docker run --rm`
 //! baseline measured in the same run.
 use std::{
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, bail};
 use clap::Args;
 use serde_json::{Value, json};
+
+use super::{ms, percentile, target, user};
 
 /// Options of `souq bench execute`.
 #[derive(Debug, Args)]
@@ -29,48 +30,6 @@ pub struct BenchArgs {
     pub baseline_runs: usize,
 }
 
-/// A `souq up` started for the benchmark, stopped when dropped.
-struct Up {
-    child: Child,
-    dir: std::path::PathBuf,
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn start_up() -> anyhow::Result<(Up, String)> {
-    let dir = std::env::temp_dir().join(format!("souq-bench-{}", std::process::id()));
-    let mut child = Command::new(std::env::current_exe()?)
-        .args(["up", "--edge-addr", "127.0.0.1:0", "--node-name", &format!("bench-{}", std::process::id())])
-        .arg("--data-dir")
-        .arg(&dir)
-        .env("SOUQ_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("start souq up")?;
-    let stdout = child.stdout.take().context("souq up stdout")?;
-    let up = Up { child, dir };
-    let line = BufReader::new(stdout)
-        .lines()
-        .map_while(Result::ok)
-        .find(|l| l.starts_with("edge listening on "))
-        .context("souq up stopped before it was ready")?;
-    Ok((up, line.trim_start_matches("edge listening on ").to_owned()))
-}
-
-async fn user(http: &reqwest::Client, url: &str, i: usize) -> anyhow::Result<String> {
-    let email = format!("bench-{}-{i}-{}@example.com", std::process::id(), uuid::Uuid::new_v4().simple());
-    let creds = json!({"email": email, "password": "bench password 123"});
-    http.post(format!("{url}/api/v1/auth/signup")).json(&creds).send().await?;
-    let login: Value = http.post(format!("{url}/api/v1/auth/login")).json(&creds).send().await?.json().await?;
-    login["access_token"].as_str().map(str::to_owned).context("login failed")
-}
-
 async fn execute(http: &reqwest::Client, url: &str, token: &str, runtime: &str, code: &str) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let resp = http
@@ -86,18 +45,6 @@ async fn execute(http: &reqwest::Client, url: &str, token: &str, runtime: &str, 
         bail!("execute failed: {status} {body}");
     }
     Ok(took)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 /// `workers` tasks, each with its own token, share `total` requests; returns latencies.
@@ -183,14 +130,7 @@ fn baseline(image: &str, code: &str, runs: usize) -> anyhow::Result<Duration> {
 
 /// Runs the benchmark and prints its report.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let (_up, url) = match &args.url {
-        Some(u) => (None, u.trim_end_matches('/').to_owned()),
-        None => {
-            eprintln!("starting souq up for the benchmark…");
-            let (up, url) = tokio::task::spawn_blocking(start_up).await??;
-            (Some(up), url)
-        }
-    };
+    let (_up, url) = target(args.url.as_deref()).await?;
     let http = reqwest::Client::builder().pool_max_idle_per_host(64).timeout(Duration::from_secs(60)).build()?;
     let mut tokens = Vec::new();
     for i in 0..8 {

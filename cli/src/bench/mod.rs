@@ -1,0 +1,83 @@
+//! `souq bench`: benchmarks through the whole stack, against a `souq up` started for the
+//! run (or a running edge). Shared here: starting it, users, percentiles.
+pub mod execute;
+pub mod invoke;
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use anyhow::Context;
+use serde_json::{Value, json};
+
+/// A `souq up` started for the benchmark, stopped when dropped.
+pub struct Up {
+    child: Child,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn start_up() -> anyhow::Result<(Up, String)> {
+    let dir = std::env::temp_dir().join(format!("souq-bench-{}", std::process::id()));
+    let mut child = Command::new(std::env::current_exe()?)
+        .args(["up", "--edge-addr", "127.0.0.1:0", "--node-name", &format!("bench-{}", std::process::id())])
+        .arg("--data-dir")
+        .arg(&dir)
+        .env("SOUQ_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("start souq up")?;
+    let stdout = child.stdout.take().context("souq up stdout")?;
+    let up = Up { child, dir };
+    let line = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.starts_with("edge listening on "))
+        .context("souq up stopped before it was ready")?;
+    Ok((up, line.trim_start_matches("edge listening on ").to_owned()))
+}
+
+/// Signs up and logs in bench user `i`; returns the access token.
+pub async fn user(http: &reqwest::Client, url: &str, i: usize) -> anyhow::Result<String> {
+    let email = format!("bench-{}-{i}-{}@example.com", std::process::id(), uuid::Uuid::new_v4().simple());
+    let creds = json!({"email": email, "password": "bench password 123"});
+    http.post(format!("{url}/api/v1/auth/signup")).json(&creds).send().await?;
+    let login: Value = http.post(format!("{url}/api/v1/auth/login")).json(&creds).send().await?.json().await?;
+    login["access_token"].as_str().map(str::to_owned).context("login failed")
+}
+
+/// The edge to measure: `url`, or a `souq up` started now (kept alive by the guard).
+pub async fn target(url: Option<&str>) -> anyhow::Result<(Option<Up>, String)> {
+    match url {
+        Some(u) => Ok((None, u.trim_end_matches('/').to_owned())),
+        None => {
+            eprintln!("starting souq up for the benchmark…");
+            let (up, url) = tokio::task::spawn_blocking(start_up).await??;
+            Ok((Some(up), url))
+        }
+    }
+}
+
+/// The `p` quantile (0..=1) of sorted durations.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Milliseconds, fractional.
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+

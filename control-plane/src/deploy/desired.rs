@@ -1,0 +1,106 @@
+//! The desired state of an API: deploy a version on some replicas, or stop; and its
+//! status. The reconciler makes the nodes match.
+use std::collections::HashMap;
+
+use chrono::Utc;
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, sea_query::OnConflict};
+use souq_proto::{
+    Kind,
+    platform::{ApiStatus, DeployApiRequest},
+};
+use uuid::Uuid;
+
+use super::{apis, status};
+use crate::{
+    State,
+    entity::{deployments, instances, nodes},
+    error::{Error, Result},
+};
+
+const MAX_REGION: usize = 64;
+
+/// The API's status now.
+pub(crate) async fn status_of(state: &State, api_id: Uuid) -> Result<ApiStatus> {
+    let deployment = deployments::Entity::find_by_id(api_id).one(&state.db).await?;
+    let rows = instances::Entity::find().filter(instances::Column::ApiId.eq(api_id)).all(&state.db).await?;
+    let names: HashMap<Uuid, String> =
+        nodes::Entity::find().all(&state.db).await?.into_iter().map(|n| (n.id, n.name)).collect();
+    Ok(status::summarize(api_id, deployment.as_ref(), &rows, &names))
+}
+
+/// Deploys a version (the latest when none is named) on `replicas` nodes. Deploying an
+/// older version is a rollback; either way the instances of the version before keep
+/// serving until the new ones run.
+pub(crate) async fn deploy(state: &State, owner: Uuid, req: DeployApiRequest) -> Result<ApiStatus> {
+    let api = apis::owned(state, owner, &req.api_id).await?;
+    let replicas = req.replicas.unwrap_or(1);
+    if replicas == 0 || replicas > state.max_replicas {
+        return Err(Error::invalid("replicas", format!("must be from 1 to {}", state.max_replicas)));
+    }
+    let region = match req.region.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(r) if r.len() <= MAX_REGION && r.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) => Some(r.to_owned()),
+        Some(_) => return Err(Error::invalid("region", format!("1 to {MAX_REGION} characters of [A-Za-z0-9._-]"))),
+    };
+    let version = match req.version {
+        None => api.latest_version,
+        Some(v) => {
+            let v = i32::try_from(v).map_err(|_| Error::kind(Kind::NotFound, "no such version"))?;
+            apis::version(state, api.id, v).await?.ok_or_else(|| Error::kind(Kind::NotFound, format!("no version {v}")))?;
+            v
+        }
+    };
+    let row = deployments::ActiveModel {
+        api_id: Set(api.id),
+        version: Set(version),
+        replicas: Set(i32::try_from(replicas).unwrap_or(1)),
+        region: Set(region),
+        desired: Set(deployments::RUNNING.into()),
+        reason: Set(None),
+        updated_at: Set(Utc::now()),
+    };
+    let columns = [
+        deployments::Column::Version,
+        deployments::Column::Replicas,
+        deployments::Column::Region,
+        deployments::Column::Desired,
+        deployments::Column::Reason,
+        deployments::Column::UpdatedAt,
+    ];
+    deployments::Entity::insert(row)
+        .on_conflict(OnConflict::column(deployments::Column::ApiId).update_columns(columns).to_owned())
+        .exec_without_returning(&state.db)
+        .await?;
+    // Instances that failed to load are cleared, so a new deploy tries afresh.
+    instances::Entity::update_many()
+        .col_expr(instances::Column::State, instances::STOPPING.into())
+        .col_expr(instances::Column::UpdatedAt, Utc::now().into())
+        .filter(instances::Column::ApiId.eq(api.id))
+        .filter(instances::Column::State.eq(instances::FAILED))
+        .exec(&state.db)
+        .await?;
+    tracing::info!(api_id = %api.id, version, replicas, "deploy requested");
+    state.wake();
+    status_of(state, api.id).await
+}
+
+/// Stops every instance of the API; it keeps its versions and can be deployed again.
+pub(crate) async fn stop(state: &State, owner: Uuid, api_id: &str) -> Result<ApiStatus> {
+    let api = apis::owned(state, owner, api_id).await?;
+    deployments::Entity::update_many()
+        .col_expr(deployments::Column::Desired, deployments::STOPPED.into())
+        .col_expr(deployments::Column::Reason, Option::<String>::None.into())
+        .col_expr(deployments::Column::UpdatedAt, Utc::now().into())
+        .filter(deployments::Column::ApiId.eq(api.id))
+        .exec(&state.db)
+        .await?;
+    instances::Entity::update_many()
+        .col_expr(instances::Column::State, instances::STOPPING.into())
+        .col_expr(instances::Column::UpdatedAt, Utc::now().into())
+        .filter(instances::Column::ApiId.eq(api.id))
+        .exec(&state.db)
+        .await?;
+    tracing::info!(api_id = %api.id, "stop requested");
+    state.wake();
+    status_of(state, api.id).await
+}

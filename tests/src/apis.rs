@@ -1,0 +1,81 @@
+//! Helpers for tests of deployed APIs: create, deploy and wait, call.
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::TestCluster;
+
+/// A created API: its id and slug.
+#[derive(Debug, Clone)]
+pub struct Api {
+    /// The API's id.
+    pub id: String,
+    /// Its slug, as in `/call/{slug}/…`.
+    pub slug: String,
+}
+
+impl TestCluster {
+    /// Creates an API and returns it; panics unless the answer is 201.
+    pub async fn create_api(&self, token: &str, name: &str, runtime: &str, code: &str) -> Api {
+        let (s, r) = self.post("/api/v1/apis", Some(token), json!({"name": name, "runtime": runtime, "code": code})).await;
+        assert_eq!(s, 201, "{r}");
+        assert_eq!(r["version"], 1, "{r}");
+        Api { id: r["id"].as_str().unwrap().to_owned(), slug: r["slug"].as_str().unwrap().to_owned() }
+    }
+
+    /// The API's status.
+    pub async fn api_status(&self, token: &str, api: &Api) -> Value {
+        let (s, r) = self.get(&format!("/api/v1/apis/{}/status", api.id), Some(token)).await;
+        assert_eq!(s, 200, "{r}");
+        r
+    }
+
+    /// Polls the status until its state is `state` (and, when given, the version), or panics
+    /// after `within`.
+    pub async fn wait_state(&self, token: &str, api: &Api, state: &str, version: Option<u64>, within: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let st = self.api_status(token, api).await;
+            let version_ok = version.is_none_or(|v| st["version"] == v);
+            if st["state"] == state && version_ok {
+                return st;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "not {state} (version {version:?}) in {within:?}: {st}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Deploys with `body` (202 expected) and waits until it runs.
+    pub async fn deploy(&self, token: &str, api: &Api, body: Value) -> Value {
+        let (s, r) = self.post(&format!("/api/v1/apis/{}/deploy", api.id), Some(token), body.clone()).await;
+        assert_eq!(s, 202, "{r}");
+        let version = body["version"].as_u64();
+        self.wait_state(token, api, "running", version, Duration::from_secs(90)).await
+    }
+
+    /// Calls a deployed API with the owner's token: method, path after the slug, headers
+    /// and body; returns status, headers and body.
+    pub async fn call(
+        &self,
+        token: &str,
+        api: &Api,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
+        self.request(method, &format!("/call/{}{path}", api.slug), Some(token), headers, body).await
+    }
+
+    /// Calls until it answers 200 (the edge learns new routes within moments of a deploy).
+    pub async fn call_ok(&self, token: &str, api: &Api, path: &str) -> Value {
+        for _ in 0..200 {
+            let (s, _, r) = self.call(token, api, "GET", path, &[], Vec::new()).await;
+            if s == 200 {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("{} never answered 200", api.slug);
+    }
+}

@@ -1,0 +1,119 @@
+//! Deployed APIs across several agents: replicas spread and are listed per node,
+//! placement honours regions, calls keep flowing while the control plane is down, and a
+//! rollback replaces instances without dropping a call.
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    collections::BTreeSet,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use serde_json::json;
+use souq_tests::TestCluster;
+
+const WHO: &str = "import os\ndef handler(event):\n    return {\"host\": os.uname().nodename, \"v\": VERSION}\nVERSION = 1\n";
+
+#[tokio::test]
+async fn replicas_spread_over_agents_and_status_lists_each() {
+    let c = TestCluster::builder().agents(2).start().await;
+    let token = c.user().await;
+    let api = c.create_api(&token, "who", "python", WHO).await;
+    let st = c.deploy(&token, &api, json!({"replicas": 2})).await;
+    let replicas = st["replicas"].as_array().unwrap();
+    assert_eq!(replicas.len(), 2, "{st}");
+    let nodes: BTreeSet<&str> = replicas.iter().map(|r| r["node"].as_str().unwrap()).collect();
+    assert_eq!(nodes, c.nodes.iter().map(String::as_str).collect(), "one replica per agent: {st}");
+    assert!(replicas.iter().all(|r| r["state"] == "running"), "{st}");
+    // The edge balances over both.
+    let mut hosts = BTreeSet::new();
+    for _ in 0..20 {
+        hosts.insert(c.call_ok(&token, &api, "/").await["host"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(hosts.len(), 2, "calls reached {hosts:?}");
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn placement_honours_the_region_and_waits_when_nothing_fits() {
+    let c = TestCluster::builder().agents(2).regions(&["me-central", "eu-west"]).start().await;
+    let token = c.user().await;
+    let api = c.create_api(&token, "regional", "python", WHO).await;
+    let st = c.deploy(&token, &api, json!({"replicas": 2, "region": "eu-west"})).await;
+    assert!(st["replicas"].as_array().unwrap().iter().all(|r| r["node"] == c.nodes[1].as_str()), "{st}");
+    let other = c.create_api(&token, "nowhere", "python", WHO).await;
+    let (s, r) = c.post(&format!("/api/v1/apis/{}/deploy", other.id), Some(&token), json!({"region": "af-south"})).await;
+    assert_eq!(s, 202, "{r}");
+    let st = c.wait_state(&token, &other, "pending", None, Duration::from_secs(10)).await;
+    assert!(st["reason"].as_str().unwrap().contains("af-south"), "{st}");
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn calls_keep_flowing_while_the_control_plane_is_down() {
+    let mut c = TestCluster::builder().agents(2).start().await;
+    let token = c.user().await;
+    let api = c.create_api(&token, "resilient", "python", WHO).await;
+    c.deploy(&token, &api, json!({"replicas": 2})).await;
+    c.call_ok(&token, &api, "/").await;
+    c.stop_control_plane().await;
+    for _ in 0..50 {
+        let (s, _, r) = c.call(&token, &api, "GET", "/", &[], Vec::new()).await;
+        assert_eq!(s, 200, "{r}");
+    }
+    // Management needs the control plane: a clear 503, not a hang.
+    let (s, r) = c.get(&format!("/api/v1/apis/{}/status", api.id), Some(&token)).await;
+    assert_eq!(s, 503, "{r}");
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn a_rollback_replaces_instances_without_dropping_calls() {
+    let c = Arc::new(TestCluster::builder().agents(2).start().await);
+    let token = c.user().await;
+    let api = c.create_api(&token, "rolling", "python", WHO).await;
+    let (s, r) = c.put(&format!("/api/v1/apis/{}/code", api.id), Some(&token), json!({"code": WHO.replace("VERSION = 1", "VERSION = 2")})).await;
+    assert_eq!(s, 200, "{r}");
+    c.deploy(&token, &api, json!({"replicas": 2})).await;
+    assert_eq!(c.call_ok(&token, &api, "/").await["v"], 2);
+
+    // Call without pause while rolling back to version 1; every call must succeed.
+    let stop = Arc::new(AtomicBool::new(false));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let caller = {
+        let (c, token, api, stop, calls) = (c.clone(), token.clone(), api.clone(), stop.clone(), calls.clone());
+        tokio::spawn(async move {
+            let mut failures = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let (s, _, r) = c.call(&token, &api, "GET", "/", &[], Vec::new()).await;
+                calls.fetch_add(1, Ordering::Relaxed);
+                if s != 200 {
+                    failures.push((s, r));
+                }
+            }
+            failures
+        })
+    };
+    let st = c.deploy(&token, &api, json!({"version": 1, "replicas": 2})).await;
+    assert_eq!(st["version"], 1);
+    // Wait until the old instances are gone, with calls still going.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let st = c.api_status(&token, &api).await;
+        if st["replicas"].as_array().unwrap().iter().all(|r| r["version"] == 1) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "old instances stay: {st}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let failures = caller.await.unwrap();
+    assert!(failures.is_empty(), "{} of {} calls failed: {:?}", failures.len(), calls.load(Ordering::Relaxed), &failures[..failures.len().min(5)]);
+    assert!(calls.load(Ordering::Relaxed) > 20);
+    assert_eq!(c.call_ok(&token, &api, "/").await["v"], 1);
+    Arc::into_inner(c).unwrap().stop().await;
+}
