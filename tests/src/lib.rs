@@ -82,6 +82,7 @@ pub struct TestCluster {
     pub http: reqwest::Client,
     cp: Option<Role>,
     agents: Vec<Role>,
+    agent_cfgs: Vec<souq_node_agent::Config>,
     edge: Option<Role>,
     pg_db: Option<String>,
 }
@@ -204,6 +205,7 @@ impl Builder {
             images
         };
         let mut agents = Vec::new();
+        let mut agent_cfgs = Vec::new();
         let mut nodes = Vec::new();
         let mut agent_urls = Vec::new();
         for i in 0..self.agents {
@@ -225,12 +227,8 @@ impl Builder {
                 channel_dir: data_dir.join(format!("channels-{i}")),
                 cpu_overcommit: souq_node_agent::DEFAULT_CPU_OVERCOMMIT,
             };
-            let stop = CancellationToken::new();
-            let s = stop.clone();
-            agents.push(Role {
-                stop,
-                task: tokio::spawn(async move { souq_node_agent::run(cfg, listener, s).await.unwrap() }),
-            });
+            agent_cfgs.push(cfg.clone());
+            agents.push(start_agent(cfg, listener));
             nodes.push(name);
         }
 
@@ -252,6 +250,7 @@ impl Builder {
             http: reqwest::Client::builder().timeout(Duration::from_secs(120)).build().unwrap(),
             cp: Some(cp),
             agents,
+            agent_cfgs,
             edge: Some(edge),
             data_dir,
             pg_db,
@@ -359,6 +358,15 @@ impl TestCluster {
         }
     }
 
+    /// Stops agent `i` and starts it again with the same name, on a new port. Like any
+    /// agent start, it removes its node's leftover containers.
+    pub async fn restart_agent(&mut self, i: usize) {
+        self.agents.remove(i).stop().await;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        self.agent_urls[i] = format!("http://{}", listener.local_addr().unwrap());
+        self.agents.insert(i, start_agent(self.agent_cfgs[i].clone(), listener));
+    }
+
     /// Stops every agent.
     pub async fn stop_agents(&mut self) {
         for a in self.agents.drain(..) {
@@ -381,6 +389,12 @@ impl TestCluster {
         let left = self.containers();
         assert!(left.is_empty(), "containers left behind: {left:?}");
     }
+}
+
+fn start_agent(cfg: souq_node_agent::Config, listener: TcpListener) -> Role {
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    Role { stop, task: tokio::spawn(async move { souq_node_agent::run(cfg, listener, s).await.unwrap() }) }
 }
 
 /// Ids of the containers labelled with a node name.

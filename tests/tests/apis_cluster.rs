@@ -71,6 +71,31 @@ async fn calls_keep_flowing_while_the_control_plane_is_down() {
 }
 
 #[tokio::test]
+async fn a_restarted_agent_gets_its_instances_back() {
+    let mut c = TestCluster::builder().start().await;
+    let token = c.user().await;
+    let api = c.create_api(&token, "comeback", "python", WHO).await;
+    let before = c.deploy(&token, &api, json!({})).await;
+    let first_host = c.call_ok(&token, &api, "/").await["host"].clone();
+    // The agent comes back with no instance (it removes leftovers on start); its first
+    // report shows the instance missing, and the control plane deploys it again.
+    c.restart_agent(0).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (s, _, r) = c.call(&token, &api, "GET", "/", &[], Vec::new()).await;
+        if s == 200 && r["host"] != first_host {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not redeployed: {s} {r}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after = c.wait_state(&token, &api, "running", None, Duration::from_secs(10)).await;
+    assert_eq!(after["replicas"][0]["instance_id"], before["replicas"][0]["instance_id"], "{after}");
+    assert_eq!(c.containers().len(), 1);
+    c.stop().await;
+}
+
+#[tokio::test]
 async fn a_rollback_replaces_instances_without_dropping_calls() {
     let c = Arc::new(TestCluster::builder().agents(2).start().await);
     let token = c.user().await;

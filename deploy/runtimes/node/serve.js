@@ -37,9 +37,10 @@ function fail(reason, status = 70) {
 }
 
 // Stacks and messages name handler.js and end at its last frame: the frames below it
-// are the shim's and node's.
+// are the shim's and node's, as are the module loader's.
 function readable(text) {
-  const lines = String(text).split(FILENAME).join('handler.js').split('\n');
+  const lines = String(text).split(FILENAME).join('handler.js').split('\n')
+    .filter((l) => !/^\s+at .*[( ]node:internal\/modules\//.test(l));
   let last = -1;
   lines.forEach((l, i) => { if (l.trim() && (!/^\s+at /.test(l) || l.includes('handler.js'))) last = i; });
   return lines.slice(0, last + 1).join('\n').trimEnd();

@@ -204,7 +204,6 @@ def serve(path):
     os.environ.clear()
     os.environ.update(SAFE_ENV)
     sys.argv = [FILENAME]
-    sys.dont_write_bytecode = True
     ch = Channel(path)
     first = ch.frame(load_header)
     if first is None:

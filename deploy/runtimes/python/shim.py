@@ -322,6 +322,7 @@ def main():
     try:
         if mode == "serve":
             # -I keeps this directory off sys.path; serve.py sits next to this file.
+            sys.dont_write_bytecode = True
             sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
             import serve
             del sys.path[0]

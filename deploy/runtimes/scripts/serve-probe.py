@@ -384,6 +384,17 @@ def probe_exits(runtime, image):
     """Clean EOF -> 0 after answering what was sent; malformed header -> 70."""
     code = {"python": "def handler(e):\n    return 1\n", "node": "exports.handler = () => 1;\n",
             "go": "package main\n\nfunc Handler(e map[string]any) (any, error) { return 1, nil }\n"}[runtime]
+    inst = Instance(runtime, image)
+    try:
+        # The load frame and requests in one write: the shim must not swallow requests.
+        raw = code.encode()
+        inst.send(json.dumps({"v": 1, "op": "load", "code_len": len(raw), "output_limit": LIMIT}).encode()
+                  + b"\n" + raw + b"".join(request(i, event("/x")) for i in range(10)))
+        got = [inst.frame() for _ in range(11)]
+        check(got[0][0] == {"ready": True} and [h["id"] for h, _ in got[1:]] == list(range(10))
+              and all(b == b"1" for _, b in got[1:]), "load frame and 10 requests in one write", got[:3])
+    finally:
+        inst.close()
     inst = Instance(runtime, image, rm=False)
     try:
         inst.load(code)
