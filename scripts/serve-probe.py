@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Probe of the runtime shims' `serve` mode: plays the agent's side against real sandboxes.
 
-    python3 deploy/runtimes/scripts/serve-probe.py [--no-bench] [RUNTIME[=IMAGE] ...]
+    python3 scripts/serve-probe.py [--no-bench] [RUNTIME[=IMAGE] ...]
 
 RUNTIME is python, node or go (all three by default); IMAGE defaults to the tag that
 `build.sh --print-tags` names. For each runtime it binds a Unix socket in a fresh directory
@@ -24,7 +24,7 @@ import time
 import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SECCOMP = os.path.normpath(os.path.join(HERE, "..", "..", "seccomp", "sandbox.json"))
+SECCOMP = os.path.normpath(os.path.join(HERE, "..", "deploy", "seccomp", "sandbox.json"))
 LIMIT = 1 << 20
 FAILURES = []
 
@@ -458,7 +458,7 @@ def main():
     do_bench = "--no-bench" not in args
     args = [a for a in args if a != "--no-bench"]
     tags = dict(l.split("=", 1) for l in subprocess.check_output(
-        ["bash", os.path.join(HERE, "..", "build.sh"), "--print-tags"]).decode().split())
+        ["bash", os.path.join(HERE, "..", "deploy", "runtimes", "build.sh"), "--print-tags"]).decode().split())
     targets = [(a.split("=", 1) + [None])[:2] for a in args] or [[rt, None] for rt in ("python", "node", "go")]
     results = {}
     for runtime, image in targets:
