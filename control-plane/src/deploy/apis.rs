@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::{
     State,
-    entity::{api_versions, apis, deployments, instances},
+    entity::{api_versions, apis, deployments},
     error::{Error, Result},
 };
 
@@ -170,12 +170,7 @@ pub(crate) async fn list(state: &State, owner: Uuid) -> Result<Vec<Api>> {
 pub(crate) async fn delete(state: &State, owner: Uuid, id: &str) -> Result<()> {
     let api = owned(state, owner, id).await?;
     let txn = state.db.begin().await?;
-    instances::Entity::update_many()
-        .col_expr(instances::Column::State, instances::STOPPING.into())
-        .col_expr(instances::Column::UpdatedAt, Utc::now().into())
-        .filter(instances::Column::ApiId.eq(api.id))
-        .exec(&txn)
-        .await?;
+    super::desired::retire(&txn, api.id, None).await?;
     deployments::Entity::delete_by_id(api.id).exec(&txn).await?;
     api_versions::Entity::delete_many().filter(api_versions::Column::ApiId.eq(api.id)).exec(&txn).await?;
     apis::Entity::delete_by_id(api.id).exec(&txn).await?;

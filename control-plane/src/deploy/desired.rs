@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use chrono::Utc;
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, sea_query::OnConflict};
+use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, sea_query::OnConflict};
 use souq_proto::{
     Kind,
     platform::{ApiStatus, DeployApiRequest},
@@ -18,6 +18,20 @@ use crate::{
 };
 
 const MAX_REGION: usize = 64;
+
+/// Retires the API's instances (only those in state `only`, if given): out of the routes
+/// at once, stopped on their agents by the reconciler.
+pub(crate) async fn retire(db: &impl ConnectionTrait, api_id: Uuid, only: Option<&str>) -> Result<()> {
+    let mut update = instances::Entity::update_many()
+        .col_expr(instances::Column::State, instances::STOPPING.into())
+        .col_expr(instances::Column::UpdatedAt, Utc::now().into())
+        .filter(instances::Column::ApiId.eq(api_id));
+    if let Some(state) = only {
+        update = update.filter(instances::Column::State.eq(state));
+    }
+    update.exec(db).await?;
+    Ok(())
+}
 
 /// The API's status now.
 pub(crate) async fn status_of(state: &State, api_id: Uuid) -> Result<ApiStatus> {
@@ -72,13 +86,7 @@ pub(crate) async fn deploy(state: &State, owner: Uuid, req: DeployApiRequest) ->
         .exec_without_returning(&state.db)
         .await?;
     // Instances that failed to load are cleared, so a new deploy tries afresh.
-    instances::Entity::update_many()
-        .col_expr(instances::Column::State, instances::STOPPING.into())
-        .col_expr(instances::Column::UpdatedAt, Utc::now().into())
-        .filter(instances::Column::ApiId.eq(api.id))
-        .filter(instances::Column::State.eq(instances::FAILED))
-        .exec(&state.db)
-        .await?;
+    retire(&state.db, api.id, Some(instances::FAILED)).await?;
     tracing::info!(api_id = %api.id, version, replicas, "deploy requested");
     state.wake();
     status_of(state, api.id).await
@@ -94,12 +102,7 @@ pub(crate) async fn stop(state: &State, owner: Uuid, api_id: &str) -> Result<Api
         .filter(deployments::Column::ApiId.eq(api.id))
         .exec(&state.db)
         .await?;
-    instances::Entity::update_many()
-        .col_expr(instances::Column::State, instances::STOPPING.into())
-        .col_expr(instances::Column::UpdatedAt, Utc::now().into())
-        .filter(instances::Column::ApiId.eq(api.id))
-        .exec(&state.db)
-        .await?;
+    retire(&state.db, api.id, None).await?;
     tracing::info!(api_id = %api.id, "stop requested");
     state.wake();
     status_of(state, api.id).await
