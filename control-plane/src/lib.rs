@@ -202,6 +202,9 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: CancellationToken
         calls: std::sync::Mutex::default(),
     });
     tokio::spawn(outbox::run(state.db.clone(), Arc::new(mailer), cfg.clock.clone(), mail_wake, shutdown.clone()));
+    // Edges that connect get the routes from the database at once, never an empty
+    // placeholder in their place.
+    deploy::routes::refresh(&state).await?;
     tokio::spawn(deploy::reconciler::run(state.clone(), shutdown.clone()));
     let addr = listener.local_addr().map_err(|e| Error::Internal(e.to_string()))?;
     info!(%addr, "control plane listening");

@@ -32,7 +32,7 @@ pub fn start_up() -> anyhow::Result<(Up, String)> {
         .args(["up", "--edge-addr", "127.0.0.1:0", "--node-name", &format!("bench-{}", std::process::id())])
         .arg("--data-dir")
         .arg(&dir)
-        .env("SOUQ_LOG", "warn")
+        .env("SOUQ_LOG", "warn,tower_http=off")
         .stdout(Stdio::piped())
         .spawn()
         .context("start souq up")?;
