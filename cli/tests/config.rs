@@ -31,6 +31,20 @@ fn bad_values_exit_64_naming_the_option() {
     let (code, err) = souq(&["control-plane", "--join-token", "short"]);
     assert_eq!(code, Some(64), "{err}");
     assert!(err.contains("--join-token"), "{err}");
+
+    for (args, option) in [
+        (&["up", "--max-replicas", "0"][..], "--max-replicas"),
+        (&["up", "--cpu-overcommit", "0"][..], "--cpu-overcommit"),
+        (&["edge", "--join-token", "short"][..], "--join-token"),
+    ] {
+        let (code, err) = souq(args);
+        assert_eq!(code, Some(64), "{args:?}: {err}");
+        assert!(err.contains(option), "{args:?}: {err}");
+    }
+    // The edge needs the join token now: it follows the routes and calls agents.
+    let (code, err) = souq(&["edge"]);
+    assert_eq!(code, Some(64), "{err}");
+    assert!(err.contains("--join-token"), "{err}");
 }
 
 #[test]
