@@ -39,6 +39,8 @@ pub enum BenchCommand {
     Execute(crate::bench::execute::BenchArgs),
     /// A deployed API through the data path: warm latency, throughput, deploy to first call.
     Invoke(crate::bench::invoke::InvokeArgs),
+    /// The throughput cost of metering and rate limiting: off, in memory, and in Redis.
+    Metering(crate::bench::metering::MeteringArgs),
 }
 
 /// A configuration error: the option and what is wrong with it.
@@ -124,6 +126,36 @@ impl MailArgs {
     }
 }
 
+/// Metering and rate limits at the edge.
+#[derive(Debug, Args, Clone)]
+pub struct MeterArgs {
+    /// Redis for rate limits and metering, e.g. redis://127.0.0.1:6379 (may hold a
+    /// password; never logged); in memory when unset, which loses unflushed usage on a crash.
+    #[arg(long, env = "SOUQ_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// `on`, or `off` for benchmarks only: calls then go unmetered and unlimited.
+    #[arg(long, env = "SOUQ_METERING", default_value = "on")]
+    pub metering: String,
+}
+
+impl MeterArgs {
+    /// Applies the options to an edge's configuration, checking them.
+    pub fn apply(&self, cfg: &mut souq_edge_proxy::Config) -> Result<(), ConfigError> {
+        cfg.metering = match self.metering.as_str() {
+            "on" => true,
+            "off" => false,
+            _ => return Err(bad("--metering", "must be on or off")),
+        };
+        if let Some(url) = &self.redis_url {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return Err(bad("--redis-url", "must be a redis:// or rediss:// URL"));
+            }
+            cfg.redis_url = Some(url.clone());
+        }
+        Ok(())
+    }
+}
+
 /// `souq up`.
 #[derive(Debug, Args)]
 pub struct UpArgs {
@@ -142,6 +174,8 @@ pub struct UpArgs {
     /// Most replicas one deployment may ask for.
     #[arg(long, env = "SOUQ_MAX_REPLICAS", default_value_t = 8)]
     pub max_replicas: u32,
+    #[command(flatten)]
+    pub meter: MeterArgs,
 }
 
 /// `souq control-plane`.
@@ -307,6 +341,12 @@ pub struct EdgeArgs {
     /// The cluster's secret, presented to the control plane's route stream and to the agents.
     #[arg(long, env = "SOUQ_JOIN_TOKEN", hide_env_values = true)]
     pub join_token: String,
+    /// Unique name of this edge; names its metering stream in Redis, so a restarted edge
+    /// flushes what it left. `<hostname>-<edge-addr>` when unset.
+    #[arg(long, env = "SOUQ_EDGE_ID")]
+    pub edge_id: Option<String>,
+    #[command(flatten)]
+    pub meter: MeterArgs,
 }
 
 /// Checks a gRPC URL option.

@@ -48,6 +48,7 @@ fn main() -> ExitCode {
             Command::Migrate(a) => roles::migrate(a).await,
             Command::Bench(config::BenchCommand::Execute(a)) => bench::execute::run(a).await,
             Command::Bench(config::BenchCommand::Invoke(a)) => bench::invoke::run(a).await,
+            Command::Bench(config::BenchCommand::Metering(a)) => bench::metering::run(a).await,
         }
     });
     match result {

@@ -99,6 +99,9 @@ async fn wait_ready(addr: std::net::SocketAddr, shutdown: &CancellationToken) ->
 pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let limits = args.sandbox.limits()?;
     let max_replicas = config::check_max_replicas(args.max_replicas)?;
+    // The edge's options are checked now; its addresses are known once bound.
+    let mut edge_cfg = souq_edge_proxy::Config::new(String::new(), String::new());
+    args.meter.apply(&mut edge_cfg)?;
     let database_url = args.db.url()?;
     args.mail.check()?;
     let node_name = args.node_name.clone().unwrap_or_else(|| format!("up-{}", config::hostname()));
@@ -145,7 +148,8 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
     let s = shutdown.clone();
     tasks.spawn(async move { souq_node_agent::run(agent_cfg, agent_listener, s).await.context("node agent") });
     let s = shutdown.clone();
-    let edge_cfg = souq_edge_proxy::Config::new(cp_url, join_token);
+    edge_cfg.control_plane_url = cp_url;
+    edge_cfg.join_token = join_token;
     tasks.spawn(async move { souq_edge_proxy::run(edge_cfg, edge_listener, s).await.context("edge") });
 
     let ready_shutdown = shutdown.clone();
@@ -220,8 +224,10 @@ pub async fn agent(args: AgentArgs, shutdown: CancellationToken) -> anyhow::Resu
 pub async fn edge(args: EdgeArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     config::check_url("--control-plane-url", &args.control_plane_url)?;
     config::check_join_token(&args.join_token)?;
+    let mut cfg = souq_edge_proxy::Config::new(args.control_plane_url, args.join_token);
+    args.meter.apply(&mut cfg)?;
+    cfg.edge_id = args.edge_id;
     let listener = bind(args.edge_addr, "edge (--edge-addr)").await?;
-    let cfg = souq_edge_proxy::Config::new(args.control_plane_url, args.join_token);
     let mut tasks = JoinSet::new();
     let s = shutdown.clone();
     tasks.spawn(async move { souq_edge_proxy::run(cfg, listener, s).await.context("edge") });

@@ -36,6 +36,8 @@ fn bad_values_exit_64_naming_the_option() {
         (&["up", "--max-replicas", "0"][..], "--max-replicas"),
         (&["up", "--cpu-overcommit", "0"][..], "--cpu-overcommit"),
         (&["edge", "--join-token", "short"][..], "--join-token"),
+        (&["up", "--metering", "sometimes"][..], "--metering"),
+        (&["up", "--redis-url", "http://127.0.0.1:6379"][..], "--redis-url"),
     ] {
         let (code, err) = souq(args);
         assert_eq!(code, Some(64), "{args:?}: {err}");

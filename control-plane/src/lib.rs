@@ -8,14 +8,18 @@ pub mod audit;
 pub mod auth;
 pub mod clock;
 pub mod deploy;
+pub mod edges;
 pub mod entity;
 pub mod error;
 pub mod execute;
 pub mod mail;
+pub mod market;
 pub mod outbox;
 pub mod platform;
 pub mod registry;
 pub mod scheduler;
+#[cfg(test)]
+mod testing;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
@@ -120,11 +124,37 @@ pub(crate) struct State {
     pub(crate) reconcile: tokio::sync::Notify,
     /// The route table the edges watch.
     pub(crate) routes: tokio::sync::watch::Sender<Arc<RouteTable>>,
+    /// The access table the edges watch: keys and grants.
+    pub(crate) access: market::access::AccessFeed,
     /// Instances with a Deploy or Stop call to their agent under way.
     pub(crate) calls: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl State {
+    /// The services' state over a migrated database.
+    fn new(cfg: &Config, db: DatabaseConnection, tokens: auth::token::TokenSigner, mail_wake: Arc<tokio::sync::Notify>) -> State {
+        let minute = Duration::from_secs(60);
+        State {
+            db,
+            clock: cfg.clock.clone(),
+            public_url: cfg.public_url.trim_end_matches('/').to_owned(),
+            mail_wake,
+            account_throttle: auth::throttle::Throttle::new(5, 15 * minute, minute, 15 * minute),
+            ip_throttle: auth::throttle::Throttle::new(50, 15 * minute, minute, 15 * minute),
+            tokens,
+            agents: agents::AgentClients::new(&cfg.join_token),
+            join_token: cfg.join_token.clone(),
+            heartbeat_interval: cfg.heartbeat_interval,
+            node_ttl: cfg.node_ttl,
+            default_timeout: cfg.default_timeout,
+            max_replicas: cfg.max_replicas,
+            reconcile: tokio::sync::Notify::new(),
+            routes: tokio::sync::watch::Sender::new(Arc::new(RouteTable::default())),
+            access: market::access::AccessFeed::new(),
+            calls: std::sync::Mutex::default(),
+        }
+    }
+
     /// Asks the reconciler for a pass soon.
     pub(crate) fn wake(&self) {
         self.reconcile.notify_one();
@@ -182,36 +212,20 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: CancellationToken
     }
     tokio::task::spawn_blocking(auth::password::warm_up);
     let mail_wake = Arc::new(tokio::sync::Notify::new());
-    let minute = Duration::from_secs(60);
-    let state = Arc::new(State {
-        db,
-        clock: cfg.clock.clone(),
-        public_url: cfg.public_url.trim_end_matches('/').to_owned(),
-        mail_wake: mail_wake.clone(),
-        account_throttle: auth::throttle::Throttle::new(5, 15 * minute, minute, 15 * minute),
-        ip_throttle: auth::throttle::Throttle::new(50, 15 * minute, minute, 15 * minute),
-        tokens,
-        agents: agents::AgentClients::new(&cfg.join_token),
-        join_token: cfg.join_token,
-        heartbeat_interval: cfg.heartbeat_interval,
-        node_ttl: cfg.node_ttl,
-        default_timeout: cfg.default_timeout,
-        max_replicas: cfg.max_replicas,
-        reconcile: tokio::sync::Notify::new(),
-        routes: tokio::sync::watch::Sender::new(Arc::new(RouteTable::default())),
-        calls: std::sync::Mutex::default(),
-    });
+    let state = Arc::new(State::new(&cfg, db, tokens, mail_wake.clone()));
     tokio::spawn(outbox::run(state.db.clone(), Arc::new(mailer), cfg.clock.clone(), mail_wake, shutdown.clone()));
     // Edges that connect get the routes from the database at once, never an empty
     // placeholder in their place.
     deploy::routes::refresh(&state).await?;
+    market::access::refresh(&state).await?;
     tokio::spawn(deploy::reconciler::run(state.clone(), shutdown.clone()));
+    tokio::spawn(market::access::run(state.clone(), shutdown.clone()));
     let addr = listener.local_addr().map_err(|e| Error::Internal(e.to_string()))?;
     info!(%addr, "control plane listening");
     tonic::transport::Server::builder()
         .add_service(PlatformServer::new(platform::PlatformService { state: state.clone() }))
         .add_service(RegistryServer::new(registry::RegistryService { state: state.clone() }))
-        .add_service(RoutesServer::new(deploy::routes::RoutesService { state }))
+        .add_service(RoutesServer::new(edges::RoutesService { state }))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled())
         .await
         .map_err(|e| Error::Internal(format!("grpc server: {e}")))

@@ -1,13 +1,16 @@
-//! The `Platform` service: the edge's gateway to accounts, execution and deployed APIs.
+//! The `Platform` service: the edge's gateway to accounts, execution, deployed APIs and
+//! the marketplace.
 //! Each method hands its request to the module that owns the flow.
 use std::sync::Arc;
 
 use souq_proto::platform::{
-    Api, ApiCreated, ApiList, ApiLogsRequest, ApiRef, ApiStatus, CreateApiRequest, DeployApiRequest, PutCodeRequest,
-    Version, VersionList, ChangePasswordRequest, ExecuteRequest, ExecuteResponse, ForgotPasswordRequest, GetVerifyingKeyRequest,
-    ListRevocationsRequest, LoginRequest, LoginResponse, MeRequest, MessageResponse, RefreshRequest,
-    ResetPasswordRequest, Revocations, SignupRequest, SignupResponse, User, VerifyEmailRequest, VerifyingKey,
-    platform_server,
+    Api, ApiCreated, ApiList, ApiLogsRequest, ApiRef, ApiStatus, ApiUsage, ApiUsageRequest, ChangePasswordRequest,
+    ConsumerUsage, CreateApiRequest, CreateKeyRequest, CreatePlanRequest, DeployApiRequest, ExecuteRequest,
+    ExecuteResponse, ForgotPasswordRequest, GetVerifyingKeyRequest, KeyCreated, KeyList, KeyRef, ListKeysRequest,
+    ListRevocationsRequest, LoginRequest, LoginResponse, MarketplacePage, MarketplaceRequest, MeRequest,
+    MessageResponse, MyUsageRequest, Plan, PlanList, PutCodeRequest, RefreshRequest, ResetPasswordRequest,
+    Revocations, SignupRequest, SignupResponse, Statement, StatementRequest, SubscribeRequest, Subscription,
+    UpdateApiRequest, User, VerifyEmailRequest, VerifyingKey, Version, VersionList, platform_server,
 };
 use tonic::{Request, Response, Status};
 use tracing::instrument;
@@ -16,6 +19,7 @@ use crate::{
     State,
     accounts::{self, session, signup},
     deploy::{apis, desired, logs},
+    market::{catalog, keys, plans, subscriptions, usage},
 };
 
 /// Implements `souq.platform.v1.Platform`.
@@ -32,6 +36,15 @@ fn ok<T>(r: crate::Result<T>) -> Answer<T> {
 /// The id of the user whose access token the request carries.
 async fn user<T>(state: &State, req: &Request<T>) -> Result<uuid::Uuid, Status> {
     Ok(session::caller(state, souq_proto::bearer(req.metadata())).await?.id)
+}
+
+/// The caller, for calls that anyone may make: none without a token; a token that is
+/// present must be valid.
+async fn maybe_user<T>(state: &State, req: &Request<T>) -> Result<Option<uuid::Uuid>, Status> {
+    match souq_proto::bearer(req.metadata()) {
+        None => Ok(None),
+        Some(token) => Ok(Some(session::caller(state, Some(token)).await?.id)),
+    }
 }
 
 #[tonic::async_trait]
@@ -160,5 +173,72 @@ impl platform_server::Platform for PlatformService {
         let req = req.into_inner();
         let api = apis::owned(&self.state, owner, &req.api_id).await?;
         ok(logs::stream(&self.state, api.id, req.tail, req.follow).await)
+    }
+
+    #[instrument(skip_all)]
+    async fn update_api(&self, req: Request<UpdateApiRequest>) -> Answer<Api> {
+        let owner = user(&self.state, &req).await?;
+        ok(apis::update(&self.state, owner, req.into_inner()).await)
+    }
+
+    #[instrument(skip_all)]
+    async fn create_plan(&self, req: Request<CreatePlanRequest>) -> Answer<Plan> {
+        let owner = user(&self.state, &req).await?;
+        ok(plans::create(&self.state, owner, req.into_inner()).await)
+    }
+
+    #[instrument(skip_all)]
+    async fn list_plans(&self, req: Request<ApiRef>) -> Answer<PlanList> {
+        let caller = maybe_user(&self.state, &req).await?;
+        ok(plans::list(&self.state, caller, &req.get_ref().api_id).await.map(|plans| PlanList { plans }))
+    }
+
+    #[instrument(skip_all)]
+    async fn list_marketplace(&self, req: Request<MarketplaceRequest>) -> Answer<MarketplacePage> {
+        ok(catalog::page(&self.state, req.into_inner()).await)
+    }
+
+    #[instrument(skip_all)]
+    async fn subscribe(&self, req: Request<SubscribeRequest>) -> Answer<Subscription> {
+        let caller = user(&self.state, &req).await?;
+        ok(subscriptions::subscribe(&self.state, caller, req.into_inner()).await)
+    }
+
+    #[instrument(skip_all)]
+    async fn create_key(&self, req: Request<CreateKeyRequest>) -> Answer<KeyCreated> {
+        let caller = user(&self.state, &req).await?;
+        ok(keys::create(&self.state, caller, &req.get_ref().name).await)
+    }
+
+    #[instrument(skip_all)]
+    async fn list_keys(&self, req: Request<ListKeysRequest>) -> Answer<KeyList> {
+        let caller = user(&self.state, &req).await?;
+        ok(keys::list(&self.state, caller).await.map(|keys| KeyList { keys }))
+    }
+
+    #[instrument(skip_all)]
+    async fn revoke_key(&self, req: Request<KeyRef>) -> Answer<MessageResponse> {
+        let caller = user(&self.state, &req).await?;
+        let done = keys::revoke(&self.state, caller, &req.get_ref().key_id).await;
+        ok(done.map(|()| MessageResponse { message: "The key is revoked.".into() }))
+    }
+
+    #[instrument(skip_all)]
+    async fn get_api_usage(&self, req: Request<ApiUsageRequest>) -> Answer<ApiUsage> {
+        let owner = user(&self.state, &req).await?;
+        let req = req.into_inner();
+        ok(usage::of_api(&self.state, owner, &req.api_id, req.hours).await)
+    }
+
+    #[instrument(skip_all)]
+    async fn get_my_usage(&self, req: Request<MyUsageRequest>) -> Answer<ConsumerUsage> {
+        let caller = user(&self.state, &req).await?;
+        ok(usage::mine(&self.state, caller).await)
+    }
+
+    #[instrument(skip_all)]
+    async fn get_statement(&self, req: Request<StatementRequest>) -> Answer<Statement> {
+        let caller = user(&self.state, &req).await?;
+        ok(usage::statement(&self.state, caller, &req.get_ref().month).await)
     }
 }

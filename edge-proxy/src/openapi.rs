@@ -1,7 +1,7 @@
 //! The OpenAPI 3.1 document of the REST contract, generated from the handlers.
 use utoipa::{
     Modify, OpenApi,
-    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+    openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
 use crate::{error::Problem, routes};
@@ -15,6 +15,8 @@ impl Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
         );
+        components
+            .add_security_scheme("api_key", SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))));
     }
 }
 
@@ -35,6 +37,7 @@ impl Modify for BearerAuth {
         routes::apis::create,
         routes::apis::list,
         routes::apis::get,
+        routes::apis::update,
         routes::apis::delete,
         routes::apis::put_code,
         routes::apis::versions,
@@ -42,6 +45,16 @@ impl Modify for BearerAuth {
         routes::apis::stop,
         routes::apis::status,
         routes::logs::logs,
+        routes::plans::create,
+        routes::plans::list,
+        routes::usage::api_usage,
+        routes::keys::create,
+        routes::keys::list,
+        routes::keys::revoke,
+        routes::marketplace::list,
+        routes::marketplace::subscribe,
+        routes::usage::my_usage,
+        routes::usage::statement,
         routes::call::call
     ),
     components(schemas(Problem)),

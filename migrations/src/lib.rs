@@ -8,6 +8,7 @@ mod m0002_accounts;
 mod m0003_execution_signal;
 mod m0004_node_warm;
 mod m0005_apis;
+mod m0006_marketplace;
 
 /// Applies Souq's migrations in order.
 pub struct Migrator;
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0003_execution_signal::Migration),
             Box::new(m0004_node_warm::Migration),
             Box::new(m0005_apis::Migration),
+            Box::new(m0006_marketplace::Migration),
         ]
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod apis;
 pub mod attack;
+pub mod redis;
 pub mod mail;
 
 use std::{path::PathBuf, process::Command, sync::Arc, time::Duration};
@@ -47,6 +48,7 @@ pub struct Builder {
     regions: Vec<String>,
     heartbeat: Duration,
     call_timeout: Option<Duration>,
+    redis_url: Option<String>,
 }
 
 /// A role's task and its own shutdown switch.
@@ -84,6 +86,7 @@ pub struct TestCluster {
     agents: Vec<Role>,
     agent_cfgs: Vec<souq_node_agent::Config>,
     edge: Option<Role>,
+    edge_cfg: souq_edge_proxy::Config,
     pg_db: Option<String>,
 }
 
@@ -93,7 +96,7 @@ impl TestCluster {
         // By default no sandbox waits and none is reused, so a test sees exactly the
         // containers its own runs make; tests of warm execution ask for a pool.
         let pool = souq_node_agent::PoolConfig { size: 0, max_uses: 1, ..Default::default() };
-        Builder { agents: 1, pool, max_concurrent: 8, queue_depth: 32, smtp_url: mail::SMTP_URL.into(), docker_host: None, limits: Limits::default(), regions: Vec::new(), heartbeat: Duration::from_millis(500), call_timeout: None }
+        Builder { agents: 1, pool, max_concurrent: 8, queue_depth: 32, smtp_url: mail::SMTP_URL.into(), docker_host: None, limits: Limits::default(), regions: Vec::new(), heartbeat: Duration::from_millis(500), call_timeout: None, redis_url: None }
     }
 }
 
@@ -151,6 +154,12 @@ impl Builder {
     /// Sets the wall timeout of one call to a deployed API (and of an execute that names none).
     pub fn call_timeout(mut self, t: Duration) -> Self {
         self.call_timeout = Some(t);
+        self
+    }
+
+    /// Meters and rate-limits in this Redis instead of in memory.
+    pub fn redis(mut self, url: &str) -> Self {
+        self.redis_url = Some(url.into());
         self
     }
 
@@ -236,10 +245,10 @@ impl Builder {
         let s = stop.clone();
         let mut edge_cfg = souq_edge_proxy::Config::new(cp_url.clone(), join_token.clone());
         edge_cfg.revocation_poll = Duration::from_millis(200);
-        let edge = Role {
-            stop,
-            task: tokio::spawn(async move { souq_edge_proxy::run(edge_cfg, edge_listener, s).await.unwrap() }),
-        };
+        edge_cfg.redis_url = self.redis_url.clone();
+        edge_cfg.edge_id = Some(format!("test-edge-{id}"));
+        let cfg = edge_cfg.clone();
+        let edge = Role { stop, task: tokio::spawn(async move { souq_edge_proxy::run(cfg, edge_listener, s).await.unwrap() }) };
         let cluster = TestCluster {
             url,
             nodes,
@@ -252,6 +261,7 @@ impl Builder {
             agents,
             agent_cfgs,
             edge: Some(edge),
+            edge_cfg,
             data_dir,
             pg_db,
         };
@@ -290,22 +300,50 @@ impl TestCluster {
         body["access_token"].as_str().unwrap().to_owned()
     }
 
-    /// POSTs JSON; returns the status and the body (JSON, or a string if not JSON).
-    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
-        let mut req = self.http.post(format!("{}{path}", self.url)).json(&body);
+    /// Signs up a fresh user, follows the verification link from the real mail, and logs
+    /// in; returns the access token.
+    pub async fn verified_user(&self) -> String {
+        let email = Self::email();
+        let pw = "a long enough password";
+        let r = self.post("/api/v1/auth/signup", None, json!({"email": email, "password": pw})).await;
+        assert_eq!(r.0, 202, "{}", r.1);
+        let mails = mail::wait_for(&email, 1, Duration::from_secs(30)).await;
+        let link = mail::link_containing(&mails[0].text, "/api/v1/auth/verify-email/").expect("no verify link");
+        assert_eq!(self.http.get(&link).send().await.unwrap().status(), 200);
+        let (status, body) = self.post("/api/v1/auth/login", None, json!({"email": email, "password": pw})).await;
+        assert_eq!(status, 200, "{body}");
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// Sends JSON with `method`; returns the status and the body (JSON, or a string if
+    /// not JSON).
+    pub async fn send_json(&self, method: reqwest::Method, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.url)).json(&body);
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
         Self::answer(req.send().await.unwrap()).await
     }
 
-    /// PUTs JSON; returns the status and the body.
+    /// POSTs JSON.
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+        self.send_json(reqwest::Method::POST, path, token, body).await
+    }
+
+    /// PUTs JSON.
     pub async fn put(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
-        let mut req = self.http.put(format!("{}{path}", self.url)).json(&body);
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        Self::answer(req.send().await.unwrap()).await
+        self.send_json(reqwest::Method::PUT, path, token, body).await
+    }
+
+    /// PATCHes JSON.
+    pub async fn patch(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+        self.send_json(reqwest::Method::PATCH, path, token, body).await
+    }
+
+    /// DELETEs a path.
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let (s, _, b) = self.request("DELETE", path, token, &[], Vec::new()).await;
+        (s, b)
     }
 
     /// GETs a path.
@@ -349,6 +387,31 @@ impl TestCluster {
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();
         (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// The edge's test hook that makes its usage flusher die at a chosen point.
+    pub fn flush_faults(&self) -> &souq_edge_proxy::meter::flush::FlushFaults {
+        &self.edge_cfg.flush_faults
+    }
+
+    /// Kills the edge as a crash would: its task and every task it owns are aborted, with
+    /// no graceful shutdown and no last flush.
+    pub async fn crash_edge(&mut self) {
+        if let Some(e) = self.edge.take() {
+            e.task.abort();
+            let _ = e.task.await;
+        }
+    }
+
+    /// Starts the edge again on its address, with the same edge id (and so the same
+    /// metering stream).
+    pub async fn start_edge(&mut self) {
+        let addr = self.url.trim_start_matches("http://").to_owned();
+        let listener = TcpListener::bind(&addr).await.unwrap();
+        let (cfg, stop) = (self.edge_cfg.clone(), CancellationToken::new());
+        let s = stop.clone();
+        self.edge = Some(Role { stop, task: tokio::spawn(async move { souq_edge_proxy::run(cfg, listener, s).await.unwrap() }) });
+        self.wait_ready().await;
     }
 
     /// Stops the control plane (the edge and agents keep running).

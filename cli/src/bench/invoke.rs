@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use super::{ms, percentile, target, user};
 
 /// The handler measured: as little work as a handler can do.
-const HANDLER: &str = "def handler(event):\n    return {\"ok\": True}\n";
+pub(super) const HANDLER: &str = "def handler(event):\n    return {\"ok\": True}\n";
 
 /// Options of `souq bench invoke`.
 #[derive(Debug, Args)]
@@ -33,21 +33,24 @@ pub struct InvokeArgs {
     pub deploys: usize,
 }
 
-struct Client {
-    http: reqwest::Client,
-    url: String,
-    token: String,
+/// A benchmark's client of one edge: a user's token, and the key calls are made with
+/// (the token when none).
+pub(super) struct Client {
+    pub(super) http: reqwest::Client,
+    pub(super) url: String,
+    pub(super) token: String,
+    pub(super) key: Option<String>,
 }
 
 impl Client {
-    async fn create(&self, name: &str) -> anyhow::Result<(String, String)> {
+    pub(super) async fn create(&self, name: &str) -> anyhow::Result<(String, String)> {
         let body = json!({"name": name, "runtime": "python", "code": HANDLER});
         let r: Value = self.http.post(format!("{}/api/v1/apis", self.url)).bearer_auth(&self.token).json(&body).send().await?.json().await?;
         let id = r["id"].as_str().context("create failed")?.to_owned();
         Ok((id, r["slug"].as_str().context("no slug")?.to_owned()))
     }
 
-    async fn deploy(&self, id: &str) -> anyhow::Result<()> {
+    pub(super) async fn deploy(&self, id: &str) -> anyhow::Result<()> {
         let resp = self.http.post(format!("{}/api/v1/apis/{id}/deploy", self.url)).bearer_auth(&self.token).json(&json!({})).send().await?;
         if resp.status() != 202 {
             bail!("deploy failed: {} {}", resp.status(), resp.text().await?);
@@ -55,15 +58,35 @@ impl Client {
         Ok(())
     }
 
-    async fn call(&self, slug: &str) -> anyhow::Result<Duration> {
+    pub(super) async fn call(&self, slug: &str) -> anyhow::Result<Duration> {
         let started = Instant::now();
-        let resp = self.http.get(format!("{}/call/{slug}/", self.url)).bearer_auth(&self.token).send().await?;
+        let req = self.http.get(format!("{}/call/{slug}/", self.url));
+        let req = match &self.key {
+            Some(k) => req.header("x-api-key", k),
+            None => req.bearer_auth(&self.token),
+        };
+        let resp = req.send().await?;
         let status = resp.status();
         let _ = resp.bytes().await?;
         if status != 200 {
             bail!("call answered {status}");
         }
         Ok(started.elapsed())
+    }
+
+    /// Waits until `slug` answers, then calls it 500 times.
+    pub(super) async fn warm_up(&self, slug: &str) -> anyhow::Result<()> {
+        let ready = Instant::now() + Duration::from_secs(120);
+        while self.call(slug).await.is_err() {
+            if Instant::now() > ready {
+                bail!("the deployed handler never answered");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for _ in 0..500 {
+            self.call(slug).await?;
+        }
+        Ok(())
     }
 
     async fn delete(&self, id: &str) -> anyhow::Result<()> {
@@ -73,7 +96,7 @@ impl Client {
 }
 
 /// Calls per second over `secs` with `conc` calls in flight, and their latencies.
-async fn throughput(c: &Arc<Client>, slug: &str, conc: usize, secs: u64) -> anyhow::Result<(f64, usize, Vec<Duration>)> {
+pub(super) async fn throughput(c: &Arc<Client>, slug: &str, conc: usize, secs: u64) -> anyhow::Result<(f64, usize, Vec<Duration>)> {
     let until = Instant::now() + Duration::from_secs(secs);
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
@@ -106,21 +129,12 @@ pub async fn run(args: InvokeArgs) -> anyhow::Result<()> {
     let (_up, url) = target(args.url.as_deref()).await?;
     let http = reqwest::Client::builder().pool_max_idle_per_host(128).tcp_nodelay(true).timeout(Duration::from_secs(60)).build()?;
     let token = user(&http, &url, 0).await?;
-    let c = Arc::new(Client { http, url: url.clone(), token });
+    let c = Arc::new(Client { http, url: url.clone(), token, key: None });
 
     eprintln!("deploying the handler…");
     let (id, slug) = c.create("bench invoke").await?;
     c.deploy(&id).await?;
-    let ready = Instant::now() + Duration::from_secs(120);
-    while c.call(&slug).await.is_err() {
-        if Instant::now() > ready {
-            bail!("the deployed handler never answered");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    for _ in 0..500 {
-        c.call(&slug).await?;
-    }
+    c.warm_up(&slug).await?;
 
     println!("Souq invoke benchmark: {url}, a trivial Python handler through the edge");
     let mut lat = Vec::with_capacity(args.requests);

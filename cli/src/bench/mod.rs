@@ -2,6 +2,7 @@
 //! run (or a running edge). Shared here: starting it, users, percentiles.
 pub mod execute;
 pub mod invoke;
+pub mod metering;
 
 use std::{
     io::{BufRead, BufReader},
@@ -15,7 +16,8 @@ use serde_json::{Value, json};
 /// A `souq up` started for the benchmark, stopped when dropped.
 pub struct Up {
     child: Child,
-    dir: std::path::PathBuf,
+    /// Its data dir (mail is written under `mail/` there).
+    pub dir: std::path::PathBuf,
 }
 
 impl Drop for Up {
@@ -26,12 +28,16 @@ impl Drop for Up {
     }
 }
 
-pub fn start_up() -> anyhow::Result<(Up, String)> {
-    let dir = std::env::temp_dir().join(format!("souq-bench-{}", std::process::id()));
+/// Starts `souq up` with `extra` options in a fresh data dir; returns it and its URL.
+pub fn start_up(extra: &[&str]) -> anyhow::Result<(Up, String)> {
+    static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("souq-bench-{}-{n}", std::process::id()));
     let mut child = Command::new(std::env::current_exe()?)
-        .args(["up", "--edge-addr", "127.0.0.1:0", "--node-name", &format!("bench-{}", std::process::id())])
+        .args(["up", "--edge-addr", "127.0.0.1:0", "--node-name", &format!("bench-{}-{n}", std::process::id())])
         .arg("--data-dir")
         .arg(&dir)
+        .args(extra)
         .env("SOUQ_LOG", "warn,tower_http=off")
         .stdout(Stdio::piped())
         .spawn()
@@ -61,7 +67,7 @@ pub async fn target(url: Option<&str>) -> anyhow::Result<(Option<Up>, String)> {
         Some(u) => Ok((None, u.trim_end_matches('/').to_owned())),
         None => {
             eprintln!("starting souq up for the benchmark…");
-            let (up, url) = tokio::task::spawn_blocking(start_up).await??;
+            let (up, url) = tokio::task::spawn_blocking(|| start_up(&[])).await??;
             Ok((Some(up), url))
         }
     }

@@ -7,14 +7,15 @@ use sea_orm::{
 use sha2::{Digest, Sha256};
 use souq_proto::{
     Kind, Runtime,
-    platform::{Api, ApiCreated, CreateApiRequest, Version},
+    platform::{Api, ApiCreated, CreateApiRequest, UpdateApiRequest, Version},
 };
 use uuid::Uuid;
 
 use crate::{
     State,
-    entity::{api_versions, apis, deployments},
+    entity::{api_versions, apis, deployments, plans, subscriptions, users},
     error::{Error, Result},
+    market::{self, access},
 };
 
 /// Largest handler accepted, in bytes.
@@ -27,7 +28,8 @@ const MAX_NAME: usize = 64;
 const MAX_DESCRIPTION: usize = 1000;
 const MAX_SLUG_BASE: usize = 40;
 
-fn rfc3339(t: chrono::DateTime<Utc>) -> String {
+/// A time as RFC 3339 in UTC, to the second.
+pub(crate) fn rfc3339(t: chrono::DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
@@ -81,6 +83,23 @@ fn check_code(code: &str) -> Result<()> {
     Ok(())
 }
 
+fn check_description(description: &str) -> Result<()> {
+    if description.chars().count() > MAX_DESCRIPTION || description.chars().any(|c| c.is_control() && c != '\n') {
+        return Err(Error::invalid("description", format!("at most {MAX_DESCRIPTION} characters")));
+    }
+    Ok(())
+}
+
+/// Publishing an API in the marketplace needs a verified email address: the marketplace
+/// must be able to reach whoever sells there.
+async fn check_may_publish(state: &State, owner: Uuid) -> Result<()> {
+    let verified = users::Entity::find_by_id(owner).one(&state.db).await?.is_some_and(|u| u.email_verified);
+    if !verified {
+        return Err(Error::kind(Kind::Forbidden, "verify your email address before publishing"));
+    }
+    Ok(())
+}
+
 fn check_name(name: &str) -> Result<String> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > MAX_NAME || name.chars().any(char::is_control) {
@@ -116,8 +135,9 @@ pub(crate) async fn create(state: &State, owner: Uuid, req: CreateApiRequest) ->
         req.runtime.parse().map_err(|e: souq_proto::runtime::UnknownRuntime| Error::invalid("runtime", e.to_string()))?;
     check_code(&req.code)?;
     let description = req.description.unwrap_or_default();
-    if description.chars().count() > MAX_DESCRIPTION || description.chars().any(|c| c.is_control() && c != '\n') {
-        return Err(Error::invalid("description", format!("at most {MAX_DESCRIPTION} characters")));
+    check_description(&description)?;
+    if req.public == Some(true) {
+        check_may_publish(state, owner).await?;
     }
     let owned_now = apis::Entity::find().filter(apis::Column::OwnerId.eq(owner)).count(&state.db).await?;
     if owned_now >= MAX_APIS_PER_USER {
@@ -148,6 +168,7 @@ pub(crate) async fn create(state: &State, owner: Uuid, req: CreateApiRequest) ->
             Err(e) => return Err(e.into()),
         }
         api_versions::Entity::insert(new_version(api.id, 1, req.code.clone())).exec_without_returning(&txn).await?;
+        market::plans::insert(&txn, market::plans::free(api.id, api.created_at)).await?;
         txn.commit().await?;
         state.wake();
         tracing::info!(api_id = %api.id, slug = %api.slug, %runtime, "API created");
@@ -173,11 +194,46 @@ pub(crate) async fn delete(state: &State, owner: Uuid, id: &str) -> Result<()> {
     super::desired::retire(&txn, api.id, None).await?;
     deployments::Entity::delete_by_id(api.id).exec(&txn).await?;
     api_versions::Entity::delete_many().filter(api_versions::Column::ApiId.eq(api.id)).exec(&txn).await?;
+    subscriptions::Entity::delete_many().filter(subscriptions::Column::ApiId.eq(api.id)).exec(&txn).await?;
+    plans::Entity::delete_many().filter(plans::Column::ApiId.eq(api.id)).exec(&txn).await?;
     apis::Entity::delete_by_id(api.id).exec(&txn).await?;
     txn.commit().await?;
     state.wake();
+    // Its subscribers' grants go with it.
+    access::publish_now(state).await;
     tracing::info!(api_id = %api.id, "API deleted");
     Ok(())
+}
+
+/// Changes the caller's API's name, description or public flag; the slug stays. Making it
+/// public needs a verified email address.
+pub(crate) async fn update(state: &State, owner: Uuid, req: UpdateApiRequest) -> Result<Api> {
+    let api = owned(state, owner, &req.api_id).await?;
+    let name = req.name.as_deref().map(check_name).transpose()?;
+    if let Some(d) = &req.description {
+        check_description(d)?;
+    }
+    if req.public == Some(true) {
+        check_may_publish(state, owner).await?;
+    }
+    let mut am = api.clone().into_active_model();
+    if let Some(name) = name {
+        am.name = Set(name);
+    }
+    if let Some(d) = req.description {
+        am.description = Set(d);
+    }
+    if let Some(public) = req.public {
+        am.public = Set(public);
+    }
+    if !am.is_changed() {
+        return Ok(to_wire(&api));
+    }
+    let api = am.update(&state.db).await?;
+    // The routes carry the public flag.
+    state.wake();
+    tracing::info!(api_id = %api.id, public = api.public, "API updated");
+    Ok(to_wire(&api))
 }
 
 /// Stores `code` as the API's next version.

@@ -1,21 +1,17 @@
 //! The data path's routes: which agents serve each API, built from the database and
-//! streamed to the edges (`Routes.WatchRoutes`), so calls skip the control plane.
+//! streamed to the edges (`Routes.WatchRoutes`, in `crate::edges`), so calls skip the
+//! control plane.
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
-use souq_proto::{
-    Kind,
-    routes::{Backend, Route, RouteTable, WatchRoutesRequest, routes_server},
-};
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status};
+use souq_proto::routes::{Backend, Route, RouteTable};
 use uuid::Uuid;
 
 use crate::{
     State,
     entity::{apis, instances, nodes},
-    error::{Error, Result},
+    error::Result,
 };
 
 /// The route table: every API, with the running instances on live nodes as backends.
@@ -76,35 +72,4 @@ pub(crate) async fn refresh(state: &State) -> Result<()> {
         true
     });
     Ok(())
-}
-
-/// Implements `souq.routes.v1.Routes`.
-pub struct RoutesService {
-    pub(crate) state: Arc<State>,
-}
-
-#[tonic::async_trait]
-impl routes_server::Routes for RoutesService {
-    type WatchRoutesStream = ReceiverStream<Result<RouteTable, Status>>;
-
-    async fn watch_routes(&self, req: Request<WatchRoutesRequest>) -> Result<Response<Self::WatchRoutesStream>, Status> {
-        if !souq_proto::bearer_is(req.metadata(), &self.state.join_token) {
-            return Err(Error::kind(Kind::Unauthenticated, "invalid join token").into());
-        }
-        let mut rx = self.state.routes.subscribe();
-        let (tx, out) = tokio::sync::mpsc::channel(4);
-        tokio::spawn(async move {
-            loop {
-                let table = RouteTable::clone(&rx.borrow_and_update());
-                if tx.send(Ok(table)).await.is_err() {
-                    return;
-                }
-                tokio::select! {
-                    changed = rx.changed() => if changed.is_err() { return },
-                    () = tx.closed() => return,
-                }
-            }
-        });
-        Ok(Response::new(ReceiverStream::new(out)))
-    }
 }

@@ -1,4 +1,4 @@
-//! Deployed APIs: create, list, read and delete them, upload new code, deploy and stop
+//! Deployed APIs: create, list, read, change and delete them, upload new code, deploy and stop
 //! them, and read their status. Each route is one `Platform` call made for the caller.
 use std::time::Duration;
 
@@ -10,7 +10,7 @@ use axum::{
 use serde::{Deserialize, Serialize};
 use souq_proto::{
     Runtime,
-    platform::{self, ApiRef, CreateApiRequest, DeployApiRequest, ListApisRequest, PutCodeRequest},
+    platform::{self, ApiRef, CreateApiRequest, DeployApiRequest, ListApisRequest, PutCodeRequest, UpdateApiRequest},
 };
 use utoipa::ToSchema;
 
@@ -270,6 +270,36 @@ pub async fn get(State(state): State<AppState>, caller: Caller, ApiId(api_id): A
     let resp =
         state.platform.clone().get_api(grpc(ApiRef { api_id }, Some(&caller.token), TIMEOUT)).await?.into_inner();
     Ok(axum::Json(ApiBody::from(resp)))
+}
+
+/// What to change of an API; absent fields stay as they are.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateApiBody {
+    /// A new display name (the slug stays).
+    pub name: Option<String>,
+    /// A new description.
+    pub description: Option<String>,
+    /// List it in the marketplace (needs a verified email address), or take it off.
+    pub public: Option<bool>,
+}
+
+/// Changes an API's name, description or public flag.
+#[utoipa::path(patch, path = "/api/v1/apis/{id}", request_body = UpdateApiBody, tag = "apis", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The API's id")),
+    responses((status = 200, body = ApiBody), (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Publishing needs a verified email address", body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json")))]
+pub async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiId(api_id): ApiId,
+    Json(body): Json<UpdateApiBody>,
+) -> Result<axum::Json<ApiBody>> {
+    let req = UpdateApiRequest { api_id, name: body.name, description: body.description, public: body.public };
+    let api = state.platform.clone().update_api(grpc(req, Some(&caller.token), TIMEOUT)).await?.into_inner();
+    Ok(axum::Json(ApiBody::from(api)))
 }
 
 /// Stops the API's instances, then deletes it with every version.

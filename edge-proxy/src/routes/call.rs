@@ -1,20 +1,30 @@
 //! `/call/{slug}/{*path}`: the data path. Authenticates the caller, finds the API in the
 //! route table, and runs the call on one of its instances, straight on the agent.
-use std::time::Duration;
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use axum::{
-    body::Bytes,
+    body::{Bytes, HttpBody},
     extract::{FromRequest, Request, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
-    response::Response,
+    response::{IntoResponse, Response},
 };
 use tracing::debug;
 
 use crate::{
     AppState,
-    call::{event, reply},
+    access::{
+        Grant,
+        credential::{CallCaller, authenticate, refuse_key_in_query},
+    },
+    call::{agents::InvokeError, event, reply},
     error::{ApiError, Problem, Result},
-    extract::{bearer, too_large},
+    extract::too_large,
+    limit::{Limits, Verdict, month},
+    meter::{Draft, Kind},
+    routing::Route,
 };
 
 /// Time on top of the route's timeout for the hop to the agent and the sandbox's I/O.
@@ -24,15 +34,18 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest a call may take, whatever the route says.
 const MAX_TIMEOUT: Duration = Duration::from_secs(900);
 
-/// The caller's user id. API keys arrive with the marketplace; until then, only a bearer
-/// token is accepted.
-fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<String> {
-    if headers.contains_key("x-api-key") {
-        return Err(ApiError::unauthenticated(
-            "API keys are not enabled yet; call with the owner's Authorization: Bearer token",
-        ));
+/// Whether `caller` may call `route`, and under which grant: the owner always, without
+/// limits (`None`); anyone else with a subscription to a public API. A private API that
+/// is not the caller's is not found, as if it did not exist.
+fn authorize(state: &AppState, caller: &CallCaller, route: &Route) -> Result<Option<Arc<Grant>>> {
+    if route.owner_id == caller.user_id {
+        return Ok(None);
     }
-    state.verifier.verify(bearer(headers)?)
+    if !route.public {
+        return Err(no_such_api());
+    }
+    let grant = state.access.snapshot().grant(&caller.user_id, &route.api_id).cloned();
+    grant.map(Some).ok_or_else(|| ApiError::new(StatusCode::FORBIDDEN, "forbidden", "subscribe to this API first"))
 }
 
 /// The slug and the rest of a `/call/...` path: `/call/s/a/b` → (`s`, `/a/b`), and
@@ -51,35 +64,34 @@ fn no_such_api() -> ApiError {
 
 /// Calls a deployed API. The request's method, path after the slug, query, headers (less
 /// hop-by-hop ones and credentials) and body reach the handler as its event; its answer
-/// comes back as the response.
-#[utoipa::path(post, path = "/call/{slug}/{path}", tag = "call", security(("bearer" = [])),
+/// comes back as the response. A subscriber's call is rate-limited and counted against
+/// the plan's monthly quota first; every call that reaches a handler is metered before
+/// its answer leaves.
+#[utoipa::path(post, path = "/call/{slug}/{path}", tag = "call", security(("api_key" = []), ("bearer" = [])),
     params(("slug" = String, Path, description = "The API's slug"),
-        ("path" = String, Path, description = "Any path, passed to the handler; any method is accepted")),
+        ("path" = String, Path, description = "Any path, passed to the handler; any method is accepted"),
+        ("X-API-Key" = Option<String>, Header, description = "A subscriber's API key (never in the URL)")),
     request_body(content = String, description = "Anything the handler takes", content_type = "*/*"),
-    responses((status = 200, description = "The handler's answer, with the status and headers it chose"),
+    responses((status = 200, description = "The handler's answer, with the status and headers it chose; a subscriber's call carries RateLimit-Limit, RateLimit-Remaining and RateLimit-Reset"),
+        (status = 400, description = "An API key in the URL (problem type api-key-in-url), or two credentials", body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not subscribed to this API", body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Over the plan's rate (problem type rate-limited, with Retry-After and RateLimit-*) or its monthly quota (quota-exceeded, Retry-After until next month)", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "The handler failed (problem type handler-error)", body = Problem, content_type = "application/problem+json"),
         (status = 503, body = Problem, content_type = "application/problem+json"),
         (status = 504, body = Problem, content_type = "application/problem+json")))]
 pub async fn call(State(state): State<AppState>, req: Request) -> Result<Response> {
+    let started = Instant::now();
+    let ts_ms = month::unix_ms_now();
+    // A key in the URL is refused before anything else reads the request.
+    refuse_key_in_query(req.uri().query())?;
     // Who calls is settled before anything about the API is looked up or the body is read,
-    // so nobody learns which slugs exist without a valid token.
-    let user_id = authenticate(&state, req.headers())?;
+    // so nobody learns which slugs exist without valid credentials.
+    let caller = authenticate(&state.access, &state.verifier, req.headers())?;
     let route = state.routing.snapshot().get(split_call_path(req.uri().path()).0).ok_or_else(no_such_api)?.clone();
-    if route.owner_id != user_id {
-        return Err(if route.public {
-            ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "only the owner may call this API for now; subscriptions arrive with the marketplace",
-            )
-        } else {
-            no_such_api()
-        });
-    }
+    let grant = authorize(&state, &caller, &route)?;
     if route.backends.is_empty() {
         return Err(ApiError {
             retry_after: Some(1),
@@ -102,6 +114,34 @@ pub async fn call(State(state): State<AppState>, req: Request) -> Result<Respons
             ApiError::new(StatusCode::BAD_REQUEST, "bad-request", "the body could not be read")
         }
     })?;
+
+    // Admitted into the meter first (503 when it is full), then limited: a refusal
+    // records nothing and counts nothing.
+    let admission = state.meter.admit(Draft {
+        api_id: route.api_id.clone(),
+        user_id: caller.user_id,
+        key_id: caller.key_id.unwrap_or_default(),
+        subscription_id: grant.as_ref().map(|g| g.subscription_id.clone()).unwrap_or_default(),
+        kind: Kind::Call,
+        bytes_in: body.len() as u64,
+        started,
+        ts_ms,
+    })?;
+    let month_label = month::Month::of_unix_ms(ts_ms).label();
+    let limits = grant.as_deref().filter(|_| state.meter.is_on()).map(|g| Limits::of(g, &month_label));
+    let mut rate_headers = None;
+    if let Some(l) = &limits {
+        match state.limiter.check(l, ts_ms).await {
+            Verdict::Allowed(h) => rate_headers = Some(h),
+            refused => {
+                if let Some(a) = admission {
+                    a.cancel();
+                }
+                return Ok(refused.refusal().unwrap_or_else(|| StatusCode::TOO_MANY_REQUESTS.into_response()));
+            }
+        }
+    }
+
     let request_id = headers.get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
     let (slug, path) = split_call_path(uri.path());
     let event = event::build(&event::CallRequest {
@@ -118,17 +158,40 @@ pub async fn call(State(state): State<AppState>, req: Request) -> Result<Respons
         t if t.is_zero() => DEFAULT_TIMEOUT,
         t => t.min(MAX_TIMEOUT),
     };
-    let invoked = tokio::time::timeout(timeout + SLACK, state.agents.invoke(&route, event)).await.map_err(|_| {
-        ApiError::new(
+    let invoked = tokio::time::timeout(timeout + SLACK, state.agents.invoke(&route, event)).await;
+    let answer = match invoked {
+        Err(_) => Err(ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,
             "timeout",
             format!("the API did not answer within {} ms", timeout.as_millis()),
-        )
-    })?;
-    let (result, node) = invoked?;
-    debug!(slug, node, duration_ms = result.duration_ms, "call answered");
-    let mut resp = reply::reply(result)?;
-    protect(resp.headers_mut());
+        )),
+        // No replica took the call: nothing ran, so nothing is metered or counted.
+        Ok(Err(InvokeError::NoReplica)) => {
+            if let Some(a) = admission {
+                a.cancel();
+            }
+            if let Some(l) = &limits {
+                state.limiter.refund(l, ts_ms).await;
+            }
+            return Err(InvokeError::NoReplica.into());
+        }
+        Ok(Err(e)) => Err(ApiError::from(e)),
+        Ok(Ok((result, node))) => {
+            debug!(slug, node, duration_ms = result.duration_ms, "call answered");
+            reply::reply(result).map(|mut resp| {
+                protect(resp.headers_mut());
+                resp
+            })
+        }
+    };
+    let mut resp = answer.unwrap_or_else(IntoResponse::into_response);
+    if let Some(h) = rate_headers {
+        h.apply(resp.headers_mut());
+    }
+    if let Some(a) = admission {
+        let bytes_out = resp.body().size_hint().exact().unwrap_or(0);
+        a.commit(resp.status().as_u16(), bytes_out).await?;
+    }
     Ok(resp)
 }
 

@@ -1,7 +1,7 @@
-//! One-shot execution of a snippet in a sandbox.
-use std::time::Duration;
+//! One-shot execution of a snippet in a sandbox; each run is metered.
+use std::time::{Duration, Instant};
 
-use axum::extract::State;
+use axum::{extract::State, http::StatusCode};
 use serde::{Deserialize, Serialize};
 use souq_proto::{Runtime, platform::ExecuteRequest};
 use utoipa::ToSchema;
@@ -11,6 +11,8 @@ use crate::{
     AppState,
     error::{ApiError, Problem, Result},
     extract::{Caller, Json},
+    limit::month::unix_ms_now,
+    meter::{Draft, Kind},
 };
 
 /// Time on top of the run's own timeout for scheduling and sandbox set-up.
@@ -67,6 +69,7 @@ pub struct ExecuteAnswer {
         (status = 422, body = Problem, content_type = "application/problem+json"),
         (status = 503, body = Problem, content_type = "application/problem+json")))]
 pub async fn execute(State(state): State<AppState>, caller: Caller, Json(body): Json<ExecuteBody>) -> Result<axum::Json<ExecuteAnswer>> {
+    let (started, ts_ms) = (Instant::now(), unix_ms_now());
     let runtime: Runtime = body.runtime.parse().map_err(|e: souq_proto::runtime::UnknownRuntime| ApiError::invalid("runtime", e.to_string()))?;
     if body.code.trim().is_empty() {
         return Err(ApiError::invalid("code", "must not be empty"));
@@ -81,8 +84,35 @@ pub async fn execute(State(state): State<AppState>, caller: Caller, Json(body): 
         stdin: body.stdin.unwrap_or_default().into_bytes(),
         timeout_ms: body.timeout_ms,
     };
-    let resp = state.platform.clone().execute(grpc(req, Some(&caller.token), run_for + SLACK)).await?.into_inner();
+    let admission = state.meter.admit(Draft {
+        api_id: String::new(),
+        user_id: caller.user_id.clone(),
+        key_id: String::new(),
+        subscription_id: String::new(),
+        kind: Kind::Execute,
+        bytes_in: (req.code.len() + req.stdin.len()) as u64,
+        started,
+        ts_ms,
+    })?;
+    let resp = match state.platform.clone().execute(grpc(req, Some(&caller.token), run_for + SLACK)).await {
+        Ok(resp) => resp.into_inner(),
+        Err(status) => {
+            let e = ApiError::from(status);
+            // Only a run that timed out used a sandbox; other refusals ran nothing.
+            if let Some(a) = admission {
+                if e.status == StatusCode::GATEWAY_TIMEOUT {
+                    a.commit(e.status.as_u16(), 0).await?;
+                } else {
+                    a.cancel();
+                }
+            }
+            return Err(e);
+        }
+    };
     let r = resp.result.unwrap_or_default();
+    if let Some(a) = admission {
+        a.commit(200, (r.stdout.len() + r.stderr.len()) as u64).await?;
+    }
     let stdout = String::from_utf8_lossy(&r.stdout).into_owned();
     let result = serde_json::from_str::<serde_json::Value>(stdout.trim()).ok();
     Ok(axum::Json(ExecuteAnswer {

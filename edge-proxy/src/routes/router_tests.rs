@@ -25,7 +25,7 @@ use tower::ServiceExt;
 
 use crate::{AppState, Config, router, verifier::Verifier};
 
-const SECRET: &[u8] = b"test-signing-secret";
+pub(super) const SECRET: &[u8] = b"test-signing-secret";
 const JOIN: &str = "test-join-token-0123456789";
 
 /// Answers by instance id: `echo` returns the event, `gone` is NOT_FOUND, `boom` raises,
@@ -96,11 +96,11 @@ fn route(slug: &str, owner: &str, public: bool, timeout_ms: u64, agent: &str, in
     }
 }
 
-fn now() -> u64 {
+pub(super) fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-fn token(sub: &str) -> String {
+pub(super) fn token(sub: &str) -> String {
     let claims = Claims {
         iss: "souq".into(),
         aud: "souq-api".into(),
@@ -112,10 +112,15 @@ fn token(sub: &str) -> String {
     jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(SECRET)).expect("sign")
 }
 
-async fn app(call_body_limit: usize) -> (Router, AppState) {
+pub(super) async fn app(call_body_limit: usize) -> (Router, AppState) {
+    app_with(|cfg| cfg.call_body_limit = call_body_limit).await
+}
+
+/// The app around a config that `adjust` changes.
+pub(super) async fn app_with(adjust: impl FnOnce(&mut Config)) -> (Router, AppState) {
     let agent = start_agent().await;
     let mut cfg = Config::new("http://127.0.0.1:1".into(), JOIN.into());
-    cfg.call_body_limit = call_body_limit;
+    adjust(&mut cfg);
     let mut state = AppState::new(&cfg, CancellationToken::new()).expect("state");
     let mut validation = Validation::new(Algorithm::HS256);
     validation.set_issuer(&["souq"]);
@@ -126,6 +131,7 @@ async fn app(call_body_limit: usize) -> (Router, AppState) {
         routes: vec![
             route("mine", "u1", false, 1000, &agent, &["gone", "echo"]),
             route("pub", "u2", true, 1000, &agent, &["echo"]),
+            route("pubgone", "u2", true, 1000, &agent, &["gone"]),
             route("priv", "u2", false, 1000, &agent, &["echo"]),
             route("idle", "u1", false, 1000, &agent, &[]),
             route("boom", "u1", false, 1000, &agent, &["boom"]),
@@ -137,13 +143,13 @@ async fn app(call_body_limit: usize) -> (Router, AppState) {
     (router(state.clone()), state)
 }
 
-async fn send(app: &Router, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+pub(super) async fn send(app: &Router, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
     let resp = app.clone().oneshot(req).await.expect("response");
     let (parts, body) = resp.into_parts();
     (parts.status, parts.headers, to_bytes(body, usize::MAX).await.expect("body").to_vec())
 }
 
-fn get(uri: &str, bearer: Option<&str>) -> Request<Body> {
+pub(super) fn get(uri: &str, bearer: Option<&str>) -> Request<Body> {
     let mut b = Request::get(uri);
     if let Some(t) = bearer {
         b = b.header("authorization", format!("Bearer {t}"));
@@ -151,7 +157,7 @@ fn get(uri: &str, bearer: Option<&str>) -> Request<Body> {
     b.body(Body::empty()).expect("request")
 }
 
-fn problem(body: &[u8]) -> Value {
+pub(super) fn problem(body: &[u8]) -> Value {
     serde_json::from_slice(body).expect("problem json")
 }
 
@@ -167,7 +173,7 @@ async fn who_may_call() {
     let req = Request::get("/call/mine").header("x-api-key", "sk_123").body(Body::empty()).expect("req");
     let (s, _, b) = send(&app, req).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
-    assert!(problem(&b)["detail"].as_str().unwrap_or("").contains("API keys are not enabled"));
+    assert_eq!(problem(&b)["detail"], "invalid or revoked API key");
     let (s, _, _) = send(&app, get("/call/mine", Some("not.a.token"))).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     let (s, _, b) = send(&app, get("/call/nope", Some(&u1))).await;
@@ -176,6 +182,7 @@ async fn who_may_call() {
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, _, b) = send(&app, get("/call/pub/x", Some(&u1))).await;
     assert_eq!((s, problem(&b)["type"].as_str()), (StatusCode::FORBIDDEN, Some("urn:souq:problem:forbidden")));
+    assert_eq!(problem(&b)["detail"], "subscribe to this API first");
     let (s, h, _) = send(&app, get("/call/idle", Some(&u1))).await;
     assert_eq!((s, h.get("retry-after").and_then(|v| v.to_str().ok())), (StatusCode::SERVICE_UNAVAILABLE, Some("1")));
 }
@@ -319,6 +326,14 @@ async fn every_route_is_documented() {
         "/api/v1/apis/{id}/stop",
         "/api/v1/apis/{id}/status",
         "/api/v1/apis/{id}/logs",
+        "/api/v1/apis/{id}/plans",
+        "/api/v1/apis/{id}/usage",
+        "/api/v1/keys",
+        "/api/v1/keys/{id}",
+        "/api/v1/marketplace",
+        "/api/v1/marketplace/{slug}/subscribe",
+        "/api/v1/usage",
+        "/api/v1/usage/statement",
         "/call/{slug}/{path}",
     ] {
         assert!(doc["paths"].get(path).is_some(), "{path} undocumented");

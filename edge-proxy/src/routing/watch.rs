@@ -11,14 +11,14 @@ use super::Routing;
 use crate::call::agents::AgentClients;
 
 /// First wait after a failed or ended subscription.
-const BACKOFF_MIN: Duration = Duration::from_millis(200);
+pub(crate) const BACKOFF_MIN: Duration = Duration::from_millis(200);
 /// Longest wait between attempts.
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Largest table accepted: the whole table is one message, and it grows with the APIs.
 pub const MAX_TABLE_BYTES: usize = 64 * 1024 * 1024;
 
 /// The next wait after `wait`: doubled, at most [`BACKOFF_MAX`].
-fn next_backoff(wait: Duration) -> Duration {
+pub(crate) fn next_backoff(wait: Duration) -> Duration {
     (wait * 2).min(BACKOFF_MAX)
 }
 
@@ -108,6 +108,21 @@ mod tests {
     #[tonic::async_trait]
     impl routes_server::Routes for OneTablePerWatch {
         type WatchRoutesStream = tokio_stream::Iter<std::vec::IntoIter<Result<RouteTable, Status>>>;
+        type WatchAccessStream = tokio_stream::Empty<Result<souq_proto::routes::AccessTable, Status>>;
+
+        async fn watch_access(
+            &self,
+            _: tonic::Request<souq_proto::routes::WatchAccessRequest>,
+        ) -> Result<Response<Self::WatchAccessStream>, Status> {
+            Err(Status::unimplemented("routes only"))
+        }
+
+        async fn report_usage(
+            &self,
+            _: tonic::Request<souq_proto::routes::UsageBatch>,
+        ) -> Result<Response<souq_proto::routes::UsageAck>, Status> {
+            Err(Status::unimplemented("routes only"))
+        }
 
         async fn watch_routes(
             &self,

@@ -1,0 +1,248 @@
+//! Usage views built on the committed windows: the provider's view of one API, the
+//! consumer's view of this month, and a consumer's monthly statement. A plan's price is a
+//! flat monthly fee: a subscription costs its current plan's price for any month it existed.
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, DurationRound, Utc};
+use futures_util::TryStreamExt;
+use sea_orm::{
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect,
+    sea_query::{Alias, Expr, Func},
+};
+use souq_proto::platform::{
+    ApiUsage, ConsumerUsage, CurrencyTotal, KeyUsage, Statement, StatementLine, SubscriptionUsage, UsageWindow,
+};
+use uuid::Uuid;
+
+use super::{Month, histogram::Histogram, keys, subscriptions, to_u64};
+use crate::{
+    State,
+    deploy::apis::{self as api_flow, rfc3339},
+    entity::usage_windows,
+    error::{Error, Result},
+};
+
+/// Hours the provider's view covers when the request names none.
+pub const DEFAULT_HOURS: u32 = 24;
+/// Most hours the provider's view covers: 31 days.
+pub const MAX_HOURS: u32 = 24 * 31;
+
+/// Committed calls in `month` per value of the id column `group`, among rows matching
+/// `filter`; summed by the database.
+pub(crate) async fn calls_by(
+    db: &impl ConnectionTrait,
+    group: usage_windows::Column,
+    filter: Condition,
+    month: Month,
+) -> Result<HashMap<String, u64>> {
+    // SUM of a bigint is a numeric on PostgreSQL: cast it back.
+    let sum = Func::cast_as(Func::sum(Expr::col((usage_windows::Entity, usage_windows::Column::Calls))), Alias::new("BIGINT"));
+    let rows: Vec<(String, Option<i64>)> = usage_windows::Entity::find()
+        .select_only()
+        .column(group)
+        .column_as(Expr::from(sum), "calls")
+        .filter(filter)
+        .filter(usage_windows::Column::WindowStart.gte(month.start()))
+        .filter(usage_windows::Column::WindowStart.lt(month.end()))
+        .group_by(group)
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(rows.into_iter().map(|(id, calls)| (id, to_u64(calls.unwrap_or(0)))).collect())
+}
+
+/// One hour of an API's usage, summed over its windows.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Hour {
+    calls: u64,
+    errors: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+    latency: Histogram,
+}
+
+impl Hour {
+    fn add(&mut self, row: &usage_windows::Model) {
+        self.calls = self.calls.saturating_add(to_u64(row.calls));
+        self.errors = self.errors.saturating_add(to_u64(row.errors));
+        self.bytes_in = self.bytes_in.saturating_add(to_u64(row.bytes_in));
+        self.bytes_out = self.bytes_out.saturating_add(to_u64(row.bytes_out));
+        if let Some(h) = Histogram::from_json(&row.latency_hist) {
+            self.latency.merge(&h);
+        }
+    }
+}
+
+/// The provider's view from the hours that saw calls: totals, and each hour oldest first
+/// with p50 and p95 from its merged histogram (see [`Histogram::percentile_ms`]).
+fn api_usage(api_id: String, hours: &BTreeMap<DateTime<Utc>, Hour>) -> ApiUsage {
+    let windows: Vec<UsageWindow> = hours
+        .iter()
+        .map(|(start, h)| UsageWindow {
+            start: rfc3339(*start),
+            calls: h.calls,
+            errors: h.errors,
+            p50_ms: h.latency.percentile_ms(50),
+            p95_ms: h.latency.percentile_ms(95),
+            bytes_in: h.bytes_in,
+            bytes_out: h.bytes_out,
+        })
+        .collect();
+    let calls = windows.iter().fold(0u64, |n, w| n.saturating_add(w.calls));
+    let errors = windows.iter().fold(0u64, |n, w| n.saturating_add(w.errors));
+    ApiUsage { api_id, calls, errors, windows }
+}
+
+/// The owner's view of API `id` over the last `hours` hours (the current one included);
+/// only hours with calls are listed.
+pub(crate) async fn of_api(state: &State, owner: Uuid, id: &str, hours: u32) -> Result<ApiUsage> {
+    let hours = if hours == 0 { DEFAULT_HOURS } else { hours };
+    if hours > MAX_HOURS {
+        return Err(Error::invalid("hours", format!("1 to {MAX_HOURS}")));
+    }
+    let api = api_flow::owned(state, owner, id).await?;
+    let now = state.clock.now();
+    let this_hour = now.duration_trunc(chrono::Duration::hours(1)).unwrap_or(now);
+    let from = this_hour - chrono::Duration::hours(i64::from(hours) - 1);
+    let mut rows = usage_windows::Entity::find()
+        .filter(usage_windows::Column::ApiId.eq(api.id.to_string()))
+        .filter(usage_windows::Column::WindowStart.gte(from))
+        .stream(&state.db)
+        .await?;
+    let mut by_hour: BTreeMap<DateTime<Utc>, Hour> = BTreeMap::new();
+    while let Some(row) = rows.try_next().await? {
+        by_hour.entry(row.window_start).or_default().add(&row);
+    }
+    Ok(api_usage(api.id.to_string(), &by_hour))
+}
+
+/// The caller's view of this month: calls per key (live keys, and revoked ones that made
+/// calls), and per subscription with its quota left and its cost so far (the plan's flat
+/// monthly price).
+pub(crate) async fn mine(state: &State, user: Uuid) -> Result<ConsumerUsage> {
+    let month = Month::of(state.clock.now());
+    let db = &state.db;
+    let own = Condition::all().add(usage_windows::Column::UserId.eq(user.to_string())).add(usage_windows::Column::KeyId.ne(""));
+    let key_calls = calls_by(db, usage_windows::Column::KeyId, own, month).await?;
+    let keys = keys::listed(state, user)
+        .await?
+        .into_iter()
+        .filter_map(|k| {
+            let calls = key_calls.get(&k.id.to_string()).copied().unwrap_or(0);
+            (k.revoked_at.is_none() || calls > 0).then(|| KeyUsage { key_id: k.id.to_string(), prefix: k.prefix, calls })
+        })
+        .collect();
+    let held = subscriptions::of_user(db, user).await?;
+    let sub_calls = calls_of(db, &held, month).await?;
+    let subscriptions = held
+        .iter()
+        .map(|h| {
+            let calls = sub_calls.get(&h.sub.id.to_string()).copied().unwrap_or(0);
+            SubscriptionUsage {
+                subscription: Some(subscriptions::to_wire(&h.sub, &h.slug, &h.plan)),
+                calls,
+                quota_left: to_u64(h.plan.monthly_quota).saturating_sub(calls),
+                cost_minor: to_u64(h.plan.price_minor),
+                currency: h.plan.currency.clone(),
+            }
+        })
+        .collect();
+    Ok(ConsumerUsage { month: month.to_string(), keys, subscriptions })
+}
+
+async fn calls_of(db: &impl ConnectionTrait, held: &[subscriptions::Held], month: Month) -> Result<HashMap<String, u64>> {
+    if held.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let ids: Vec<String> = held.iter().map(|h| h.sub.id.to_string()).collect();
+    calls_by(db, usage_windows::Column::SubscriptionId, Condition::all().add(usage_windows::Column::SubscriptionId.is_in(ids)), month).await
+}
+
+/// One total per currency, in currency order; amounts of different currencies never mix.
+fn totals(lines: &[StatementLine]) -> Vec<CurrencyTotal> {
+    let mut sums: BTreeMap<&str, u64> = BTreeMap::new();
+    for l in lines {
+        let sum = sums.entry(l.currency.as_str()).or_default();
+        *sum = sum.saturating_add(l.cost_minor);
+    }
+    sums.into_iter().map(|(currency, amount_minor)| CurrencyTotal { currency: currency.to_owned(), amount_minor }).collect()
+}
+
+/// The caller's statement for `month` (`YYYY-MM`, the current month when empty): a line per
+/// subscription that existed in the month, at its current plan's flat price.
+pub(crate) async fn statement(state: &State, user: Uuid, month: &str) -> Result<Statement> {
+    let now = Month::of(state.clock.now());
+    let month = match month.trim() {
+        "" => now,
+        m => Month::parse(m).ok_or_else(|| Error::invalid("month", "YYYY-MM"))?,
+    };
+    if month > now {
+        return Err(Error::invalid("month", "must not be in the future"));
+    }
+    let db = &state.db;
+    let held: Vec<_> = subscriptions::of_user(db, user).await?.into_iter().filter(|h| h.sub.created_at < month.end()).collect();
+    let calls = calls_of(db, &held, month).await?;
+    let lines: Vec<StatementLine> = held
+        .iter()
+        .map(|h| StatementLine {
+            subscription_id: h.sub.id.to_string(),
+            api_id: h.sub.api_id.to_string(),
+            slug: h.slug.clone(),
+            plan: h.plan.name.clone(),
+            calls: calls.get(&h.sub.id.to_string()).copied().unwrap_or(0),
+            cost_minor: to_u64(h.plan.price_minor),
+            currency: h.plan.currency.clone(),
+        })
+        .collect();
+    Ok(Statement { month: month.to_string(), totals: totals(&lines), lines })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(start: DateTime<Utc>, calls: i64, errors: i64, latencies: &[u64]) -> usage_windows::Model {
+        let mut h = Histogram::default();
+        latencies.iter().for_each(|&l| h.record(l));
+        usage_windows::Model {
+            id: Uuid::now_v7(),
+            window_start: start,
+            api_id: String::new(),
+            user_id: String::new(),
+            key_id: String::new(),
+            subscription_id: String::new(),
+            kind: "call".into(),
+            calls,
+            errors,
+            bytes_in: 1,
+            bytes_out: 2,
+            cpu_us: 0,
+            latency_hist: h.to_json(),
+        }
+    }
+
+    #[test]
+    fn hours_merge_their_windows_and_histograms() {
+        let t0 = DateTime::from_timestamp(7_200, 0).unwrap();
+        let t1 = DateTime::from_timestamp(10_800, 0).unwrap();
+        let mut hours: BTreeMap<DateTime<Utc>, Hour> = BTreeMap::new();
+        for r in [row(t1, 1, 1, &[3_000_000]), row(t0, 2, 0, &[100, 100]), row(t0, 1, 0, &[40_000])] {
+            hours.entry(r.window_start).or_default().add(&r);
+        }
+        let u = api_usage("a".into(), &hours);
+        assert_eq!((u.calls, u.errors, u.windows.len()), (4, 1, 2));
+        let w0 = &u.windows[0];
+        assert_eq!(w0.start, "1970-01-01T02:00:00Z");
+        assert_eq!((w0.calls, w0.p50_ms, w0.p95_ms, w0.bytes_in, w0.bytes_out), (3, 0.25, 50.0, 2, 4));
+        assert_eq!(u.windows[1].p95_ms, 5_000.0);
+    }
+
+    #[test]
+    fn totals_never_mix_currencies() {
+        let line = |currency: &str, cost_minor| StatementLine { currency: currency.into(), cost_minor, ..StatementLine::default() };
+        let t = totals(&[line("USD", 500), line("SAR", 1_999), line("USD", 0), line("USD", 250)]);
+        let t: Vec<(&str, u64)> = t.iter().map(|t| (t.currency.as_str(), t.amount_minor)).collect();
+        assert_eq!(t, [("SAR", 1_999), ("USD", 750)]);
+        assert!(totals(&[]).is_empty());
+    }
+}

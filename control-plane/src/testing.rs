@@ -1,0 +1,78 @@
+//! Test support: a `State` over a fresh, migrated database of its own, SQLite in a
+//! temporary directory, or a new PostgreSQL database when `SOUQ_TEST_PG_URL` (a URL
+//! template with `{db}`, as the whole-system tests take) is set.
+#![allow(clippy::unwrap_used)]
+
+use std::{path::PathBuf, sync::Arc};
+
+use chrono::Utc;
+use sea_orm::{ConnectionTrait, EntityTrait, IntoActiveModel};
+use uuid::Uuid;
+
+use crate::{Config, ManualClock, State, auth::token::TokenSigner, entity::users};
+
+/// A state on its own database; [`TestDb::close`] removes the database.
+pub(crate) struct TestDb {
+    pub(crate) state: Arc<State>,
+    pub(crate) clock: Arc<ManualClock>,
+    dir: PathBuf,
+    pg: Option<(String, String)>,
+}
+
+impl TestDb {
+    /// A fresh, migrated database and a state over it, with a manual clock.
+    pub(crate) async fn new() -> TestDb {
+        Self::migrated_to(None).await
+    }
+
+    /// A fresh database with only the first `steps` migrations applied (all when `None`).
+    pub(crate) async fn migrated_to(steps: Option<u32>) -> TestDb {
+        let id = Uuid::new_v4().simple().to_string();
+        let dir = std::env::temp_dir().join(format!("souq-cp-test-{id}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (url, pg) = match std::env::var("SOUQ_TEST_PG_URL") {
+            Ok(template) => {
+                let name = format!("souq_cp_test_{id}");
+                let admin = crate::connect(&template.replace("{db}", "postgres")).await.unwrap();
+                admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.unwrap();
+                (template.replace("{db}", &name), Some((template, name)))
+            }
+            Err(_) => (format!("sqlite://{}?mode=rwc", dir.join("souq.db").display()), None),
+        };
+        let db = crate::connect(&url).await.unwrap();
+        <souq_migrations::Migrator as sea_orm_migration::MigratorTrait>::up(&db, steps).await.unwrap();
+        let clock = Arc::new(ManualClock::new());
+        let mut cfg = Config::new(url, dir.join("jwt.pem"), "join".into(), "http://localhost".into(), dir.join("mail"));
+        cfg.clock = clock.clone();
+        let tokens = TokenSigner::load_or_create(&cfg.signing_key_path, cfg.access_token_ttl).unwrap();
+        let state = Arc::new(State::new(&cfg, db, tokens, Arc::default()));
+        TestDb { state, clock, dir, pg }
+    }
+
+    /// A new user, with a verified address or not.
+    pub(crate) async fn user(&self, verified: bool) -> Uuid {
+        let id = Uuid::now_v7();
+        let user = users::Model {
+            id,
+            email: format!("{id}@example.com"),
+            password_hash: String::new(),
+            name: None,
+            locale: "en".into(),
+            email_verified: verified,
+            created_at: Utc::now(),
+            tokens_valid_after: None,
+        };
+        users::Entity::insert(user.into_active_model()).exec_without_returning(&self.state.db).await.unwrap();
+        id
+    }
+
+    /// Closes the database and removes it.
+    pub(crate) async fn close(self) {
+        self.state.db.clone().close().await.unwrap();
+        if let Some((template, name)) = self.pg {
+            let admin = crate::connect(&template.replace("{db}", "postgres")).await.unwrap();
+            admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.unwrap();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

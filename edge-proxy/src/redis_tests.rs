@@ -1,0 +1,197 @@
+//! Tests of the Redis limiter and metering stream against a real Redis: the one at
+//! `SOUQ_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`). Each test uses keys of its
+//! own and removes them; when no Redis answers, the tests say so and pass.
+use std::{sync::Arc, time::Duration};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::{
+    limit::{
+        Limiter, Limits, Verdict,
+        month::{Month, unix_ms_now},
+        redis::RedisLimiter,
+    },
+    meter::{Draft, Kind, Meter, Store},
+};
+
+/// A connection to the test Redis, or `None` (and a note) when none answers.
+pub(crate) async fn test_redis() -> Option<ConnectionManager> {
+    let url = std::env::var("SOUQ_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let client = redis::Client::open(url).ok()?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_millis(500)))
+        .set_number_of_retries(0);
+    match ConnectionManager::new_with_config(client, config).await {
+        Ok(c) => Some(c),
+        Err(e) => {
+            eprintln!("no Redis for this test ({e}); skipped");
+            None
+        }
+    }
+}
+
+/// A connection to a port where nothing listens: Redis is down.
+fn dead_redis() -> ConnectionManager {
+    let client = redis::Client::open("redis://127.0.0.1:1").expect("url");
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_millis(200)))
+        .set_response_timeout(Some(Duration::from_millis(200)))
+        .set_number_of_retries(0);
+    ConnectionManager::new_lazy_with_config(client, config).expect("lazy")
+}
+
+async fn del(conn: &ConnectionManager, keys: &[String]) {
+    let mut c = conn.clone();
+    let _: Result<i64, _> = redis::cmd("DEL").arg(keys).query_async(&mut c).await;
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+#[tokio::test]
+async fn the_script_limits_the_rate_and_counts_the_quota() {
+    let Some(conn) = test_redis().await else { return };
+    let sub = unique("test-sub");
+    let now = unix_ms_now();
+    let month = Month::of_unix_ms(now);
+    let keys = [format!("souq:rl:{{{sub}}}"), format!("souq:quota:{{{sub}}}:{}", month.label())];
+    let limiter = RedisLimiter::new(conn.clone(), Duration::from_secs(2));
+    // 3 a minute, 5 a month, 1 already committed.
+    let l = Limits { subscription_id: &sub, per_minute: 3, monthly_quota: 5, used_base: 1 };
+    let mut remaining = Vec::new();
+    for _ in 0..3 {
+        match limiter.check(&l, month, now).await {
+            Some(Verdict::Allowed(h)) => remaining.push(h.remaining),
+            v => panic!("refused: {v:?}"),
+        }
+    }
+    assert_eq!(remaining, [2, 1, 0]);
+    match limiter.check(&l, month, now).await {
+        Some(Verdict::RateLimited { retry_after_secs, headers }) => {
+            assert!((19..=20).contains(&retry_after_secs), "{retry_after_secs}");
+            assert_eq!((headers.limit, headers.remaining), (3, 0));
+        }
+        v => panic!("not limited: {v:?}"),
+    }
+    let mut c = conn.clone();
+    let used: u64 = redis::cmd("GET").arg(&keys[1]).query_async(&mut c).await.expect("count");
+    assert_eq!(used, 4, "1 committed + 3 passed; the refusal counted nothing");
+    let ttl: i64 = redis::cmd("TTL").arg(&keys[1]).query_async(&mut c).await.expect("ttl");
+    assert!(ttl > 86_400, "the count outlives the month: {ttl}");
+
+    // A script cache flushed under the edge (a Redis restart): loaded again on NOSCRIPT.
+    let _: () = redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut c).await.expect("flush");
+    // (A new plan's rate starts from the old one's state; a fresh state here.)
+    del(&conn, &keys[..1]).await;
+    let roomy = Limits { per_minute: 1000, ..l };
+    assert!(matches!(limiter.check(&roomy, month, now).await, Some(Verdict::Allowed(_))));
+    // 5 used: the quota is gone; a refund gives one back.
+    assert!(matches!(limiter.check(&roomy, month, now).await, Some(Verdict::QuotaExceeded { .. })));
+    assert!(limiter.refund(&roomy, month).await);
+    assert!(matches!(limiter.check(&roomy, month, now).await, Some(Verdict::Allowed(_))));
+    // A newer count from the control plane past the edge's raises it.
+    let ahead = Limits { used_base: 6, monthly_quota: 6, ..roomy };
+    assert!(matches!(limiter.check(&ahead, month, now).await, Some(Verdict::QuotaExceeded { .. })));
+    del(&conn, &keys).await;
+}
+
+#[tokio::test]
+async fn when_redis_is_down_memory_decides() {
+    let limiter = Limiter::with_redis(dead_redis(), Duration::from_millis(300));
+    let l = Limits { subscription_id: "s", per_minute: 1, monthly_quota: 10, used_base: 0 };
+    let started = std::time::Instant::now();
+    assert!(matches!(limiter.check(&l, unix_ms_now()).await, Verdict::Allowed(_)));
+    assert!(matches!(limiter.check(&l, unix_ms_now()).await, Verdict::RateLimited { .. }));
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+}
+
+fn draft(i: u64) -> Draft {
+    Draft {
+        api_id: "a".into(),
+        user_id: "u".into(),
+        key_id: String::new(),
+        subscription_id: String::new(),
+        kind: Kind::Call,
+        bytes_in: i,
+        started: std::time::Instant::now(),
+        ts_ms: 1,
+    }
+}
+
+fn stream(meter: &Meter) -> Arc<crate::meter::redis::RedisStream> {
+    match &meter.shared().expect("on").store {
+        Store::Redis(s) => s.clone(),
+        Store::Memory(_) => panic!("redis expected"),
+    }
+}
+
+#[tokio::test]
+async fn concurrent_calls_are_group_committed_in_order_and_trimmed_after_the_ack() {
+    let Some(conn) = test_redis().await else { return };
+    let edge = unique("test-edge");
+    let meter = Meter::in_redis(conn.clone(), &edge);
+    let drained = tokio_util::sync::CancellationToken::new();
+    let writer = tokio::spawn(meter.redis_writer(drained.clone()).expect("writer"));
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..500 {
+        let m = meter.clone();
+        calls.spawn(async move { m.admit(draft(i)).expect("room").expect("on").commit(200, i).await });
+    }
+    while let Some(r) = calls.join_next().await {
+        r.expect("join").expect("committed before answering");
+    }
+    // Every acknowledged event is in the stream, once, in increasing positions.
+    let s = stream(&meter);
+    assert_eq!(s.len().await.expect("xlen"), 500);
+    let (events, corrupt) = s.read(1000).await.expect("read");
+    assert!(corrupt.is_empty());
+    let positions: Vec<crate::meter::event::Position> =
+        events.iter().map(|e| e.position.parse().expect("pos")).collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]));
+    let mut bytes: Vec<u64> = events.iter().map(|e| e.bytes_in).collect();
+    bytes.sort_unstable();
+    assert_eq!(bytes, (0..500).collect::<Vec<_>>());
+    // Trimming through a position deletes it and everything before.
+    s.delete_through(positions[99]).await.expect("trim");
+    let (rest, _) = s.read(1).await.expect("read");
+    assert_eq!(rest[0].position, events[100].position);
+    drained.cancel();
+    tokio::time::timeout(Duration::from_secs(5), writer).await.expect("writer ends").expect("join");
+    del(&conn, &[crate::meter::redis::stream_key(&edge)]).await;
+}
+
+#[tokio::test]
+async fn a_retried_pipeline_adds_nothing_twice() {
+    let Some(conn) = test_redis().await else { return };
+    let edge = unique("test-edge");
+    let meter = Meter::in_redis(conn.clone(), &edge);
+    let s = stream(&meter);
+    let drained = tokio_util::sync::CancellationToken::new();
+    let writer = tokio::spawn(meter.redis_writer(drained.clone()).expect("writer"));
+    for i in 0..3 {
+        meter.admit(draft(i)).expect("room").expect("on").commit(200, 0).await.expect("committed");
+    }
+    drained.cancel();
+    tokio::time::timeout(Duration::from_secs(5), writer).await.expect("writer ends").expect("join");
+    let (events, _) = s.read(10).await.expect("read");
+    // The same ids sent again, as after a pipeline whose answer was lost: refused as
+    // "equal or smaller", which the writer takes as "already written".
+    let err = crate::meter::redis::xadd_again(&s, &events[1].position).await.expect_err("refused");
+    assert!(err.to_string().contains("equal or smaller"), "{err}");
+    assert_eq!(s.len().await.expect("xlen"), 3);
+    del(&conn, &[crate::meter::redis::stream_key(&edge)]).await;
+}
+
+#[tokio::test]
+async fn while_redis_is_down_calls_are_acknowledged_from_memory() {
+    let meter = Meter::in_redis(dead_redis(), &unique("test-edge"));
+    let drained = tokio_util::sync::CancellationToken::new();
+    let writer = tokio::spawn(meter.redis_writer(drained.clone()).expect("writer"));
+    let started = std::time::Instant::now();
+    for i in 0..20 {
+        meter.admit(draft(i)).expect("room").expect("on").commit(200, 0).await.expect("acknowledged");
+    }
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    writer.abort();
+}
