@@ -289,7 +289,7 @@ impl Drop for Task {
 }
 
 /// How long the metering writer and flusher get after the last request, at shutdown.
-const METER_DRAIN: Duration = Duration::from_secs(10);
+const METER_DRAIN: Duration = Duration::from_secs(5);
 
 /// Runs the edge on `listener` until `shutdown` is cancelled. After the last request, the
 /// metering writer hands its last events to Redis and the flusher reports once more.

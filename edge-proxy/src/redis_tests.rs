@@ -56,7 +56,7 @@ async fn the_script_limits_the_rate_and_counts_the_quota() {
     let now = unix_ms_now();
     let month = Month::of_unix_ms(now);
     let keys = [format!("souq:rl:{{{sub}}}"), format!("souq:quota:{{{sub}}}:{}", month.label())];
-    let limiter = RedisLimiter::new(conn.clone(), Duration::from_secs(2));
+    let limiter = Arc::new(RedisLimiter::new(conn.clone(), Duration::from_secs(2)));
     // 3 a minute, 5 a month, 1 already committed.
     let l = Limits { subscription_id: &sub, per_minute: 3, monthly_quota: 5, used_base: 1 };
     let mut remaining = Vec::new();
@@ -93,6 +93,37 @@ async fn the_script_limits_the_rate_and_counts_the_quota() {
     // A newer count from the control plane past the edge's raises it.
     let ahead = Limits { used_base: 6, monthly_quota: 6, ..roomy };
     assert!(matches!(limiter.check(&ahead, month, now).await, Some(Verdict::QuotaExceeded { .. })));
+    del(&conn, &keys).await;
+}
+
+#[tokio::test]
+async fn concurrent_checks_in_batches_pass_exactly_the_burst() {
+    let Some(conn) = test_redis().await else { return };
+    let sub = unique("test-sub");
+    let now = unix_ms_now();
+    let month = Month::of_unix_ms(now);
+    let limiter = Arc::new(RedisLimiter::new(conn.clone(), Duration::from_secs(2)));
+    let mut checks = tokio::task::JoinSet::new();
+    for _ in 0..300 {
+        let (limiter, sub) = (limiter.clone(), sub.clone());
+        checks.spawn(async move {
+            let l = Limits { subscription_id: &sub, per_minute: 100, monthly_quota: 1_000, used_base: 0 };
+            limiter.check(&l, month, now).await
+        });
+    }
+    let mut passed = 0;
+    while let Some(v) = checks.join_next().await {
+        match v.expect("join") {
+            Some(Verdict::Allowed(_)) => passed += 1,
+            Some(Verdict::RateLimited { .. }) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(passed, 100, "a minute's worth, no more");
+    let keys = [format!("souq:rl:{{{sub}}}"), format!("souq:quota:{{{sub}}}:{}", month.label())];
+    let mut c = conn.clone();
+    let used: u64 = redis::cmd("GET").arg(&keys[1]).query_async(&mut c).await.expect("count");
+    assert_eq!(used, 100);
     del(&conn, &keys).await;
 }
 
@@ -143,19 +174,24 @@ async fn concurrent_calls_are_group_committed_in_order_and_trimmed_after_the_ack
     }
     // Every acknowledged event is in the stream, once, in increasing positions.
     let s = stream(&meter);
-    assert_eq!(s.len().await.expect("xlen"), 500);
-    let (events, corrupt) = s.read(1000).await.expect("read");
-    assert!(corrupt.is_empty());
+    let entries = s.len().await.expect("xlen");
+    assert!((1..=500).contains(&entries), "{entries} entries");
+    let mut events = Vec::new();
+    loop {
+        let read = s.read(1000).await.expect("read");
+        assert!(read.corrupt.is_empty());
+        let Some(last) = read.events.last().map(|e| e.position.parse().expect("pos")) else { break };
+        events.extend(read.events);
+        s.delete_through(last).await.expect("trim");
+    }
+    assert_eq!(s.len().await.expect("xlen"), 0);
     let positions: Vec<crate::meter::event::Position> =
         events.iter().map(|e| e.position.parse().expect("pos")).collect();
     assert!(positions.windows(2).all(|w| w[0] < w[1]));
     let mut bytes: Vec<u64> = events.iter().map(|e| e.bytes_in).collect();
     bytes.sort_unstable();
     assert_eq!(bytes, (0..500).collect::<Vec<_>>());
-    // Trimming through a position deletes it and everything before.
-    s.delete_through(positions[99]).await.expect("trim");
-    let (rest, _) = s.read(1).await.expect("read");
-    assert_eq!(rest[0].position, events[100].position);
+    println!("500 concurrent events in {entries} stream entries");
     drained.cancel();
     tokio::time::timeout(Duration::from_secs(5), writer).await.expect("writer ends").expect("join");
     del(&conn, &[crate::meter::redis::stream_key(&edge)]).await;
@@ -174,12 +210,16 @@ async fn a_retried_pipeline_adds_nothing_twice() {
     }
     drained.cancel();
     tokio::time::timeout(Duration::from_secs(5), writer).await.expect("writer ends").expect("join");
-    let (events, _) = s.read(10).await.expect("read");
-    // The same ids sent again, as after a pipeline whose answer was lost: refused as
+    let read = s.read(10).await.expect("read");
+    assert_eq!(read.events.len(), 3);
+    let entries = s.len().await.expect("xlen");
+    // The same ids sent again, as after a write whose answer was lost: refused as
     // "equal or smaller", which the writer takes as "already written".
-    let err = crate::meter::redis::xadd_again(&s, &events[1].position).await.expect_err("refused");
-    assert!(err.to_string().contains("equal or smaller"), "{err}");
-    assert_eq!(s.len().await.expect("xlen"), 3);
+    for e in &read.events {
+        let err = crate::meter::writer::xadd_again(&s, &e.position).await.expect_err("refused");
+        assert!(err.to_string().contains("equal or smaller"), "{err}");
+    }
+    assert_eq!(s.len().await.expect("xlen"), entries);
     del(&conn, &[crate::meter::redis::stream_key(&edge)]).await;
 }
 

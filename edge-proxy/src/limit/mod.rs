@@ -141,7 +141,7 @@ impl Verdict {
 /// The limiter: Redis when configured and reachable, memory otherwise.
 pub struct Limiter {
     memory: memory::MemoryLimiter,
-    redis: Option<redis::RedisLimiter>,
+    redis: Option<std::sync::Arc<redis::RedisLimiter>>,
 }
 
 impl Limiter {
@@ -152,7 +152,10 @@ impl Limiter {
 
     /// A limiter in Redis, falling back to memory while Redis fails.
     pub fn with_redis(conn: ::redis::aio::ConnectionManager, timeout: Duration) -> Self {
-        Limiter { memory: memory::MemoryLimiter::default(), redis: Some(redis::RedisLimiter::new(conn, timeout)) }
+        Limiter {
+            memory: memory::MemoryLimiter::default(),
+            redis: Some(std::sync::Arc::new(redis::RedisLimiter::new(conn, timeout))),
+        }
     }
 
     /// Decides one call now, and counts it when it passes.

@@ -1,13 +1,21 @@
 //! The Redis limiter: one Lua script (`check.lua`, run with EVALSHA and loaded again on
 //! NOSCRIPT) decides the rate and counts the quota atomically, so every edge shares the
-//! counts. When Redis fails, it answers `None` and stays out of the way for a short
-//! while, and the caller falls back to memory; the switch is logged once each way.
+//! counts. Checks that arrive while one is in flight go together in the next script
+//! call, in order: one round trip and one script run for a whole batch.
+//!
+//! When Redis fails, a check answers `None` and Redis is left alone for a short while;
+//! the caller falls back to memory. The switch is logged once each way. (A batch names
+//! many subscriptions' keys, so this needs one Redis, not a Redis Cluster.)
 use std::{
-    sync::atomic::{AtomicBool, AtomicI64, Ordering},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicI64, Ordering},
+    },
     time::Duration,
 };
 
 use redis::{Script, aio::ConnectionManager};
+use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 use super::{Limits, RateHeaders, Verdict, gcra, month::Month};
@@ -16,22 +24,34 @@ use super::{Limits, RateHeaders, Verdict, gcra, month::Month};
 const COOL_DOWN_MS: i64 = 1_000;
 /// How long past the month's end a quota counter is kept (then Redis expires it).
 const QUOTA_TTL_MARGIN_SECS: u64 = 86_400;
+/// Most checks in one script call.
+const MAX_BATCH: usize = 128;
+
+/// One check waiting for the next script call.
+struct Check {
+    keys: [String; 2],
+    args: [u64; 5],
+    reply: oneshot::Sender<Option<[i64; 3]>>,
+}
 
 /// Rate and quota state in Redis.
 pub struct RedisLimiter {
     conn: ConnectionManager,
     check: Script,
     refund: Script,
-    /// Longest one decision may take before memory decides instead.
+    /// Longest one script call may take before memory decides instead.
     timeout: Duration,
+    /// Checks waiting for the next script call.
+    queue: Mutex<Vec<Check>>,
+    /// Whether a task is sending batches.
+    sending: AtomicBool,
     /// Unix ms before which Redis is not tried (after a failure).
     skip_until_ms: AtomicI64,
     /// Whether the last attempt failed: the fallback is logged once, and so is recovery.
     degraded: AtomicBool,
 }
 
-/// `souq:rl:{<subscription>}`: the rate state. The braces keep both keys of a
-/// subscription on one Redis Cluster slot.
+/// `souq:rl:{<subscription>}`: the rate state.
 fn rate_key(subscription_id: &str) -> String {
     format!("souq:rl:{{{subscription_id}}}")
 }
@@ -41,7 +61,7 @@ fn quota_key(subscription_id: &str, month: Month) -> String {
     format!("souq:quota:{{{subscription_id}}}:{}", month.label())
 }
 
-/// The verdict of the script's answer `{code, a, b}`.
+/// The verdict of the script's answer `{code, a, b}` for one call.
 fn verdict_of(reply: &[i64], limits: &Limits<'_>, now_unix_ms: i64) -> Option<Verdict> {
     let as_u64 = |i: usize| reply.get(i).map(|v| u64::try_from(*v).unwrap_or(0));
     let limit = u64::from(limits.per_minute);
@@ -61,7 +81,7 @@ fn verdict_of(reply: &[i64], limits: &Limits<'_>, now_unix_ms: i64) -> Option<Ve
 }
 
 impl RedisLimiter {
-    /// A limiter on `conn`; each decision waits at most `timeout`.
+    /// A limiter on `conn`; each script call waits at most `timeout`.
     pub fn new(conn: ConnectionManager, timeout: Duration) -> Self {
         RedisLimiter {
             conn,
@@ -70,44 +90,92 @@ impl RedisLimiter {
                 "local n = tonumber(redis.call('GET', KEYS[1]) or '0') if n > 0 then redis.call('DECR', KEYS[1]) end return 0",
             ),
             timeout,
+            queue: Mutex::default(),
+            sending: AtomicBool::new(false),
             skip_until_ms: AtomicI64::new(0),
             degraded: AtomicBool::new(false),
         }
     }
 
     /// Decides one call, or `None` when Redis cannot (the caller asks memory).
-    pub async fn check(&self, limits: &Limits<'_>, month: Month, now_unix_ms: i64) -> Option<Verdict> {
+    pub async fn check(self: &Arc<Self>, limits: &Limits<'_>, month: Month, now_unix_ms: i64) -> Option<Verdict> {
         if now_unix_ms < self.skip_until_ms.load(Ordering::Relaxed) {
             return None;
         }
         let rate = gcra::Rate { per_minute: u64::from(limits.per_minute) };
         let ttl = super::month::secs_until_next_month(now_unix_ms) + QUOTA_TTL_MARGIN_SECS;
-        let mut call = self.check.prepare_invoke();
-        call.key(rate_key(limits.subscription_id))
-            .key(quota_key(limits.subscription_id, month))
-            .arg(rate.interval_us())
-            .arg(rate.burst())
-            .arg(limits.monthly_quota)
-            .arg(limits.used_base)
-            .arg(ttl);
-        let mut conn = self.conn.clone();
-        let reply = tokio::time::timeout(self.timeout, call.invoke_async::<Vec<i64>>(&mut conn)).await;
-        match reply {
-            Ok(Ok(reply)) => {
-                self.recovered();
-                let v = verdict_of(&reply, limits, now_unix_ms);
-                if v.is_none() {
-                    warn!(?reply, "the limiter script answered something unexpected");
+        let (tx, rx) = oneshot::channel();
+        let check = Check {
+            keys: [rate_key(limits.subscription_id), quota_key(limits.subscription_id, month)],
+            args: [rate.interval_us(), rate.burst(), limits.monthly_quota, limits.used_base, ttl],
+            reply: tx,
+        };
+        self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(check);
+        if !self.sending.swap(true, Ordering::AcqRel) {
+            // A task of its own: a caller that goes away must not strand the others.
+            tokio::spawn(self.clone().send_batches());
+        }
+        let reply = rx.await.ok().flatten()?;
+        let v = verdict_of(&reply, limits, now_unix_ms);
+        if v.is_none() {
+            warn!(?reply, "the limiter script answered something unexpected");
+        }
+        v
+    }
+
+    /// Sends the queued checks, a batch per script call, until none waits.
+    async fn send_batches(self: Arc<Self>) {
+        loop {
+            let batch: Vec<Check> = {
+                let mut q = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let n = q.len().min(MAX_BATCH);
+                q.drain(..n).collect()
+            };
+            if batch.is_empty() {
+                self.sending.store(false, Ordering::Release);
+                // A check queued between the take and the store would wait forever: look
+                // again, unless another task took over meanwhile.
+                let waiting = !self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_empty();
+                if !waiting || self.sending.swap(true, Ordering::AcqRel) {
+                    return;
                 }
-                v
+                continue;
             }
-            Ok(Err(e)) => {
-                self.failed(now_unix_ms, &e.to_string());
-                None
+            let mut call = self.check.prepare_invoke();
+            for c in &batch {
+                call.key(&c.keys[0]).key(&c.keys[1]);
+                for a in c.args {
+                    call.arg(a);
+                }
             }
-            Err(_) => {
-                self.failed(now_unix_ms, "timed out");
-                None
+            let mut conn = self.conn.clone();
+            let reply = tokio::time::timeout(self.timeout, call.invoke_async::<Vec<i64>>(&mut conn)).await;
+            let now = super::month::unix_ms_now();
+            let answers = match reply {
+                Ok(Ok(r)) if r.len() == 3 * batch.len() => {
+                    self.recovered();
+                    Some(r)
+                }
+                Ok(Ok(r)) => {
+                    warn!(
+                        got = r.len(),
+                        want = 3 * batch.len(),
+                        "the limiter script answered the wrong number of values"
+                    );
+                    None
+                }
+                Ok(Err(e)) => {
+                    self.failed(now, &e.to_string());
+                    None
+                }
+                Err(_) => {
+                    self.failed(now, "timed out");
+                    None
+                }
+            };
+            for (i, c) in batch.into_iter().enumerate() {
+                let answer = answers.as_ref().and_then(|a| <[i64; 3]>::try_from(a.get(3 * i..3 * i + 3)?).ok());
+                let _ = c.reply.send(answer);
             }
         }
     }
@@ -139,7 +207,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keys_share_a_cluster_slot_and_name_the_month() {
+    fn keys_name_the_subscription_and_month() {
         assert_eq!(rate_key("s1"), "souq:rl:{s1}");
         assert_eq!(quota_key("s1", Month { year: 2025, month: 7 }), "souq:quota:{s1}:2025-07");
     }

@@ -3,6 +3,7 @@
 //! only after the acknowledgement deletes what the control plane has committed. A
 //! supervisor restarts it after a crash; it simply resumes from what is still stored.
 use std::{
+    collections::BTreeSet,
     panic::AssertUnwindSafe,
     sync::{
         Arc,
@@ -96,21 +97,22 @@ impl Flusher {
     /// Flushes at every tick until `stop`, then once more. An error is a crash.
     async fn run(self, stop: CancellationToken) -> Result<(), &'static str> {
         let mut failing = false;
+        let mut refused = BTreeSet::new();
         loop {
             let stopping = tokio::select! {
                 () = stop.cancelled() => true,
                 () = tokio::time::sleep(self.interval) => false,
                 () = self.shared.flush_now().notified() => false,
             };
-            // Keep going while full batches wait, so a backlog drains at once.
+            // Keep going while more waits, so a backlog drains at once.
             loop {
-                match self.flush_once().await {
-                    Ok(n) => {
+                match self.flush_once(&mut refused).await {
+                    Ok(more) => {
                         if failing {
                             debug!("usage reports go through again");
                         }
                         failing = false;
-                        if n < BATCH {
+                        if !more {
                             break;
                         }
                     }
@@ -131,32 +133,42 @@ impl Flusher {
         }
     }
 
-    /// One batch: read, report, delete what is committed. Returns how many were read.
-    async fn flush_once(&self) -> Result<usize, FlushError> {
-        let events = match &self.shared.store {
-            Store::Memory(q) => q.read(BATCH),
+    /// One batch: read, report, delete what is committed. Events the control plane has
+    /// refused for good (`refused`) are left out. Returns whether more may wait.
+    async fn flush_once(&self, refused: &mut BTreeSet<Position>) -> Result<bool, FlushError> {
+        let failed = |e: ::redis::RedisError| FlushError::Failed(e.to_string());
+        let (mut events, more) = match &self.shared.store {
+            Store::Memory(q) => {
+                let events = q.read(BATCH);
+                let more = events.len() >= BATCH;
+                (events, more)
+            }
             Store::Redis(s) => {
-                let (events, corrupt) = s.read(BATCH).await.map_err(|e| FlushError::Failed(e.to_string()))?;
-                if !corrupt.is_empty() {
-                    error!(entries = ?corrupt, "usage stream entries that do not decode; deleting them");
-                    s.delete(&corrupt).await.map_err(|e| FlushError::Failed(e.to_string()))?;
+                let read = s.read(BATCH).await.map_err(failed)?;
+                if !read.corrupt.is_empty() {
+                    error!(entries = ?read.corrupt, "usage stream entries that do not decode; deleting them");
+                    s.delete(&read.corrupt).await.map_err(failed)?;
                 }
-                events
+                (read.events, read.more || !read.corrupt.is_empty())
             }
         };
-        let Some(last) = events.last().and_then(|e| e.position.parse::<Position>().ok()) else { return Ok(0) };
-        let n = events.len();
+        events.retain(|e| e.position.parse().is_ok_and(|p: Position| !refused.contains(&p)));
+        let Some(last) = events.last().and_then(|e| e.position.parse::<Position>().ok()) else { return Ok(more) };
         if self.faults.before_commit.swap(false, Ordering::SeqCst) {
             return Err(FlushError::Crash("before commit"));
         }
-        let events_positions: Vec<String> = events.iter().map(|e| e.position.clone()).collect();
+        let positions: Vec<String> = events.iter().map(|e| e.position.clone()).collect();
+        let n = events.len();
         let batch =
             UsageBatch { source: self.shared.source.clone(), batch_id: batch_id(&self.shared.source, last), events };
         let req = super::super::routes::grpc(batch, Some(&self.join_token), REPORT_TIMEOUT);
         let ack = match self.routes.clone().report_usage(req).await {
             Ok(ack) => ack.into_inner(),
             Err(status) => {
-                self.drop_refused_event(&status, &events_positions).await;
+                if let Some(p) = refused_for_good(&status, &positions) {
+                    refused.insert(p);
+                    return Ok(true);
+                }
                 return Err(FlushError::Failed(format!("{:?}: {}", status.code(), status.message())));
             }
         };
@@ -165,7 +177,7 @@ impl Flusher {
         }
         debug!(events = n, new = ack.committed, through = %ack.committed_through, "usage reported");
         if ack.committed_through.is_empty() {
-            return Ok(n);
+            return Ok(more);
         }
         let through: Position = ack.committed_through.parse().map_err(|_| {
             FlushError::Failed(format!(
@@ -178,32 +190,12 @@ impl Flusher {
                 q.delete_through(through);
             }
             Store::Redis(s) => {
-                s.delete_through(through).await.map_err(|e| FlushError::Failed(e.to_string()))?;
+                s.delete_through(through).await.map_err(failed)?;
             }
         }
-        Ok(n)
-    }
-
-    /// When the control plane refuses a batch for one event's field (`events[i].…`), that
-    /// event can never be committed: it is deleted (and logged) so that it does not hold
-    /// back every later event. Any other refusal is retried as it is.
-    async fn drop_refused_event(&self, status: &tonic::Status, positions: &[String]) {
-        let wire = WireError::from(status);
-        let Some(field) = wire.field.as_deref().filter(|_| wire.kind == Kind::Validation) else { return };
-        let Some(position) = refused_event(field).and_then(|i| positions.get(i)) else { return };
-        error!(%position, field, detail = %wire.message, "the control plane refuses a usage event; deleting it");
-        match &self.shared.store {
-            Store::Memory(q) => {
-                if let Ok(p) = position.parse() {
-                    q.delete(p);
-                }
-            }
-            Store::Redis(s) => {
-                if let Err(e) = s.delete(std::slice::from_ref(position)).await {
-                    warn!(error = %e, "could not delete the refused usage event");
-                }
-            }
-        }
+        // Refused events at or before the commit left with the trim.
+        refused.retain(|p| *p > through);
+        Ok(more)
     }
 
     /// Refuses new calls while the Redis stream is too long, and admits them again after.
@@ -221,6 +213,18 @@ impl Flusher {
             self.shared.set_backlogged(over);
         }
     }
+}
+
+/// The position of the event the control plane refused for good, when it refused a
+/// batch for one event's field (`events[i].…`): that event can never be committed, so it
+/// is logged and left out of later batches rather than holding back every later event
+/// (it is deleted with them once they are committed). Any other refusal is retried.
+fn refused_for_good(status: &tonic::Status, positions: &[String]) -> Option<Position> {
+    let wire = WireError::from(status);
+    let field = wire.field.as_deref().filter(|_| wire.kind == Kind::Validation)?;
+    let position = refused_event(field).and_then(|i| positions.get(i))?;
+    error!(%position, field, detail = %wire.message, "the control plane refuses a usage event; leaving it out");
+    position.parse().ok()
 }
 
 /// The index `i` of a field `events[i].…` that the control plane refused.

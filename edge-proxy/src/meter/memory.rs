@@ -68,11 +68,6 @@ impl MemoryQueue {
         n
     }
 
-    /// Forgets the one event at `position`, if it waits.
-    pub fn delete(&self, position: Position) {
-        self.lock().queue.retain(|q| Position { ms: 0, seq: q.seq } != position);
-    }
-
     /// How many events wait.
     pub fn len(&self) -> usize {
         self.lock().queue.len()

@@ -12,6 +12,7 @@ pub mod event;
 pub mod flush;
 pub mod memory;
 pub mod redis;
+pub mod writer;
 
 use std::sync::{
     Arc,
@@ -165,7 +166,7 @@ impl Shared {
                 } else {
                     (None, None)
                 };
-                if !stream.submit(redis::Pending { event, permit: Some(permit), ack: tx }) {
+                if !stream.submit(writer::Pending { event, permit: Some(permit), ack: tx }) {
                     error!("the usage writer is gone; an event is lost");
                 }
                 rx

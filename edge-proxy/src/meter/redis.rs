@@ -1,65 +1,77 @@
 //! The durable metering stream: a Redis stream `souq:usage:<edge id>` per edge.
 //!
-//! One writer task group-commits the events of concurrent requests: it pipelines their
-//! XADDs in one round trip, then acknowledges each request, which only then answers its
-//! client. Ids are chosen by the writer (`<ms>-<n>`, increasing), so a pipeline whose
-//! outcome is unknown (a timeout, a dropped connection) can be sent again without adding
-//! anything twice: an id Redis already holds is refused as "equal or smaller", and that
-//! refusal means "already written". While Redis fails, events wait in memory (bounded
-//! by the meter's capacity) and requests are acknowledged at once.
-use std::{
-    collections::VecDeque,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::Duration,
-};
+//! One stream entry holds the events of one group commit ([`super::writer`]): its field
+//! `ev` is the events, protobuf-encoded and length-delimited, and the `k` events of an
+//! entry with id `<ms>-<n>` have the positions `<ms>-<n-k+1>` … `<ms>-<n>`. An entry's
+//! id is thus its last event's position: trimming through a committed position removes
+//! exactly the entries whose every event is committed.
+use std::sync::{Arc, Mutex, atomic::AtomicU64};
 
 use prost::Message;
-use redis::{RedisError, RedisResult, Value, aio::ConnectionManager};
+use redis::{RedisResult, Value, aio::ConnectionManager};
 use souq_proto::routes::UsageEvent;
-use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc, oneshot};
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
 
-use super::{BATCH, event::Position};
+use super::{
+    event::Position,
+    writer::{Pending, Writer},
+};
 
-/// Most XADDs in one pipeline.
-const MAX_PIPELINE: usize = 1_000;
-/// Longest one pipeline may take before its outcome counts as unknown.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
-/// Waits between attempts while Redis fails.
-const RETRY_MIN: Duration = Duration::from_millis(100);
-const RETRY_MAX: Duration = Duration::from_secs(2);
-/// How long a draining edge keeps trying to hand its last events to a failing Redis.
-const DRAIN_PATIENCE: Duration = Duration::from_secs(5);
-/// The stream entry's one field: the event, protobuf-encoded, without its position.
-const FIELD: &str = "e";
+/// The stream entry's one field.
+pub const FIELD: &str = "ev";
+/// Entries one read fetches; with at most [`super::writer::MAX_GROUP`] events each.
+const ENTRIES_PER_READ: usize = 32;
 
 /// The stream key of an edge.
 pub fn stream_key(edge_id: &str) -> String {
     format!("souq:usage:{edge_id}")
 }
 
-/// An event on its way to the stream.
-pub struct Pending {
-    /// The event.
-    pub event: UsageEvent,
-    /// Its share of the meter's capacity, released once it is in Redis.
-    pub permit: Option<OwnedSemaphorePermit>,
-    /// Told when the event is in Redis, or waits in memory because Redis fails.
-    pub ack: Option<oneshot::Sender<()>>,
+/// The events of one group, as a stream entry's field.
+pub fn encode_group<'a>(events: impl Iterator<Item = &'a UsageEvent>) -> Vec<u8> {
+    let mut buf = Vec::new();
+    for e in events {
+        // Writing into a Vec cannot run out of room.
+        let _ = e.encode_length_delimited(&mut buf);
+    }
+    buf
+}
+
+/// The events of an entry with id `id`, with their positions; `None` when it does not
+/// decode or its events do not fit below its id.
+fn decode_group(id: Position, mut payload: &[u8]) -> Option<Vec<UsageEvent>> {
+    let mut events = Vec::new();
+    while !payload.is_empty() {
+        events.push(UsageEvent::decode_length_delimited(&mut payload).ok()?);
+    }
+    let k = u64::try_from(events.len()).ok()?;
+    let first = id.seq.checked_sub(k.checked_sub(1)?)?;
+    for (i, e) in (first..).zip(events.iter_mut()) {
+        e.position = Position { ms: id.ms, seq: i }.to_string();
+    }
+    Some(events)
+}
+
+/// What one read of the stream found.
+#[derive(Debug, Default, PartialEq)]
+pub struct Read {
+    /// Events in position order: whole entries, at most the cap asked for (or one entry).
+    pub events: Vec<UsageEvent>,
+    /// Ids of entries that do not decode: deleted, never sent.
+    pub corrupt: Vec<String>,
+    /// Whether more entries may wait after these.
+    pub more: bool,
 }
 
 /// One edge's stream: the writer's inbox, and reads and trims for the flusher.
 pub struct RedisStream {
-    key: String,
-    conn: ConnectionManager,
+    pub(super) key: String,
+    pub(super) conn: ConnectionManager,
     tx: mpsc::UnboundedSender<Pending>,
     rx: Mutex<Option<mpsc::UnboundedReceiver<Pending>>>,
     /// Events written since the flusher was last woken.
-    unflushed: AtomicU64,
+    pub(super) unflushed: AtomicU64,
 }
 
 impl RedisStream {
@@ -78,27 +90,24 @@ impl RedisStream {
     /// batch waits; `drained` says no request will submit any more.
     pub fn writer(self: &Arc<Self>, flush_now: Arc<Notify>, drained: CancellationToken) -> Option<Writer> {
         let rx = self.rx.lock().ok()?.take()?;
-        Some(Writer {
-            stream: self.clone(),
-            rx,
-            flush_now,
-            drained,
-            buf: VecDeque::new(),
-            ids: IdGen::default(),
-            give_up: None,
-        })
+        Some(Writer::new(self.clone(), rx, flush_now, drained))
     }
 
-    /// The first `max` entries, oldest first, as events with their positions; and the ids
-    /// of entries that do not decode (to be deleted, never sent).
-    pub async fn read(&self, max: usize) -> RedisResult<(Vec<UsageEvent>, Vec<String>)> {
+    /// The oldest events, whole entries, at most `cap` of them (or one entry's worth).
+    pub async fn read(&self, cap: usize) -> RedisResult<Read> {
         let mut conn = self.conn.clone();
-        let reply: Value =
-            redis::cmd("XRANGE").arg(&self.key).arg("-").arg("+").arg("COUNT").arg(max).query_async(&mut conn).await?;
-        Ok(decode_range(reply))
+        let reply: Value = redis::cmd("XRANGE")
+            .arg(&self.key)
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(ENTRIES_PER_READ)
+            .query_async(&mut conn)
+            .await?;
+        Ok(decode_range(reply, cap))
     }
 
-    /// Deletes every entry at or before `through`.
+    /// Deletes every entry whose events are all at or before `through`.
     pub async fn delete_through(&self, through: Position) -> RedisResult<u64> {
         let mut conn = self.conn.clone();
         redis::cmd("XTRIM")
@@ -115,14 +124,14 @@ impl RedisStream {
         redis::cmd("XDEL").arg(&self.key).arg(ids).query_async(&mut conn).await
     }
 
-    /// How many entries the stream holds.
+    /// How many entries (group commits) the stream holds.
     pub async fn len(&self) -> RedisResult<u64> {
         let mut conn = self.conn.clone();
         redis::cmd("XLEN").arg(&self.key).query_async(&mut conn).await
     }
 
     /// The stream's last id ever given (it survives deletions); 0-0 when there is no stream.
-    async fn last_generated_id(&self) -> RedisResult<Position> {
+    pub(super) async fn last_generated_id(&self) -> RedisResult<Position> {
         let mut conn = self.conn.clone();
         match redis::cmd("XINFO").arg("STREAM").arg(&self.key).query_async::<Value>(&mut conn).await {
             Ok(v) => Ok(last_generated_id_of(&v).unwrap_or_default()),
@@ -152,10 +161,12 @@ fn last_generated_id_of(v: &Value) -> Option<Position> {
     text(id)?.parse().ok()
 }
 
-/// The events of an XRANGE answer, and the ids of entries that do not decode.
-fn decode_range(reply: Value) -> (Vec<UsageEvent>, Vec<String>) {
-    let (mut events, mut corrupt) = (Vec::new(), Vec::new());
-    let Value::Array(entries) = reply else { return (events, corrupt) };
+/// The events of an XRANGE answer (whole entries, at most `cap` events unless the first
+/// entry alone has more), and the ids of entries that do not decode.
+fn decode_range(reply: Value, cap: usize) -> Read {
+    let mut read = Read::default();
+    let Value::Array(entries) = reply else { return read };
+    read.more = entries.len() >= ENTRIES_PER_READ;
     for entry in entries {
         let Value::Array(parts) = entry else { continue };
         let Some(id) = parts.first().and_then(text) else { continue };
@@ -166,264 +177,68 @@ fn decode_range(reply: Value) -> (Vec<UsageEvent>, Vec<String>) {
                 .and_then(|p| if let Value::BulkString(b) = &p[1] { Some(b.as_slice()) } else { None }),
             _ => None,
         };
-        match payload.map(UsageEvent::decode) {
-            Some(Ok(mut e)) if id.parse::<Position>().is_ok() => {
-                e.position = id;
-                events.push(e);
+        let events = id.parse().ok().zip(payload).and_then(|(pos, payload)| decode_group(pos, payload));
+        match events {
+            Some(events) if !read.events.is_empty() && read.events.len() + events.len() > cap => {
+                read.more = true;
+                break;
             }
-            _ => corrupt.push(id),
+            Some(mut events) => read.events.append(&mut events),
+            None => read.corrupt.push(id),
         }
     }
-    (events, corrupt)
-}
-
-/// Stream ids, increasing: the clock's ms while it moves on, else the next sequence.
-#[derive(Debug, Default)]
-struct IdGen {
-    /// The last id given; `None` until synced with the stream.
-    last: Option<Position>,
-}
-
-impl IdGen {
-    fn next(&mut self, now_ms: u64) -> Option<Position> {
-        let last = self.last?;
-        let id = if now_ms > last.ms { Position { ms: now_ms, seq: 0 } } else { last.successor() };
-        self.last = Some(id);
-        Some(id)
-    }
-}
-
-/// Whether Redis refused an XADD because the stream already holds that id or a later one.
-fn is_stale_id(e: &RedisError) -> bool {
-    e.to_string().contains("equal or smaller")
-}
-
-/// An event in the writer's hands.
-struct Entry {
-    pending: Pending,
-    payload: Vec<u8>,
-    /// Its id, once chosen; kept across retries.
-    id: Option<Position>,
-    /// A pipeline carried it and its outcome is unknown: it may already be in Redis.
-    uncertain: bool,
-    /// In Redis.
-    done: bool,
-}
-
-impl Entry {
-    fn new(pending: Pending) -> Self {
-        let payload = pending.event.encode_to_vec();
-        Entry { pending, payload, id: None, uncertain: false, done: false }
-    }
-
-    fn ack(&mut self) {
-        if let Some(tx) = self.pending.ack.take() {
-            let _ = tx.send(());
-        }
-    }
-}
-
-/// The group-commit writer of one stream.
-pub struct Writer {
-    stream: Arc<RedisStream>,
-    rx: mpsc::UnboundedReceiver<Pending>,
-    flush_now: Arc<Notify>,
-    drained: CancellationToken,
-    buf: VecDeque<Entry>,
-    ids: IdGen,
-    /// When a drained edge stops waiting for Redis.
-    give_up: Option<tokio::time::Instant>,
-}
-
-impl Writer {
-    /// Writes until no request can submit any more (`drained`) and nothing waits.
-    pub async fn run(mut self) {
-        let mut healthy = true;
-        let mut wait = RETRY_MIN;
-        loop {
-            if self.buf.is_empty() {
-                let next = tokio::select! {
-                    p = self.rx.recv() => p,
-                    () = self.drained.cancelled() => self.rx.try_recv().ok(),
-                };
-                match next {
-                    Some(p) => self.buf.push_back(Entry::new(p)),
-                    None => return,
-                }
-            }
-            // Group commit: everything that arrived meanwhile goes in the same pipeline.
-            while self.buf.len() < MAX_PIPELINE
-                && let Ok(p) = self.rx.try_recv()
-            {
-                self.buf.push_back(Entry::new(p));
-            }
-            if !healthy {
-                self.buf.iter_mut().for_each(Entry::ack);
-            }
-            match self.write().await {
-                Ok(written) => {
-                    if !healthy {
-                        info!(waiting = self.buf.len(), "Redis answers again; usage events are written to it");
-                    }
-                    healthy = true;
-                    wait = RETRY_MIN;
-                    let n = self.stream.unflushed.fetch_add(written, Ordering::Relaxed) + written;
-                    if n >= BATCH as u64 {
-                        self.stream.unflushed.store(0, Ordering::Relaxed);
-                        self.flush_now.notify_one();
-                    }
-                }
-                Err(e) => {
-                    if healthy {
-                        warn!(error = %e, waiting = self.buf.len(), "Redis failed; usage events wait in memory until it answers");
-                    }
-                    healthy = false;
-                    self.buf.iter_mut().for_each(Entry::ack);
-                    if !self.pause(wait).await {
-                        error!(lost = self.buf.len(), "shutting down with usage events Redis never took");
-                        return;
-                    }
-                    wait = (wait * 2).min(RETRY_MAX);
-                }
-            }
-        }
-    }
-
-    /// Waits `wait` while taking (and at once acknowledging) new events. False once the
-    /// edge is drained and Redis has had [`DRAIN_PATIENCE`] to come back: no more waiting.
-    async fn pause(&mut self, wait: Duration) -> bool {
-        if self.drained.is_cancelled() {
-            let give_up = *self.give_up.get_or_insert_with(|| tokio::time::Instant::now() + DRAIN_PATIENCE);
-            if tokio::time::Instant::now() >= give_up {
-                return false;
-            }
-            tokio::time::sleep(wait).await;
-            return true;
-        }
-        let sleep = tokio::time::sleep(wait);
-        tokio::pin!(sleep);
-        loop {
-            tokio::select! {
-                () = &mut sleep => return true,
-                () = self.drained.cancelled() => return true,
-                p = self.rx.recv() => match p {
-                    Some(p) => {
-                        let mut e = Entry::new(p);
-                        e.ack();
-                        self.buf.push_back(e);
-                    }
-                    None => return true,
-                },
-            }
-        }
-    }
-
-    /// One pipeline of XADDs from the front of the buffer. Returns how many entries are
-    /// now in Redis; an error when any could not be written.
-    async fn write(&mut self) -> Result<u64, String> {
-        if self.ids.last.is_none() {
-            let last = self.stream.last_generated_id().await.map_err(|e| e.to_string())?;
-            self.ids.last = Some(last);
-        }
-        let now_ms = u64::try_from(crate::limit::month::unix_ms_now()).unwrap_or(0);
-        let n = self.buf.len().min(MAX_PIPELINE);
-        let mut pipe = redis::pipe();
-        pipe.ignore_errors();
-        for e in self.buf.iter_mut().take(n) {
-            let id = match e.id {
-                Some(id) => id,
-                None => {
-                    let id = self.ids.next(now_ms).ok_or("stream ids are not synced")?;
-                    e.id = Some(id);
-                    id
-                }
-            };
-            pipe.cmd("XADD").arg(&self.stream.key).arg(id.to_string()).arg(FIELD).arg(e.payload.as_slice());
-        }
-        let mut conn = self.stream.conn.clone();
-        let results =
-            match tokio::time::timeout(WRITE_TIMEOUT, pipe.query_async::<Vec<RedisResult<Value>>>(&mut conn)).await {
-                Ok(Ok(r)) => r,
-                outcome => {
-                    self.buf.iter_mut().take(n).for_each(|e| e.uncertain = true);
-                    return Err(match outcome {
-                        Ok(Err(e)) => e.to_string(),
-                        _ => "timed out".to_owned(),
-                    });
-                }
-            };
-        let (mut failure, mut resync) = (None, false);
-        for (e, r) in self.buf.iter_mut().zip(results) {
-            match r {
-                Ok(_) => e.done = true,
-                // Sent before with an unknown outcome, and Redis holds it: it was written.
-                Err(err) if is_stale_id(&err) && e.uncertain => e.done = true,
-                // Never sent, yet the stream is past its id: another writer moved it on.
-                Err(err) if is_stale_id(&err) => resync = true,
-                // Refused (say, LOADING after a restart): not written this time. The id
-                // stays, and so does any doubt from an earlier attempt.
-                Err(err) => failure = Some(err.to_string()),
-            }
-        }
-        if resync {
-            warn!(stream = %self.stream.key, "the usage stream moved on under this edge; is another edge using the same edge id?");
-            self.ids.last = None;
-            for e in self.buf.iter_mut().filter(|e| !e.done && !e.uncertain) {
-                e.id = None;
-            }
-        }
-        let mut written = 0;
-        self.buf.retain_mut(|e| {
-            if e.done {
-                e.ack();
-                written += 1;
-            }
-            !e.done
-        });
-        match failure {
-            Some(f) => Err(f),
-            None => Ok(written),
-        }
-    }
-}
-
-/// XADDs an empty entry at `id` again, as a retried pipeline would.
-#[cfg(test)]
-pub(crate) async fn xadd_again(stream: &RedisStream, id: &str) -> RedisResult<Value> {
-    let mut conn = stream.conn.clone();
-    redis::cmd("XADD").arg(&stream.key).arg(id).arg(FIELD).arg("").query_async(&mut conn).await
+    read
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn ids_follow_the_clock_and_never_go_back() {
-        let mut ids = IdGen::default();
-        assert_eq!(ids.next(5), None, "not synced");
-        ids.last = Some(Position { ms: 10, seq: 4 });
-        assert_eq!(ids.next(5), Some(Position { ms: 10, seq: 5 }), "clock behind the stream");
-        assert_eq!(ids.next(10), Some(Position { ms: 10, seq: 6 }));
-        assert_eq!(ids.next(11), Some(Position { ms: 11, seq: 0 }));
-        assert_eq!(ids.next(11), Some(Position { ms: 11, seq: 1 }));
-    }
-
     fn bulk(s: &str) -> Value {
         Value::BulkString(s.as_bytes().to_vec())
     }
 
+    fn event(api: &str) -> UsageEvent {
+        UsageEvent { api_id: api.into(), status: 200, kind: "call".into(), ..UsageEvent::default() }
+    }
+
+    fn entry(id: &str, field: &str, payload: Vec<u8>) -> Value {
+        Value::Array(vec![bulk(id), Value::Array(vec![bulk(field), Value::BulkString(payload)])])
+    }
+
     #[test]
-    fn ranges_decode_and_corrupt_entries_are_named() {
-        let event = UsageEvent { api_id: "a".into(), status: 200, kind: "call".into(), ..UsageEvent::default() };
+    fn an_entry_holds_a_group_and_its_id_is_the_last_position() {
+        let group = [event("a"), event("b"), event("c")];
         let reply = Value::Array(vec![
-            Value::Array(vec![bulk("5-0"), Value::Array(vec![bulk("e"), Value::BulkString(event.encode_to_vec())])]),
-            Value::Array(vec![bulk("5-1"), Value::Array(vec![bulk("e"), Value::BulkString(vec![0xff, 0xff])])]),
-            Value::Array(vec![bulk("6-0"), Value::Array(vec![bulk("other"), bulk("x")])]),
+            entry("5-2", FIELD, encode_group(group.iter())),
+            entry("5-3", FIELD, vec![0xff, 0xff]),
+            entry("6-0", "other", b"x".to_vec()),
+            // Three events cannot end at sequence 1.
+            entry("7-1", FIELD, encode_group(group.iter())),
+            entry("8-0", FIELD, encode_group(group[..1].iter())),
         ]);
-        let (events, corrupt) = decode_range(reply);
-        assert_eq!(events, [UsageEvent { position: "5-0".into(), ..event }]);
-        assert_eq!(corrupt, ["5-1", "6-0"]);
+        let read = decode_range(reply, 100);
+        let got: Vec<(&str, &str)> = read.events.iter().map(|e| (e.position.as_str(), e.api_id.as_str())).collect();
+        assert_eq!(got, [("5-0", "a"), ("5-1", "b"), ("5-2", "c"), ("8-0", "a")]);
+        assert_eq!(read.corrupt, ["5-3", "6-0", "7-1"]);
+        assert!(!read.more);
+    }
+
+    #[test]
+    fn reads_stop_at_the_cap_on_an_entry_boundary() {
+        let group = [event("a"), event("b")];
+        let reply = || {
+            Value::Array(vec![
+                entry("1-1", FIELD, encode_group(group.iter())),
+                entry("1-3", FIELD, encode_group(group.iter())),
+                entry("1-5", FIELD, encode_group(group.iter())),
+            ])
+        };
+        let read = decode_range(reply(), 5);
+        assert_eq!((read.events.len(), read.more), (4, true));
+        // The first entry is read whatever its size, so a read always makes progress.
+        let read = decode_range(reply(), 1);
+        assert_eq!((read.events.len(), read.more), (2, true));
     }
 
     #[test]

@@ -1,5 +1,8 @@
-//! `/call/{slug}/{*path}`: the data path. Authenticates the caller, finds the API in the
-//! route table, and runs the call on one of its instances, straight on the agent.
+//! `/call/{slug}/{*path}`: the data path. Authenticates the caller (an API key, or the
+//! owner's token), finds the API in the route table, checks the caller's subscription and
+//! its plan's limits, runs the call on one of the API's instances, straight on the agent,
+//! and meters it before answering. Every lookup is in memory; nothing asks the control
+//! plane per call.
 use std::{
     sync::Arc,
     time::{Duration, Instant},
@@ -69,8 +72,7 @@ fn no_such_api() -> ApiError {
 /// its answer leaves.
 #[utoipa::path(post, path = "/call/{slug}/{path}", tag = "call", security(("api_key" = []), ("bearer" = [])),
     params(("slug" = String, Path, description = "The API's slug"),
-        ("path" = String, Path, description = "Any path, passed to the handler; any method is accepted"),
-        ("X-API-Key" = Option<String>, Header, description = "A subscriber's API key (never in the URL)")),
+        ("path" = String, Path, description = "Any path, passed to the handler; any method is accepted")),
     request_body(content = String, description = "Anything the handler takes", content_type = "*/*"),
     responses((status = 200, description = "The handler's answer, with the status and headers it chose; a subscriber's call carries RateLimit-Limit, RateLimit-Remaining and RateLimit-Reset"),
         (status = 400, description = "An API key in the URL (problem type api-key-in-url), or two credentials", body = Problem, content_type = "application/problem+json"),

@@ -14,7 +14,7 @@ pub async fn healthz() -> axum::Json<Value> {
 }
 
 /// The edge can serve: it holds the token key and the control plane answers. The route
-/// table's state comes along.
+/// and access tables' states and the metering mode come along.
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<Value>) {
     let cp = state
         .platform
@@ -28,5 +28,11 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<Va
     // keep working on the last table while the control plane is away.
     let table = state.routing.snapshot();
     let routes = json!({"received": state.routing.has_table(), "generation": table.generation, "apis": table.len()});
-    (status, axum::Json(json!({"ready": cp && key, "control_plane": cp, "token_key": key, "routes": routes})))
+    // So is the access table (API keys answer 503 until it arrives) and the metering mode.
+    let access = state.access.snapshot();
+    let access = json!({"received": state.access.has_table(), "generation": access.generation,
+        "keys": access.key_count(), "grants": access.grant_count()});
+    let body = json!({"ready": cp && key, "control_plane": cp, "token_key": key, "routes": routes,
+        "access": access, "metering": state.meter.mode()});
+    (status, axum::Json(body))
 }
