@@ -66,7 +66,7 @@ async fn consumer(http: &reqwest::Client, up: &Up, url: &str) -> anyhow::Result<
     if !r.status().is_success() {
         bail!("publishing failed: {}", r.text().await?);
     }
-    let plan = json!({"name": "bench", "price_minor": 0, "currency": "USD", "monthly_quota": 1_000_000_000u64, "rate_limit_per_minute": 100_000});
+    let plan = json!({"name": "bench", "price_minor": 0, "currency": "USD", "monthly_quota": 1_000_000_000u64, "rate_limit_per_minute": 10_000_000});
     http.post(format!("{url}/api/v1/apis/{id}/plans")).header("authorization", &auth).json(&plan).send().await?.error_for_status()?;
     owner.deploy(&id).await?;
 

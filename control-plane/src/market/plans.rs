@@ -25,7 +25,7 @@ pub const MAX_PRICE_MINOR: u64 = 1_000_000_000_000;
 /// Highest monthly quota, in calls.
 pub const MAX_MONTHLY_QUOTA: u64 = 1_000_000_000;
 /// Highest rate limit, in calls per minute.
-pub const MAX_RATE_LIMIT: u32 = 100_000;
+pub const MAX_RATE_LIMIT: u32 = 10_000_000;
 /// The name of the plan every API is created with.
 pub const FREE: &str = "free";
 

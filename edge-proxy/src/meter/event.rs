@@ -46,15 +46,15 @@ pub struct Draft {
 
 impl Draft {
     /// The event of the answer: its status and body size. Its position is set by the store.
-    pub fn finish(&self, status: u16, bytes_out: u64) -> UsageEvent {
+    pub fn finish(self, status: u16, bytes_out: u64) -> UsageEvent {
         UsageEvent {
             position: String::new(),
-            api_id: self.api_id.clone(),
-            user_id: self.user_id.clone(),
-            key_id: self.key_id.clone(),
-            subscription_id: self.subscription_id.clone(),
-            status: u32::from(status),
             latency_us: u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            api_id: self.api_id,
+            user_id: self.user_id,
+            key_id: self.key_id,
+            subscription_id: self.subscription_id,
+            status: u32::from(status),
             bytes_in: self.bytes_in,
             bytes_out,
             // The agents do not report a call's CPU time yet.

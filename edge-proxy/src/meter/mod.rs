@@ -4,7 +4,8 @@
 //! - A request is *admitted* before it runs: it takes a share of the meter's capacity,
 //!   or is refused with 503, so no call is ever served unmetered.
 //! - Its event is *committed* before the answer leaves: into the Redis stream (durable;
-//!   [`redis`]) or the in-memory queue (the embedded default; lost on a crash, [`memory`]).
+//!   [`redis`], group-committed by [`writer`]) or the in-memory queue (the embedded
+//!   default; lost on a crash, [`memory`]).
 //! - The [`flush`] task reports events in batches to `Routes.ReportUsage` and deletes
 //!   them only once the control plane has acknowledged them; it skips what it has
 //!   already committed, so a batch sent twice counts once.
@@ -29,9 +30,9 @@ pub use event::{Draft, Kind};
 /// Most events waiting in this process (in flight to Redis, waiting for a failing Redis,
 /// or, in memory mode, waiting for the control plane). Past it, calls get 503.
 pub const MAX_PENDING: usize = 100_000;
-/// Most entries the Redis stream may hold before calls get 503 (the control plane has
-/// been away too long).
-pub const MAX_STREAM_BACKLOG: u64 = 1_000_000;
+/// Most entries (group commits, of 1 to 64 events each) the Redis stream may hold before
+/// calls get 503: the control plane has been away too long.
+pub const MAX_STREAM_BACKLOG: u64 = 200_000;
 /// Most events in one batch to the control plane; a full batch is flushed at once.
 pub const BATCH: usize = 1_000;
 
