@@ -142,15 +142,22 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
         channel_dir: channels,
         cpu_overcommit: args.sandbox.cpu_overcommit,
     };
+    // The edge stops first and the rest after it, so its last usage report still finds
+    // the control plane.
+    let backend = CancellationToken::new();
     let mut tasks = JoinSet::new();
-    let s = shutdown.clone();
+    let s = backend.clone();
     tasks.spawn(async move { souq_control_plane::run(cp_cfg, cp_listener, s).await.context("control plane") });
-    let s = shutdown.clone();
+    let s = backend.clone();
     tasks.spawn(async move { souq_node_agent::run(agent_cfg, agent_listener, s).await.context("node agent") });
     let s = shutdown.clone();
     edge_cfg.control_plane_url = cp_url;
     edge_cfg.join_token = join_token;
-    tasks.spawn(async move { souq_edge_proxy::run(edge_cfg, edge_listener, s).await.context("edge") });
+    tasks.spawn(async move {
+        let done = souq_edge_proxy::run(edge_cfg, edge_listener, s).await.context("edge");
+        backend.cancel();
+        done
+    });
 
     let ready_shutdown = shutdown.clone();
     tokio::spawn(async move {
