@@ -94,11 +94,13 @@ async fn n_calls_count_exactly_n_with_redis_through_flusher_crashes() {
     c.flush_faults().crash_after_commit_once();
     total += calls(&c, &api, &key, 100).await;
     settles_at(&c, &consumer, total).await;
+    assert!(!c.flush_faults().armed(), "the flusher never crashed after a commit");
 
     // The flusher dies before the commit: the events wait in Redis and count once.
     c.flush_faults().crash_before_commit_once();
     total += calls(&c, &api, &key, 100).await;
     settles_at(&c, &consumer, total).await;
+    assert!(!c.flush_faults().armed(), "the flusher never crashed before a commit");
     c.stop().await;
 }
 

@@ -51,6 +51,11 @@ impl FlushFaults {
     pub fn crash_after_commit_once(&self) {
         self.after_commit.store(true, Ordering::SeqCst);
     }
+
+    /// TEST HOOK: whether a crash is armed and has not fired yet.
+    pub fn armed(&self) -> bool {
+        self.before_commit.load(Ordering::SeqCst) || self.after_commit.load(Ordering::SeqCst)
+    }
 }
 
 /// Why a flush did not finish.
