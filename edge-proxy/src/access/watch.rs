@@ -3,78 +3,30 @@
 //! cleared: a revocation arrives as a new table, which the control plane sends at once).
 use std::sync::Arc;
 
-use souq_proto::routes::{WatchAccessRequest, routes_client::RoutesClient};
+use souq_proto::routes::{AccessTable, WatchAccessRequest, routes_client::RoutesClient};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
-use tracing::{debug, info, warn};
+use tracing::debug;
 
 use super::Access;
-use crate::routing::watch::{BACKOFF_MIN, MAX_TABLE_BYTES, next_backoff};
+use crate::routing::watch::{MAX_TABLE_BYTES, follow_stream};
 
 /// Subscribes to the access table until `shutdown`, installing every table into `access`.
 pub async fn follow(access: Arc<Access>, channel: Channel, join_token: String, shutdown: CancellationToken) {
-    let mut client = RoutesClient::new(channel).max_decoding_message_size(MAX_TABLE_BYTES);
-    let mut wait = BACKOFF_MIN;
-    // Log the first failure of a run of failures at warn, the rest at debug.
-    let mut failing = false;
-    loop {
+    let client = RoutesClient::new(channel).max_decoding_message_size(MAX_TABLE_BYTES);
+    let open = move || {
+        let mut client = client.clone();
         let mut req = tonic::Request::new(WatchAccessRequest {});
         souq_proto::set_bearer(&mut req, &join_token);
-        let opened = tokio::select! {
-            () = shutdown.cancelled() => return,
-            r = client.watch_access(req) => r,
-        };
-        match opened {
-            Ok(resp) => {
-                let mut stream = resp.into_inner();
-                loop {
-                    let msg = tokio::select! {
-                        () = shutdown.cancelled() => return,
-                        m = stream.message() => m,
-                    };
-                    match msg {
-                        Ok(Some(table)) => {
-                            let generation = table.generation;
-                            if let Some(t) = access.install(table) {
-                                debug!(
-                                    generation,
-                                    keys = t.key_count(),
-                                    grants = t.grant_count(),
-                                    "access table updated"
-                                );
-                            }
-                            wait = BACKOFF_MIN;
-                            if failing {
-                                info!("access stream restored");
-                            }
-                            failing = false;
-                        }
-                        Ok(None) => {
-                            info!("access stream ended; resubscribing");
-                            break;
-                        }
-                        Err(status) => {
-                            warn!(code = ?status.code(), "access stream broke; resubscribing, serving the last table");
-                            break;
-                        }
-                    }
-                }
-            }
-            Err(status) => {
-                if failing {
-                    debug!(code = ?status.code(), "control plane still unreachable for access");
-                } else {
-                    warn!(code = ?status.code(), "could not subscribe to access; serving the last table and retrying");
-                }
-                failing = true;
-            }
+        async move { client.watch_access(req).await.map(tonic::Response::into_inner) }
+    };
+    follow_stream("access", open, shutdown, |table: AccessTable| {
+        let generation = table.generation;
+        if let Some(t) = access.install(table) {
+            debug!(generation, keys = t.key_count(), grants = t.grant_count(), "access table updated");
         }
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(wait) => {}
-        }
-        wait = next_backoff(wait);
-    }
+    })
+    .await;
 }
 
 #[cfg(test)]

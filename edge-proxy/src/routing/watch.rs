@@ -2,7 +2,7 @@
 //! reconnecting with backoff; while it is away, the last table keeps serving.
 use std::{sync::Arc, time::Duration};
 
-use souq_proto::routes::{WatchRoutesRequest, routes_client::RoutesClient};
+use souq_proto::routes::{RouteTable, WatchRoutesRequest, routes_client::RoutesClient};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tracing::{debug, info, warn};
@@ -31,51 +31,73 @@ pub async fn follow(
     join_token: String,
     shutdown: CancellationToken,
 ) {
-    let mut client = RoutesClient::new(channel).max_decoding_message_size(MAX_TABLE_BYTES);
+    let client = RoutesClient::new(channel).max_decoding_message_size(MAX_TABLE_BYTES);
+    let open = move || {
+        let mut client = client.clone();
+        let mut req = tonic::Request::new(WatchRoutesRequest {});
+        souq_proto::set_bearer(&mut req, &join_token);
+        async move { client.watch_routes(req).await.map(tonic::Response::into_inner) }
+    };
+    follow_stream("routes", open, shutdown, |table: RouteTable| {
+        let (generation, routes) = (table.generation, table.routes.len());
+        if let Some(t) = routing.install(table) {
+            agents.retain(t.agent_addrs());
+            info!(generation, routes, "route table updated");
+        }
+    })
+    .await;
+}
+
+/// Follows one of the control plane's table streams until `shutdown`: `open` subscribes,
+/// `install` takes each table. A broken or ended stream is opened again with backoff
+/// (200 ms doubling to 5 s); meanwhile the last table installed keeps serving.
+pub(crate) async fn follow_stream<T, Open, Fut>(
+    what: &'static str,
+    mut open: Open,
+    shutdown: CancellationToken,
+    mut install: impl FnMut(T),
+) where
+    Open: FnMut() -> Fut,
+    Fut: Future<Output = Result<tonic::Streaming<T>, tonic::Status>>,
+{
     let mut wait = BACKOFF_MIN;
     // Log the first failure of a run of failures at warn, the rest at debug.
     let mut failing = false;
     loop {
-        let mut req = tonic::Request::new(WatchRoutesRequest {});
-        souq_proto::set_bearer(&mut req, &join_token);
         let opened = tokio::select! {
             () = shutdown.cancelled() => return,
-            r = client.watch_routes(req) => r,
+            r = open() => r,
         };
         match opened {
-            Ok(resp) => {
-                let mut stream = resp.into_inner();
-                loop {
-                    let msg = tokio::select! {
-                        () = shutdown.cancelled() => return,
-                        m = stream.message() => m,
-                    };
-                    match msg {
-                        Ok(Some(table)) => {
-                            let (generation, routes) = (table.generation, table.routes.len());
-                            if let Some(t) = routing.install(table) {
-                                agents.retain(t.agent_addrs());
-                                info!(generation, routes, "route table updated");
-                            }
-                            wait = BACKOFF_MIN;
-                            failing = false;
+            Ok(mut stream) => loop {
+                let msg = tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    m = stream.message() => m,
+                };
+                match msg {
+                    Ok(Some(table)) => {
+                        install(table);
+                        wait = BACKOFF_MIN;
+                        if failing {
+                            info!(what, "table stream restored");
                         }
-                        Ok(None) => {
-                            info!("route stream ended; resubscribing");
-                            break;
-                        }
-                        Err(status) => {
-                            warn!(code = ?status.code(), "route stream broke; resubscribing, serving the last table");
-                            break;
-                        }
+                        failing = false;
+                    }
+                    Ok(None) => {
+                        info!(what, "table stream ended; resubscribing");
+                        break;
+                    }
+                    Err(status) => {
+                        warn!(what, code = ?status.code(), "table stream broke; resubscribing, serving the last table");
+                        break;
                     }
                 }
-            }
+            },
             Err(status) => {
                 if failing {
-                    debug!(code = ?status.code(), "control plane still unreachable for routes");
+                    debug!(what, code = ?status.code(), "control plane still unreachable");
                 } else {
-                    warn!(code = ?status.code(), "could not subscribe to routes; serving the last table and retrying");
+                    warn!(what, code = ?status.code(), "could not subscribe; serving the last table and retrying");
                 }
                 failing = true;
             }
