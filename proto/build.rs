@@ -1,9 +1,13 @@
 //! Compiles the .proto files in pure Rust (protox), so no system protoc is needed.
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
+        "souq/accounts/v1/accounts.proto",
         "souq/agent/v1/agent.proto",
+        "souq/apis/v1/apis.proto",
+        "souq/execute/v1/execute.proto",
+        "souq/market/v1/market.proto",
+        "souq/metering/v1/metering.proto",
         "souq/registry/v1/registry.proto",
-        "souq/platform/v1/platform.proto",
         "souq/routes/v1/routes.proto",
     ];
     for p in protos {

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Round trip of one JSON line between the agent's side and a process in a sandbox, over
-the two channels DESIGN.md names: the container's stdio attached through the Engine API
-(what Souq uses), and a Unix socket in an agent-owned directory mounted read-only.
+the two channels Souq weighed: the container's stdio attached through the Engine API,
+and a Unix socket in an agent-owned directory mounted read-only (what the agent uses:
+it measured faster; see docs/PERFORMANCE.md).
 
     python3 scripts/bench-channel.py [ROUND_TRIPS]
 

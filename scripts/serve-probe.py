@@ -6,7 +6,7 @@
 RUNTIME is python, node or go (all three by default); IMAGE defaults to the tag that
 `build.sh --print-tags` names. For each runtime it binds a Unix socket in a fresh directory
 under /tmp, starts `IMAGE serve /run/souq/shim.sock` with the agent's sandbox profile
-(node-agent/src/profile.rs) and that directory mounted read-only, accepts the shim's
+(node-agent/src/sandbox/profile.rs) and that directory mounted read-only, accepts the shim's
 connection, loads a handler and checks the answers: JSON, shaped responses, text, errors,
 load failures, 1000 pipelined requests, the handler's output in `docker logs`, the exit
 statuses. Then it measures round trips (p50/p99 of 2000 sequential requests) and pipelined
@@ -30,7 +30,7 @@ FAILURES = []
 
 
 def profile(runtime):
-    """The container profile of node-agent/src/profile.rs (Limits::default())."""
+    """The container profile of node-agent/src/sandbox/profile.rs (Limits::default())."""
     exec_ = "exec" if runtime == "go" else "noexec"
     return ["--read-only", "--tmpfs", f"/tmp:rw,{exec_},nosuid,nodev,size=64m,mode=1777",
             "--user", "65534:65534", "--network", "none", "--cap-drop", "ALL",

@@ -18,6 +18,12 @@ bash deploy/runtimes/build.sh
 step "build and lint"
 cargo build --workspace --tests --locked
 cargo clippy --workspace --all-targets --locked -- -D warnings
+python3 scripts/module-cycles.py
+# Test hooks (fault injection) must never reach the `souq` binary that users run.
+if cargo tree -p souq --locked -e features -i souq-edge-proxy | grep -q fault-injection; then
+    echo "the souq binary would carry the fault-injection hooks" >&2
+    exit 1
+fi
 
 step "tests on SQLite"
 cargo test --workspace --locked

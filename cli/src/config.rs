@@ -3,7 +3,7 @@
 use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{Args, Parser, Subcommand};
-use souq_node_agent::Limits;
+use souq_node_agent::{Limits, PoolConfig};
 
 /// Souq: API hosting, execution and marketplace.
 #[derive(Debug, Parser)]
@@ -103,26 +103,24 @@ pub struct MailArgs {
 }
 
 impl MailArgs {
-    /// Checks the options, never echoing the SMTP URL (it may hold a password).
-    pub fn check(&self) -> Result<(), ConfigError> {
-        if self.smtp_url.as_ref().is_some_and(|u| !(u.starts_with("smtp://") || u.starts_with("smtps://"))) {
-            return Err(bad("--smtp-url", "must start with smtp:// or smtps://"));
-        }
-        if let Some(u) = &self.public_url {
-            check_url("--public-url", u)?;
-        }
-        if !self.mail_from.contains('@') || self.mail_from.len() > 254 {
-            return Err(bad("--mail-from", "must be an address, e.g. Souq <no-reply@example.com>"));
-        }
-        Ok(())
-    }
-
-    /// Applies the options to a control plane config.
-    pub fn apply(&self, cfg: &mut souq_control_plane::Config) {
+    /// A control plane's configuration from these options and the database's, checked by
+    /// its `Config::validate` (which never echoes the SMTP or database URL).
+    pub fn control_plane_config(
+        &self,
+        db: &DbArgs,
+        signing_key: PathBuf,
+        join_token: String,
+        public_url: String,
+        max_replicas: u32,
+    ) -> Result<souq_control_plane::Config, ConfigError> {
+        let mut cfg = souq_control_plane::Config::new(db.url()?, signing_key, join_token, public_url, db.data_dir.join("mail"));
         if let Some(u) = &self.smtp_url {
             cfg.mail = souq_control_plane::MailConfig::Smtp(u.clone());
         }
         cfg.mail_from = self.mail_from.clone();
+        cfg.max_replicas = max_replicas;
+        cfg.validate().map_err(|e| ConfigError(e.to_string()))?;
+        Ok(cfg)
     }
 }
 
@@ -146,12 +144,8 @@ impl MeterArgs {
             "off" => false,
             _ => return Err(bad("--metering", "must be on or off")),
         };
-        if let Some(url) = &self.redis_url {
-            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                return Err(bad("--redis-url", "must be a redis:// or rediss:// URL"));
-            }
-            cfg.redis_url = Some(url.clone());
-        }
+        // The edge's `Config::validate` checks the URL.
+        cfg.redis_url.clone_from(&self.redis_url);
         Ok(())
     }
 }
@@ -234,28 +228,28 @@ pub struct SandboxArgs {
     #[arg(long, env = "SOUQ_DOCKER_HOST")]
     pub docker_host: Option<String>,
     /// Sandbox memory (and memory+swap) in MiB.
-    #[arg(long, env = "SOUQ_SANDBOX_MEMORY_MB", default_value_t = 256)]
+    #[arg(long, env = "SOUQ_SANDBOX_MEMORY_MB", default_value_t = Limits::DEFAULT.memory_mb)]
     pub sandbox_memory_mb: u64,
     /// Sandbox CPU in thousandths of a core.
-    #[arg(long, env = "SOUQ_SANDBOX_CPUS_MILLI", default_value_t = 500)]
+    #[arg(long, env = "SOUQ_SANDBOX_CPUS_MILLI", default_value_t = Limits::DEFAULT.cpus_milli)]
     pub sandbox_cpus_milli: u32,
     /// Most processes and threads in a sandbox.
-    #[arg(long, env = "SOUQ_SANDBOX_PIDS", default_value_t = 50)]
+    #[arg(long, env = "SOUQ_SANDBOX_PIDS", default_value_t = Limits::DEFAULT.pids)]
     pub sandbox_pids: u32,
     /// Size of the sandbox's /tmp in MiB.
-    #[arg(long, env = "SOUQ_SANDBOX_TMPFS_MB", default_value_t = 64)]
+    #[arg(long, env = "SOUQ_SANDBOX_TMPFS_MB", default_value_t = Limits::DEFAULT.tmpfs_mb)]
     pub sandbox_tmpfs_mb: u64,
     /// Most open files in a sandbox.
-    #[arg(long, env = "SOUQ_SANDBOX_NOFILE", default_value_t = 256)]
+    #[arg(long, env = "SOUQ_SANDBOX_NOFILE", default_value_t = Limits::DEFAULT.nofile)]
     pub sandbox_nofile: u64,
     /// Largest file a sandbox may write, in MiB.
-    #[arg(long, env = "SOUQ_SANDBOX_FSIZE_MB", default_value_t = 64)]
+    #[arg(long, env = "SOUQ_SANDBOX_FSIZE_MB", default_value_t = Limits::DEFAULT.fsize_mb)]
     pub sandbox_fsize_mb: u64,
     /// Longest wall time of one execute in ms; requests may only ask for less.
-    #[arg(long, env = "SOUQ_MAX_TIMEOUT_MS", default_value_t = 30_000)]
+    #[arg(long, env = "SOUQ_MAX_TIMEOUT_MS", default_value_t = Limits::DEFAULT.max_timeout_ms)]
     pub max_timeout_ms: u64,
     /// Most bytes of stdout+stderr kept per run.
-    #[arg(long, env = "SOUQ_OUTPUT_LIMIT_BYTES", default_value_t = 1024 * 1024)]
+    #[arg(long, env = "SOUQ_OUTPUT_LIMIT_BYTES", default_value_t = Limits::DEFAULT.output_bytes)]
     pub output_limit_bytes: usize,
     /// Most sandboxes running at once on this node.
     #[arg(long, env = "SOUQ_MAX_CONCURRENT", default_value_t = 8)]
@@ -264,16 +258,16 @@ pub struct SandboxArgs {
     #[arg(long, env = "SOUQ_QUEUE_DEPTH", default_value_t = 32)]
     pub queue_depth: usize,
     /// Warm sandboxes kept waiting per runtime.
-    #[arg(long, env = "SOUQ_POOL_SIZE", default_value_t = 1)]
+    #[arg(long, env = "SOUQ_POOL_SIZE", default_value_t = PoolConfig::DEFAULT.size)]
     pub pool_size: usize,
     /// Runs a user's warm sandbox serves before it is replaced.
-    #[arg(long, env = "SOUQ_POOL_MAX_USES", default_value_t = 1000)]
+    #[arg(long, env = "SOUQ_POOL_MAX_USES", default_value_t = PoolConfig::DEFAULT.max_uses)]
     pub pool_max_uses: u32,
     /// Seconds a user's warm sandbox may sit unused before it is destroyed.
-    #[arg(long, env = "SOUQ_POOL_IDLE_S", default_value_t = 120)]
+    #[arg(long, env = "SOUQ_POOL_IDLE_S", default_value_t = PoolConfig::DEFAULT.idle_ttl.as_secs())]
     pub pool_idle_s: u64,
     /// Most warm sandboxes held for users at once.
-    #[arg(long, env = "SOUQ_POOL_MAX_SESSIONS", default_value_t = 64)]
+    #[arg(long, env = "SOUQ_POOL_MAX_SESSIONS", default_value_t = PoolConfig::DEFAULT.max_sessions)]
     pub pool_max_sessions: usize,
     /// How many times its CPUs this node offers to API instances (CPU limits are ceilings,
     /// not reservations; memory is never overcommitted).
@@ -282,41 +276,20 @@ pub struct SandboxArgs {
 }
 
 impl SandboxArgs {
-    /// The warm pool settings (checked by [`SandboxArgs::limits`]).
-    pub fn pool(&self) -> souq_node_agent::PoolConfig {
-        souq_node_agent::PoolConfig {
+    /// The warm pool settings; the agent's `Config::validate` checks them.
+    pub fn pool(&self) -> PoolConfig {
+        PoolConfig {
             size: self.pool_size,
             max_uses: self.pool_max_uses,
             idle_ttl: std::time::Duration::from_secs(self.pool_idle_s),
             max_sessions: self.pool_max_sessions,
-            ..Default::default()
+            ..PoolConfig::DEFAULT
         }
     }
 
-    /// The limits, checked.
-    pub fn limits(&self) -> Result<Limits, ConfigError> {
-        let range = |opt: &str, v: u64, lo: u64, hi: u64| {
-            if (lo..=hi).contains(&v) { Ok(()) } else { Err(bad(opt, format!("{v} is outside {lo}..={hi}"))) }
-        };
-        range("--sandbox-memory-mb", self.sandbox_memory_mb, 32, 64 * 1024)?;
-        range("--sandbox-cpus-milli", u64::from(self.sandbox_cpus_milli), 10, 64_000)?;
-        range("--sandbox-pids", u64::from(self.sandbox_pids), 8, 4096)?;
-        range("--sandbox-tmpfs-mb", self.sandbox_tmpfs_mb, 1, 16 * 1024)?;
-        range("--max-timeout-ms", self.max_timeout_ms, 100, 3_600_000)?;
-        range("--sandbox-nofile", self.sandbox_nofile, 16, 1_048_576)?;
-        range("--sandbox-fsize-mb", self.sandbox_fsize_mb, 1, 1024 * 1024)?;
-        range("--output-limit-bytes", self.output_limit_bytes as u64, 1024, 64 * 1024 * 1024)?;
-        range("--max-concurrent", self.max_concurrent as u64, 1, 1024)?;
-        range("--queue-depth", self.queue_depth as u64, 0, 100_000)?;
-        range("--pool-size", self.pool_size as u64, 0, 64)?;
-        range("--pool-max-uses", u64::from(self.pool_max_uses), 1, 1_000_000)?;
-        range("--pool-idle-s", self.pool_idle_s, 1, 86_400)?;
-        range("--pool-max-sessions", self.pool_max_sessions as u64, 1, 10_000)?;
-        range("--cpu-overcommit", u64::from(self.cpu_overcommit), 1, 64)?;
-        if self.docker_host.as_ref().is_some_and(|h| !h.starts_with("unix://")) {
-            return Err(bad("--docker-host", "must be a unix:// socket path"));
-        }
-        Ok(Limits {
+    /// The sandbox limits; the agent's `Config::validate` checks them.
+    pub fn limits(&self) -> Limits {
+        Limits {
             memory_mb: self.sandbox_memory_mb,
             cpus_milli: self.sandbox_cpus_milli,
             pids: self.sandbox_pids,
@@ -325,8 +298,53 @@ impl SandboxArgs {
             output_bytes: self.output_limit_bytes,
             nofile: self.sandbox_nofile,
             fsize_mb: self.sandbox_fsize_mb,
-        })
+        }
     }
+
+    /// A node agent's configuration from these options, checked. Its runtime images are
+    /// learned later (building them takes minutes; a bad option must not wait for that).
+    pub fn agent_config(&self, base: AgentBase) -> Result<souq_node_agent::Config, ConfigError> {
+        let cfg = souq_node_agent::Config {
+            node_name: base.node_name,
+            region: base.region,
+            control_plane_url: base.control_plane_url,
+            join_token: base.join_token,
+            advertise_addr: base.advertise_addr,
+            docker_host: self.docker_host.clone(),
+            images: Default::default(),
+            limits: self.limits(),
+            max_concurrent: self.max_concurrent,
+            queue_depth: self.queue_depth,
+            pool: self.pool(),
+            channel_dir: channel_dir(&base.data_dir)?,
+            cpu_overcommit: self.cpu_overcommit,
+        };
+        cfg.validate().map_err(ConfigError)?;
+        Ok(cfg)
+    }
+}
+
+/// What a node agent's configuration takes besides the sandbox options.
+pub struct AgentBase {
+    /// The node's name.
+    pub node_name: String,
+    /// Its region label.
+    pub region: String,
+    /// The control plane's gRPC URL.
+    pub control_plane_url: String,
+    /// The cluster's secret.
+    pub join_token: String,
+    /// Where the control plane reaches the agent.
+    pub advertise_addr: Option<String>,
+    /// The data dir; the sandboxes' channel sockets live under it.
+    pub data_dir: PathBuf,
+}
+
+/// Where the sandboxes' channel sockets live: `<data-dir>/channels`, as an absolute path,
+/// since the Docker Engine bind-mounts it (the agent checks its length).
+fn channel_dir(data_dir: &std::path::Path) -> Result<PathBuf, ConfigError> {
+    std::path::absolute(data_dir.join("channels"))
+        .map_err(|e| bad("--data-dir", format!("{}: {e}", data_dir.display())))
 }
 
 /// `souq edge`.
@@ -349,39 +367,11 @@ pub struct EdgeArgs {
     pub meter: MeterArgs,
 }
 
-/// Checks a gRPC URL option.
-pub fn check_url(option: &str, url: &str) -> Result<(), ConfigError> {
-    let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"));
-    match rest {
-        Some(r) if !r.is_empty() => Ok(()),
-        _ => Err(bad(option, format!("{url:?} is not an http:// or https:// URL"))),
-    }
-}
-
-/// Checks `--max-replicas`.
-pub fn check_max_replicas(n: u32) -> Result<u32, ConfigError> {
-    if (1..=64).contains(&n) { Ok(n) } else { Err(bad("--max-replicas", format!("{n} is outside 1..=64"))) }
-}
-
-/// Checks a join token option without ever echoing it.
-pub fn check_join_token(token: &str) -> Result<(), ConfigError> {
-    if token.len() < 16 {
-        return Err(bad("--join-token", "must be at least 16 characters"));
-    }
-    Ok(())
-}
-
-/// Checks a node name.
-pub fn check_node_name(name: &str) -> Result<(), ConfigError> {
-    let ok = !name.is_empty() && name.len() <= 128 && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-    if ok { Ok(()) } else { Err(bad("--node-name", "1 to 128 characters of [A-Za-z0-9._-]")) }
-}
-
 /// This host's name, for a default node name.
 pub fn hostname() -> String {
     std::fs::read_to_string("/etc/hostname")
         .ok()
         .map(|h| h.trim().to_owned())
-        .filter(|h| check_node_name(h).is_ok())
+        .filter(|h| souq_node_agent::config::is_node_name(h))
         .unwrap_or_else(|| "local".to_owned())
 }

@@ -31,22 +31,6 @@ async fn runtime_images(data_dir: &Path, docker_host: Option<&str>) -> anyhow::R
     }
 }
 
-/// Where the sandboxes' channel sockets live: `<data-dir>/channels`, as an absolute path,
-/// since the Docker Engine bind-mounts it.
-fn channel_dir(data_dir: &Path) -> Result<std::path::PathBuf, ConfigError> {
-    let dir = std::path::absolute(data_dir.join("channels"))
-        .map_err(|e| ConfigError(format!("invalid value for --data-dir: {}: {e}", data_dir.display())))?;
-    let max = souq_node_agent::session::MAX_CHANNEL_DIR;
-    if dir.as_os_str().len() > max {
-        return Err(ConfigError(format!(
-            "invalid value for --data-dir: {} is too long; <data-dir>/channels must be at most {max} bytes as an \
-             absolute path, because the sandboxes' Unix sockets live there",
-            data_dir.display()
-        )));
-    }
-    Ok(dir)
-}
-
 fn random_token() -> String {
     format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
 }
@@ -97,51 +81,41 @@ async fn wait_ready(addr: std::net::SocketAddr, shutdown: &CancellationToken) ->
 
 /// `souq up`: every role in one process.
 pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let limits = args.sandbox.limits()?;
-    let max_replicas = config::check_max_replicas(args.max_replicas)?;
-    // The edge's options are checked now; its addresses are known once bound.
-    let mut edge_cfg = souq_edge_proxy::Config::new(String::new(), String::new());
-    args.meter.apply(&mut edge_cfg)?;
-    let database_url = args.db.url()?;
-    args.mail.check()?;
-    let node_name = args.node_name.clone().unwrap_or_else(|| format!("up-{}", config::hostname()));
-    config::check_node_name(&node_name)?;
-    let channels = channel_dir(&args.db.data_dir)?;
-    args.db.prepare()?;
-    let images = runtime_images(&args.db.data_dir, args.sandbox.docker_host.as_deref()).await?;
-
+    // Every role's options are checked before anything is built or bound; the addresses
+    // the roles find each other at are placeholders until the listeners are bound.
     let join_token = random_token();
+    let placeholder = "http://127.0.0.1:1".to_owned();
+    let mut cp_cfg = args.mail.control_plane_config(
+        &args.db,
+        args.db.data_dir.join("jwt-ed25519.pem"),
+        join_token.clone(),
+        args.mail.public_url.clone().unwrap_or_else(|| format!("http://{}", args.edge_addr)),
+        args.max_replicas,
+    )?;
+    let mut edge_cfg = souq_edge_proxy::Config::new(placeholder.clone(), join_token.clone());
+    args.meter.apply(&mut edge_cfg)?;
+    edge_cfg.validate().map_err(ConfigError)?;
+    let mut agent_cfg = args.sandbox.agent_config(config::AgentBase {
+        node_name: args.node_name.clone().unwrap_or_else(|| format!("up-{}", config::hostname())),
+        region: "local".into(),
+        control_plane_url: placeholder,
+        join_token: join_token.clone(),
+        advertise_addr: None,
+        data_dir: args.db.data_dir.clone(),
+    })?;
+    args.db.prepare()?;
+    agent_cfg.images = runtime_images(&args.db.data_dir, args.sandbox.docker_host.as_deref()).await?;
+
     let cp_listener = bind("127.0.0.1:0".parse()?, "control plane").await?;
     let agent_listener = bind("127.0.0.1:0".parse()?, "node agent").await?;
     let edge_listener = bind(args.edge_addr, "edge (--edge-addr)").await?;
     let edge_addr = edge_listener.local_addr()?;
     let cp_url = format!("http://{}", cp_listener.local_addr()?);
 
-    let public_url = args.mail.public_url.clone().unwrap_or_else(|| format!("http://{edge_addr}"));
-    let mut cp_cfg = souq_control_plane::Config::new(
-        database_url,
-        args.db.data_dir.join("jwt-ed25519.pem"),
-        join_token.clone(),
-        public_url,
-        args.db.data_dir.join("mail"),
-    );
-    args.mail.apply(&mut cp_cfg);
-    cp_cfg.max_replicas = max_replicas;
-    let agent_cfg = souq_node_agent::Config {
-        node_name,
-        region: "local".into(),
-        control_plane_url: cp_url.clone(),
-        join_token: join_token.clone(),
-        advertise_addr: None,
-        docker_host: args.sandbox.docker_host.clone(),
-        images,
-        limits,
-        max_concurrent: args.sandbox.max_concurrent,
-        queue_depth: args.sandbox.queue_depth,
-        pool: args.sandbox.pool(),
-        channel_dir: channels,
-        cpu_overcommit: args.sandbox.cpu_overcommit,
-    };
+    if args.mail.public_url.is_none() {
+        cp_cfg.public_url = format!("http://{edge_addr}");
+    }
+    agent_cfg.control_plane_url = cp_url.clone();
     // The edge stops first and the rest after it, so its last usage report still finds
     // the control plane.
     let backend = CancellationToken::new();
@@ -152,7 +126,6 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
     tasks.spawn(async move { souq_node_agent::run(agent_cfg, agent_listener, s).await.context("node agent") });
     let s = shutdown.clone();
     edge_cfg.control_plane_url = cp_url;
-    edge_cfg.join_token = join_token;
     tasks.spawn(async move {
         let done = souq_edge_proxy::run(edge_cfg, edge_listener, s).await.context("edge");
         backend.cancel();
@@ -170,21 +143,15 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
 
 /// `souq control-plane`.
 pub async fn control_plane(args: ControlPlaneArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
-    config::check_join_token(&args.join_token)?;
-    let max_replicas = config::check_max_replicas(args.max_replicas)?;
-    let database_url = args.db.url()?;
-    args.mail.check()?;
-    let public_url = args
-        .mail
-        .public_url
-        .clone()
-        .ok_or_else(|| ConfigError("missing --public-url: mail links are built from it".into()))?;
-    args.db.prepare()?;
     let key = args.signing_key_file.clone().unwrap_or_else(|| args.db.data_dir.join("jwt-ed25519.pem"));
+    // Every other option is checked first; then a missing --public-url gets its own message.
+    let public_url = args.mail.public_url.clone().unwrap_or_else(|| "http://public-url.invalid".into());
+    let cfg = args.mail.control_plane_config(&args.db, key, args.join_token.clone(), public_url, args.max_replicas)?;
+    if args.mail.public_url.is_none() {
+        return Err(ConfigError("missing --public-url: mail links are built from it".into()).into());
+    }
+    args.db.prepare()?;
     let listener = bind(args.grpc_addr, "control plane (--grpc-addr)").await?;
-    let mut cfg = souq_control_plane::Config::new(database_url, key, args.join_token, public_url, args.db.data_dir.join("mail"));
-    args.mail.apply(&mut cfg);
-    cfg.max_replicas = max_replicas;
     let mut tasks = JoinSet::new();
     let s = shutdown.clone();
     tasks.spawn(async move { souq_control_plane::run(cfg, listener, s).await.context("control plane") });
@@ -193,34 +160,18 @@ pub async fn control_plane(args: ControlPlaneArgs, shutdown: CancellationToken) 
 
 /// `souq agent`.
 pub async fn agent(args: AgentArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let limits = args.sandbox.limits()?;
-    config::check_join_token(&args.join_token)?;
-    config::check_url("--control-plane-url", &args.control_plane_url)?;
-    if let Some(a) = &args.advertise_addr {
-        config::check_url("--advertise-addr", a)?;
-    }
-    let node_name = args.node_name.clone().unwrap_or_else(config::hostname);
-    config::check_node_name(&node_name)?;
-    let channels = channel_dir(&args.data_dir)?;
+    let mut cfg = args.sandbox.agent_config(config::AgentBase {
+        node_name: args.node_name.clone().unwrap_or_else(config::hostname),
+        region: args.region.clone(),
+        control_plane_url: args.control_plane_url.clone(),
+        join_token: args.join_token.clone(),
+        advertise_addr: args.advertise_addr.clone(),
+        data_dir: args.data_dir.clone(),
+    })?;
     std::fs::create_dir_all(&args.data_dir)
         .map_err(|e| ConfigError(format!("invalid value for --data-dir: {}: {e}", args.data_dir.display())))?;
-    let images = runtime_images(&args.data_dir, args.sandbox.docker_host.as_deref()).await?;
+    cfg.images = runtime_images(&args.data_dir, args.sandbox.docker_host.as_deref()).await?;
     let listener = bind(args.agent_addr, "node agent (--agent-addr)").await?;
-    let cfg = souq_node_agent::Config {
-        node_name,
-        region: args.region,
-        control_plane_url: args.control_plane_url,
-        join_token: args.join_token,
-        advertise_addr: args.advertise_addr,
-        docker_host: args.sandbox.docker_host.clone(),
-        images,
-        limits,
-        max_concurrent: args.sandbox.max_concurrent,
-        queue_depth: args.sandbox.queue_depth,
-        pool: args.sandbox.pool(),
-        channel_dir: channels,
-        cpu_overcommit: args.sandbox.cpu_overcommit,
-    };
     let mut tasks = JoinSet::new();
     let s = shutdown.clone();
     tasks.spawn(async move { souq_node_agent::run(cfg, listener, s).await.context("node agent") });
@@ -229,11 +180,10 @@ pub async fn agent(args: AgentArgs, shutdown: CancellationToken) -> anyhow::Resu
 
 /// `souq edge`.
 pub async fn edge(args: EdgeArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
-    config::check_url("--control-plane-url", &args.control_plane_url)?;
-    config::check_join_token(&args.join_token)?;
     let mut cfg = souq_edge_proxy::Config::new(args.control_plane_url, args.join_token);
     args.meter.apply(&mut cfg)?;
     cfg.edge_id = args.edge_id;
+    cfg.validate().map_err(ConfigError)?;
     let listener = bind(args.edge_addr, "edge (--edge-addr)").await?;
     let mut tasks = JoinSet::new();
     let s = shutdown.clone();

@@ -1,8 +1,14 @@
 //! Time, injected: the control plane reads the clock through [`Clock`] so that expiry,
-//! throttling and retries can be tested by moving time instead of sleeping.
+//! throttling and retries can be tested by moving time instead of sleeping; and time as
+//! the wire shows it ([`rfc3339`]).
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
+
+/// A time as the wire shows it: RFC 3339 in UTC, to the second.
+pub fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
 
 /// A source of the current time.
 pub trait Clock: Send + Sync + 'static {

@@ -10,6 +10,9 @@ pub enum Error {
     /// The database failed.
     #[error("database: {0}")]
     Db(#[from] sea_orm::DbErr),
+    /// A configuration `run` cannot start with; see [`crate::Config::validate`].
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     /// Anything else unexpected; logged, and reported to the client generically.
     #[error("{0}")]
     Internal(String),
@@ -43,6 +46,10 @@ impl From<Error> for tonic::Status {
             Error::Db(err) => {
                 tracing::error!(error = &err as &dyn std::error::Error, "database error");
                 WireError::new(Kind::Unavailable, "the database is unavailable").into()
+            }
+            Error::Config(err) => {
+                tracing::error!(error = %err, "configuration error");
+                WireError::new(Kind::Internal, "internal error").into()
             }
             Error::Internal(msg) => {
                 tracing::error!(error = %msg, "internal error");

@@ -9,11 +9,13 @@ use chrono::Utc;
 use sea_orm::{ConnectionTrait, EntityTrait, IntoActiveModel};
 use uuid::Uuid;
 
-use crate::{Config, ManualClock, State, auth::token::TokenSigner, entity::users};
+use crate::{Config, ManualClock, auth::token::TokenSigner, entity::users, state::State};
 
 /// A state on its own database; [`TestDb::close`] removes the database.
 pub(crate) struct TestDb {
+    /// The state, as the services see it.
     pub(crate) state: Arc<State>,
+    /// The clock every area reads; move it to test months and expiry.
     pub(crate) clock: Arc<ManualClock>,
     dir: PathBuf,
     pg: Option<(String, String)>,
@@ -45,7 +47,7 @@ impl TestDb {
         let mut cfg = Config::new(url, dir.join("jwt.pem"), "join".into(), "http://localhost".into(), dir.join("mail"));
         cfg.clock = clock.clone();
         let tokens = TokenSigner::load_or_create(&cfg.signing_key_path, cfg.access_token_ttl).unwrap();
-        let state = Arc::new(State::new(&cfg, db, tokens, Arc::default()));
+        let state = Arc::new(State::new(&cfg, db, tokens, Arc::default(), tokio_util::sync::CancellationToken::new()));
         TestDb { state, clock, dir, pg }
     }
 

@@ -1,5 +1,5 @@
 //! What metering and rate limiting cost on the data path, measured alone: the edge's
-//! router over real HTTP, calling a stand-in agent that answers at once, with an API key
+//! router over real HTTP, calling a fake agent that answers at once, with an API key
 //! under a roomy plan. Metering off, then in memory, then in Redis (when one answers at
 //! `SOUQ_REDIS_URL`, default redis://127.0.0.1:6379). Run it in release mode:
 //!
@@ -18,97 +18,17 @@ use std::{
 
 use souq_edge_proxy::{AppState, Config, access::credential::key_hash, router};
 use souq_proto::{
-    agent::{
-        DeployRequest, ExecuteRequest, ExecuteResult, InstanceStatus, InvokeRequest, InvokeResult, LogLine,
-        LogsRequest, ResultKind, StopRequest, StopResult,
-        agent_server::{Agent, AgentServer},
-    },
-    routes::{
-        AccessTable, Backend, Grant, KeyEntry, Route, RouteTable, UsageAck, UsageBatch, WatchAccessRequest,
-        WatchRoutesRequest, routes_client::RoutesClient, routes_server,
-    },
+    agent::ResultKind,
+    metering::{AccessTable, Grant, KeyEntry, metering_client::MeteringClient},
+    routes::{Backend, Route, RouteTable},
 };
+use souq_test_support::{FakeAgent, FakeMetering};
 use tokio_util::sync::CancellationToken;
-use tonic::{Response, Status};
 
 const JOIN: &str = "bench-join-token-0123456789";
 /// Names this run's Redis keys, removed at the end.
 const RUN: &str = "call-bench";
 const KEY: &str = "souq_benchbch_0123456789abcdefghijklmnopqrstuv";
-
-struct Echo;
-
-#[tonic::async_trait]
-impl Agent for Echo {
-    type LogsStream = tokio_stream::Empty<Result<LogLine, Status>>;
-    async fn execute(&self, _: tonic::Request<ExecuteRequest>) -> Result<Response<ExecuteResult>, Status> {
-        Err(Status::unimplemented("no"))
-    }
-    async fn deploy(&self, _: tonic::Request<DeployRequest>) -> Result<Response<InstanceStatus>, Status> {
-        Err(Status::unimplemented("no"))
-    }
-    async fn stop(&self, _: tonic::Request<StopRequest>) -> Result<Response<StopResult>, Status> {
-        Err(Status::unimplemented("no"))
-    }
-    async fn logs(&self, _: tonic::Request<LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
-        Err(Status::unimplemented("no"))
-    }
-    async fn invoke(&self, _: tonic::Request<InvokeRequest>) -> Result<Response<InvokeResult>, Status> {
-        Ok(Response::new(InvokeResult {
-            kind: ResultKind::Json as i32,
-            body: br#"{"ok":true}"#.to_vec(),
-            duration_ms: 0,
-        }))
-    }
-}
-
-/// A control plane that commits every batch it gets.
-struct Commits;
-
-#[tonic::async_trait]
-impl routes_server::Routes for Commits {
-    type WatchRoutesStream = tokio_stream::Empty<Result<RouteTable, Status>>;
-    type WatchAccessStream = tokio_stream::Empty<Result<AccessTable, Status>>;
-    async fn watch_routes(
-        &self,
-        _: tonic::Request<WatchRoutesRequest>,
-    ) -> Result<Response<Self::WatchRoutesStream>, Status> {
-        Err(Status::unimplemented("no"))
-    }
-    async fn watch_access(
-        &self,
-        _: tonic::Request<WatchAccessRequest>,
-    ) -> Result<Response<Self::WatchAccessStream>, Status> {
-        Err(Status::unimplemented("no"))
-    }
-    async fn report_usage(&self, req: tonic::Request<UsageBatch>) -> Result<Response<UsageAck>, Status> {
-        let b = req.into_inner();
-        let through = b.events.last().map(|e| e.position.clone()).unwrap_or_default();
-        Ok(Response::new(UsageAck { committed_through: through, committed: b.events.len() as u32 }))
-    }
-}
-
-async fn start_control_plane() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(routes_server::RoutesServer::new(Commits))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
-    format!("http://{addr}")
-}
-
-async fn start_agent() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(AgentServer::new(Echo))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
-    format!("http://{addr}")
-}
 
 /// An edge (without its control-plane followers) on a real port; returns its URL.
 async fn start_edge(agent: &str, cp: &str, mode: Mode, adjust: impl FnOnce(&mut Config)) -> String {
@@ -121,7 +41,7 @@ async fn start_edge(agent: &str, cp: &str, mode: Mode, adjust: impl FnOnce(&mut 
         Mode::RedisMeterOnly => state.limiter = Arc::new(souq_edge_proxy::limit::Limiter::in_memory()),
         _ => {}
     }
-    state.routing.install(RouteTable {
+    state.routes.install(RouteTable {
         generation: 1,
         routes: vec![Route {
             slug: "bench".into(),
@@ -150,14 +70,10 @@ async fn start_edge(agent: &str, cp: &str, mode: Mode, adjust: impl FnOnce(&mut 
         tokio::spawn(w);
     }
     if let Some(shared) = state.meter.shared() {
-        let routes = RoutesClient::new(tonic::transport::Endpoint::from_shared(cp.to_owned()).unwrap().connect_lazy());
-        let flusher = souq_edge_proxy::meter::flush::Flusher {
-            shared: shared.clone(),
-            routes,
-            join_token: JOIN.into(),
-            interval: cfg.flush_interval,
-            faults: Arc::default(),
-        };
+        let metering =
+            MeteringClient::new(tonic::transport::Endpoint::from_shared(cp.to_owned()).unwrap().connect_lazy());
+        let flusher =
+            souq_edge_proxy::meter::flush::Flusher::new(shared.clone(), metering, JOIN.into(), cfg.flush_interval);
         tokio::spawn(flusher.supervise(CancellationToken::new()));
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -242,8 +158,10 @@ async fn main() {
     let rounds: usize = std::env::args().nth(2).and_then(|s| s.parse().ok()).unwrap_or(3);
     let redis = std::env::var("SOUQ_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let redis_up = redis::Client::open(redis.as_str()).unwrap().get_multiplexed_async_connection().await.is_ok();
-    let agent = start_agent().await;
-    let cp = start_control_plane().await;
+    // An agent that answers at once, and a control plane that commits every report; both
+    // run until the bench ends.
+    let agent = FakeAgent::answering(ResultKind::Json, br#"{"ok":true}"#).serve().await.url();
+    let cp = FakeMetering::default().serve().await.url();
     let http = reqwest::Client::builder().pool_max_idle_per_host(256).tcp_nodelay(true).build().unwrap();
     let mut modes = vec![Mode::Off, Mode::Memory];
     if redis_up {
@@ -260,7 +178,7 @@ async fn main() {
         throughput(&http, &url, 16, 1).await; // warm up
         urls.push(url);
     }
-    println!("edge data path, stand-in agent, API key under a plan: {rounds} rounds of {secs} s, medians");
+    println!("edge data path, fake agent, API key under a plan: {rounds} rounds of {secs} s, medians");
     let mut results = vec![(Vec::new(), Vec::new()); modes.len()];
     // CPU µs per call at concurrency 64, this process and Redis together.
     let mut cpu = vec![Vec::new(); modes.len()];

@@ -12,10 +12,10 @@ fn allowed(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')
 }
 
-/// Checks an operator's edge id.
+/// Checks an operator's edge id; the error says what it must be.
 pub fn validate(id: &str) -> Result<(), String> {
     if id.is_empty() || id.len() > MAX_LEN || !id.chars().all(allowed) {
-        return Err(format!("the edge id must be 1 to {MAX_LEN} characters of letters, digits, '.', '_', ':' and '-'"));
+        return Err(format!("must be 1 to {MAX_LEN} characters of letters, digits, '.', '_', ':' and '-'"));
     }
     Ok(())
 }

@@ -1,13 +1,19 @@
 //! Request extractors that answer bad input with problem+json: a JSON body whose every
 //! rejection has the right status, and the authenticated caller.
+use std::sync::Arc;
+
 use axum::{
     body::{Body, Bytes},
-    extract::{FromRequest, FromRequestParts, Path, Request, rejection::JsonRejection},
+    extract::{FromRef, FromRequest, FromRequestParts, Path, Request, rejection::JsonRejection},
     http::{HeaderMap, StatusCode, request::Parts},
 };
 use serde::de::DeserializeOwned;
 
-use crate::{AppState, error::ApiError};
+use crate::{error::ApiError, verifier::Verifier};
+
+/// Largest body of a management request, in bytes (413 beyond). Calls to deployed APIs
+/// have their own limit, `Config::call_body_limit`.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
 /// A JSON body: 415 without a JSON content type, 400 when it is not JSON, 413 when too
 /// big, 422 when its fields are wrong.
@@ -49,7 +55,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
                         None => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "validation", detail),
                     }
                 }
-                other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => too_large(crate::MAX_BODY_BYTES),
+                other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => too_large(MAX_BODY_BYTES),
                 other => ApiError::new(StatusCode::BAD_REQUEST, "bad-request", other.body_text()),
             }),
         }
@@ -93,10 +99,7 @@ pub fn preferred_locale(header: &str) -> Option<String> {
         .filter_map(|part| {
             let mut bits = part.trim().split(';');
             let tag = bits.next()?.trim().split('-').next()?.to_ascii_lowercase();
-            let q = bits
-                .find_map(|b| b.trim().strip_prefix("q="))
-                .and_then(|q| q.parse::<f32>().ok())
-                .unwrap_or(1.0);
+            let q = bits.find_map(|b| b.trim().strip_prefix("q=")).and_then(|q| q.parse::<f32>().ok()).unwrap_or(1.0);
             Some((q, tag))
         })
         .filter(|(q, tag)| *q > 0.0 && (tag == "ar" || tag == "en"))
@@ -127,12 +130,15 @@ pub fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
         .ok_or_else(|| ApiError::unauthenticated("the Authorization header must be: Bearer <token>"))
 }
 
-impl FromRequestParts<AppState> for Caller {
+impl<S: Send + Sync> FromRequestParts<S> for Caller
+where
+    Arc<Verifier>: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let token = bearer(&parts.headers)?;
-        let user_id = state.verifier.verify(token)?;
+        let user_id = Arc::<Verifier>::from_ref(state).verify(token)?;
         Ok(Caller { token: token.to_owned(), user_id })
     }
 }
@@ -163,7 +169,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJ
         let content_type = req.headers().get(axum::http::header::CONTENT_TYPE).cloned();
         let bytes = Bytes::from_request(req, state).await.map_err(|r| {
             if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                too_large(crate::MAX_BODY_BYTES)
+                too_large(MAX_BODY_BYTES)
             } else {
                 ApiError::new(StatusCode::BAD_REQUEST, "bad-request", r.body_text())
             }
@@ -201,7 +207,13 @@ mod tests {
 
     #[test]
     fn finds_the_field() {
-        assert_eq!(field_of("Failed to deserialize the JSON body into the target type: missing field `code` at line 1 column 2").as_deref(), Some("code"));
+        assert_eq!(
+            field_of(
+                "Failed to deserialize the JSON body into the target type: missing field `code` at line 1 column 2"
+            )
+            .as_deref(),
+            Some("code")
+        );
         assert_eq!(field_of("Failed to deserialize the JSON body into the target type: timeout_ms: invalid value: integer `-1`, expected u64 at line 1 column 40").as_deref(), Some("timeout_ms"));
         assert_eq!(field_of("Failed to deserialize the JSON body into the target type: invalid type: string \"x\", expected struct X").as_deref(), None);
     }

@@ -1,9 +1,9 @@
-//! Tests of the Redis limiter and metering stream against a real Redis: the one at
-//! `SOUQ_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`). Each test uses keys of its
-//! own and removes them; when no Redis answers, the tests say so and pass.
+//! Tests of the Redis limiter and metering stream against a real Redis ([`test_redis`]).
+//! Each test uses keys of its own and removes them; when no Redis answers, the tests say
+//! so and pass.
 use std::{sync::Arc, time::Duration};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 
 use crate::{
     limit::{
@@ -12,33 +12,8 @@ use crate::{
         redis::RedisLimiter,
     },
     meter::{Draft, Kind, Meter, Store},
+    test_redis::{dead_redis, test_redis},
 };
-
-/// A connection to the test Redis, or `None` (and a note) when none answers.
-pub(crate) async fn test_redis() -> Option<ConnectionManager> {
-    let url = std::env::var("SOUQ_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let client = redis::Client::open(url).ok()?;
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_millis(500)))
-        .set_number_of_retries(0);
-    match ConnectionManager::new_with_config(client, config).await {
-        Ok(c) => Some(c),
-        Err(e) => {
-            eprintln!("no Redis for this test ({e}); skipped");
-            None
-        }
-    }
-}
-
-/// A connection to a port where nothing listens: Redis is down.
-fn dead_redis() -> ConnectionManager {
-    let client = redis::Client::open("redis://127.0.0.1:1").expect("url");
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_millis(200)))
-        .set_response_timeout(Some(Duration::from_millis(200)))
-        .set_number_of_retries(0);
-    ConnectionManager::new_lazy_with_config(client, config).expect("lazy")
-}
 
 async fn del(conn: &ConnectionManager, keys: &[String]) {
     let mut c = conn.clone();
@@ -51,7 +26,9 @@ fn unique(prefix: &str) -> String {
 
 #[tokio::test]
 async fn the_script_limits_the_rate_and_counts_the_quota() {
-    let Some(conn) = test_redis().await else { return };
+    let Some(conn) = test_redis().await else {
+        return;
+    };
     let sub = unique("test-sub");
     let now = unix_ms_now();
     let month = Month::of_unix_ms(now);
@@ -98,7 +75,9 @@ async fn the_script_limits_the_rate_and_counts_the_quota() {
 
 #[tokio::test]
 async fn concurrent_checks_in_batches_pass_exactly_the_burst() {
-    let Some(conn) = test_redis().await else { return };
+    let Some(conn) = test_redis().await else {
+        return;
+    };
     let sub = unique("test-sub");
     let now = unix_ms_now();
     let month = Month::of_unix_ms(now);
@@ -152,14 +131,16 @@ fn draft(i: u64) -> Draft {
 
 fn stream(meter: &Meter) -> Arc<crate::meter::redis::RedisStream> {
     match &meter.shared().expect("on").store {
-        Store::Redis(s) => s.clone(),
+        Store::Redis(s, _) => s.clone(),
         Store::Memory(_) => panic!("redis expected"),
     }
 }
 
 #[tokio::test]
 async fn concurrent_calls_are_group_committed_in_order_and_trimmed_after_the_ack() {
-    let Some(conn) = test_redis().await else { return };
+    let Some(conn) = test_redis().await else {
+        return;
+    };
     let edge = unique("test-edge");
     let meter = Meter::in_redis(conn.clone(), &edge);
     let drained = tokio_util::sync::CancellationToken::new();
@@ -180,7 +161,9 @@ async fn concurrent_calls_are_group_committed_in_order_and_trimmed_after_the_ack
     loop {
         let read = s.read(1000).await.expect("read");
         assert!(read.corrupt.is_empty());
-        let Some(last) = read.events.last().map(|e| e.position.parse().expect("pos")) else { break };
+        let Some(last) = read.events.last().map(|e| e.position.parse().expect("pos")) else {
+            break;
+        };
         events.extend(read.events);
         s.delete_through(last).await.expect("trim");
     }
@@ -199,7 +182,9 @@ async fn concurrent_calls_are_group_committed_in_order_and_trimmed_after_the_ack
 
 #[tokio::test]
 async fn a_retried_pipeline_adds_nothing_twice() {
-    let Some(conn) = test_redis().await else { return };
+    let Some(conn) = test_redis().await else {
+        return;
+    };
     let edge = unique("test-edge");
     let meter = Meter::in_redis(conn.clone(), &edge);
     let s = stream(&meter);

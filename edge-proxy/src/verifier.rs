@@ -9,7 +9,7 @@ use std::{
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use souq_proto::{
     Claims,
-    platform::{GetVerifyingKeyRequest, ListRevocationsRequest, platform_client::PlatformClient},
+    accounts::{GetVerifyingKeyRequest, ListRevocationsRequest, accounts_client::AccountsClient},
 };
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -83,7 +83,12 @@ impl Verifier {
     }
 
     /// Polls the control plane for revocations every `every` until `shutdown`.
-    pub async fn follow_revocations(&self, mut client: PlatformClient<Channel>, every: Duration, shutdown: CancellationToken) {
+    pub async fn follow_revocations(
+        &self,
+        mut client: AccountsClient<Channel>,
+        every: Duration,
+        shutdown: CancellationToken,
+    ) {
         let mut since = 0u64;
         loop {
             let mut req = tonic::Request::new(ListRevocationsRequest { since_unix_ms: since });
@@ -106,7 +111,7 @@ impl Verifier {
     }
 
     /// Fetches the key from the control plane, retrying until it answers or `shutdown`.
-    pub async fn fetch(&self, mut client: PlatformClient<Channel>, shutdown: CancellationToken) {
+    pub async fn fetch(&self, mut client: AccountsClient<Channel>, shutdown: CancellationToken) {
         let mut wait = Duration::from_millis(100);
         while self.key.get().is_none() {
             let mut req = tonic::Request::new(GetVerifyingKeyRequest {});

@@ -13,6 +13,9 @@ pub enum Error {
     /// A request the caller can fix.
     #[error("{0:?}")]
     Wire(WireError),
+    /// The configuration [`crate::Config::validate`] refused; the message names the option.
+    #[error("{0}")]
+    Config(String),
     /// Anything else unexpected.
     #[error("{0}")]
     Internal(String),
@@ -49,7 +52,7 @@ impl From<Error> for tonic::Status {
                 tracing::error!(%cause, "Docker Engine error");
                 WireError::new(Kind::Internal, "internal error").into()
             }
-            Error::Internal(cause) => {
+            Error::Config(cause) | Error::Internal(cause) => {
                 tracing::error!(%cause, "internal error");
                 WireError::new(Kind::Internal, "internal error").into()
             }

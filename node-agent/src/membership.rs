@@ -10,7 +10,10 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tracing::{info, warn};
 
-use crate::{Node, docker, images};
+use crate::{
+    docker::{self, images},
+    node::Node,
+};
 
 const RETRY_MAX: Duration = Duration::from_secs(5);
 

@@ -8,12 +8,9 @@ use std::{sync::Arc, time::Duration};
 use bollard::query_parameters::ListContainersOptions;
 use souq_node_agent::{
     Limits,
-    docker::Engine,
-    images,
-    instance::InstanceSpec,
-    instances::Instances,
-    launcher::DockerLauncher,
-    profile::{LABEL_KIND, LABEL_NODE},
+    docker::{Engine, images},
+    instances::{DockerLauncher, InstanceSpec, Instances},
+    sandbox::profile::{LABEL_KIND, LABEL_NODE},
 };
 use souq_proto::{
     Kind, Runtime,

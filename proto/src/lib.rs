@@ -1,27 +1,50 @@
 //! Souq's wire: the generated gRPC code, the domain types both sides agree on, and the
-//! mapping of error kinds onto `tonic::Status`.
+//! mapping of error kinds onto `tonic::Status`, plus the rules every hop shares: the
+//! runtimes, the limits and defaults, and the one shutdown pattern of every role.
 #![forbid(unsafe_code)]
 
 pub mod claims;
+pub mod limits;
 pub mod problem;
 pub mod runtime;
+pub mod tasks;
 
 #[allow(clippy::all, missing_docs)]
 mod generated {
     pub mod souq {
+        pub mod accounts {
+            pub mod v1 {
+                tonic::include_proto!("souq.accounts.v1");
+            }
+        }
         pub mod agent {
             pub mod v1 {
                 tonic::include_proto!("souq.agent.v1");
             }
         }
+        pub mod apis {
+            pub mod v1 {
+                tonic::include_proto!("souq.apis.v1");
+            }
+        }
+        pub mod execute {
+            pub mod v1 {
+                tonic::include_proto!("souq.execute.v1");
+            }
+        }
+        pub mod market {
+            pub mod v1 {
+                tonic::include_proto!("souq.market.v1");
+            }
+        }
+        pub mod metering {
+            pub mod v1 {
+                tonic::include_proto!("souq.metering.v1");
+            }
+        }
         pub mod registry {
             pub mod v1 {
                 tonic::include_proto!("souq.registry.v1");
-            }
-        }
-        pub mod platform {
-            pub mod v1 {
-                tonic::include_proto!("souq.platform.v1");
             }
         }
         pub mod routes {
@@ -32,10 +55,18 @@ mod generated {
     }
 }
 
+/// `souq.accounts.v1`: signup, login, sessions and passwords, for the edge.
+pub use generated::souq::accounts::v1 as accounts;
 /// `souq.agent.v1`: the node agent's service.
 pub use generated::souq::agent::v1 as agent;
-/// `souq.platform.v1`: the control plane's service for the edge.
-pub use generated::souq::platform::v1 as platform;
+/// `souq.apis.v1`: deployed APIs, their versions, desired state, status and logs, for the edge.
+pub use generated::souq::apis::v1 as apis;
+/// `souq.execute.v1`: one-shot execution of a snippet, for the edge.
+pub use generated::souq::execute::v1 as execute;
+/// `souq.market.v1`: plans, the catalogue, subscriptions, keys and usage, for the edge.
+pub use generated::souq::market::v1 as market;
+/// `souq.metering.v1`: the data path's access table and usage reports, for the edge.
+pub use generated::souq::metering::v1 as metering;
 /// `souq.registry.v1`: node registration and heartbeats.
 pub use generated::souq::registry::v1 as registry;
 /// `souq.routes.v1`: the data path's route table, for the edge.

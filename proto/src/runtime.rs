@@ -40,6 +40,14 @@ impl Runtime {
     }
 }
 
+impl Runtime {
+    /// Parses a runtime name from a request; an unknown one is a validation error naming
+    /// the `runtime` field. Every hop parses with this.
+    pub fn from_request(name: &str) -> Result<Runtime, crate::WireError> {
+        name.parse().map_err(|e: UnknownRuntime| crate::WireError::invalid("runtime", e.to_string()))
+    }
+}
+
 impl fmt::Display for Runtime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -84,5 +92,7 @@ mod tests {
         }
         let err = "ruby".parse::<Runtime>().unwrap_err().to_string();
         assert!(err.contains("python, nodejs (or node), go"), "{err}");
+        let wire = Runtime::from_request("ruby").unwrap_err();
+        assert_eq!((wire.kind, wire.field.as_deref()), (crate::Kind::Validation, Some("runtime")));
     }
 }

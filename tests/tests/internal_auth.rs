@@ -1,9 +1,12 @@
-//! The internal gRPC services admit only holders of the join token.
+//! The internal gRPC services (agent, registry, routes, metering) admit only holders of
+//! the join token.
 #![allow(clippy::unwrap_used)]
 
 use souq_proto::{
     agent::{ExecuteRequest, agent_client::AgentClient},
+    metering::{UsageBatch, WatchAccessRequest, metering_client::MeteringClient},
     registry::{RegisterRequest, registry_client::RegistryClient},
+    routes::{WatchRoutesRequest, routes_client::RoutesClient},
 };
 use souq_tests::TestCluster;
 
@@ -33,6 +36,18 @@ async fn agent_and_registry_refuse_callers_without_the_join_token() {
         ..Default::default()
     };
     let err = registry.register(with_bearer(join, "a-guess-at-the-token")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+
+    // The edges' feeds: the route table, the access table (every key hash and grant)
+    // and usage reports.
+    let mut routes = RoutesClient::connect(c.control_plane_url.clone()).await.unwrap();
+    let err = routes.watch_routes(with_bearer(WatchRoutesRequest {}, "a-guess-at-the-token")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    let mut metering = MeteringClient::connect(c.control_plane_url.clone()).await.unwrap();
+    let err = metering.watch_access(WatchAccessRequest {}).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    let batch = UsageBatch { source: "intruder".into(), batch_id: "intruder/1-0".into(), events: vec![] };
+    let err = metering.report_usage(with_bearer(batch, "a-guess-at-the-token")).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated);
     c.stop().await;
 }

@@ -4,7 +4,7 @@
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD as B64};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
-use souq_proto::platform::{GetVerifyingKeyRequest, platform_client::PlatformClient};
+use souq_proto::accounts::{GetVerifyingKeyRequest, MeRequest, accounts_client::AccountsClient};
 use souq_tests::TestCluster;
 
 fn claims(sub: &str, iss: &str, aud: &str, exp_offset: i64) -> Value {
@@ -27,7 +27,7 @@ async fn forged_tokens_are_401() {
     let good = sign(&claims(&sub, "souq", "souq-api", 600));
     assert_eq!(c.get("/api/v1/auth/me", Some(&good)).await.0, 200);
 
-    let mut cp = PlatformClient::connect(c.control_plane_url.clone()).await.unwrap();
+    let mut cp = AccountsClient::connect(c.control_plane_url.clone()).await.unwrap();
     let public = cp.get_verifying_key(GetVerifyingKeyRequest {}).await.unwrap().into_inner().ed25519_public;
     let hs256 = jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
@@ -62,7 +62,7 @@ async fn forged_tokens_are_401() {
         let (s, _) = c.post("/api/v1/execute", Some(t), json!({"runtime": "python", "code": "print(1)"})).await;
         assert_eq!(s, 401, "{what} on execute");
         // The control plane refuses it too, should a request ever bypass the edge.
-        let mut req = tonic::Request::new(souq_proto::platform::MeRequest {});
+        let mut req = tonic::Request::new(MeRequest {});
         req.metadata_mut().insert("authorization", format!("Bearer {t}").parse().unwrap());
         assert_eq!(cp.me(req).await.unwrap_err().code(), tonic::Code::Unauthenticated, "{what} at the control plane");
     }

@@ -1,8 +1,9 @@
 //! Accounts: input rules for signup and login, and the user as the wire sees it.
-use souq_proto::platform::User;
+use souq_proto::accounts::User;
 
 use crate::{
     auth::{common_passwords, password},
+    clock::rfc3339,
     entity::users,
     error::{Error, Result},
 };
@@ -81,7 +82,7 @@ pub fn to_wire(u: users::Model) -> User {
         name: u.name,
         locale: u.locale,
         email_verified: u.email_verified,
-        created_at: u.created_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        created_at: rfc3339(u.created_at),
     }
 }
 

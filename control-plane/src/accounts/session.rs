@@ -8,7 +8,7 @@ use sea_orm::{
 use serde_json::json;
 use souq_proto::{
     Kind, WireError,
-    platform::{
+    accounts::{
         ChangePasswordRequest, ListRevocationsRequest, LoginRequest, LoginResponse, MessageResponse,
         RefreshRequest, Revocation, Revocations,
     },
@@ -16,9 +16,8 @@ use souq_proto::{
 use tracing::info;
 use uuid::Uuid;
 
-use super::{rules, tokens};
+use super::{Accounts, rules, tokens};
 use crate::{
-    State,
     audit::{self, Event},
     auth::password,
     entity::users,
@@ -44,16 +43,16 @@ fn next_second(t: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 /// An access token for `user`, issued no earlier than its revocation cut-off.
-fn access_token(state: &State, user: &users::Model, now: DateTime<Utc>) -> Result<String> {
+fn access_token(accounts: &Accounts, user: &users::Model, now: DateTime<Utc>) -> Result<String> {
     let iat = user.tokens_valid_after.map_or(now, |cut| cut.max(now));
-    state.tokens.issue(user.id, iat, now)
+    accounts.tokens.issue(user.id, iat, now)
 }
 
-fn login_response(state: &State, user: users::Model, now: DateTime<Utc>, refresh_token: String) -> Result<LoginResponse> {
+fn login_response(accounts: &Accounts, user: users::Model, now: DateTime<Utc>, refresh_token: String) -> Result<LoginResponse> {
     Ok(LoginResponse {
-        access_token: access_token(state, &user, now)?,
+        access_token: access_token(accounts, &user, now)?,
         token_type: "Bearer".into(),
-        expires_in: state.tokens.ttl().as_secs(),
+        expires_in: accounts.tokens.ttl().as_secs(),
         user: Some(rules::to_wire(user)),
         refresh_token,
     })
@@ -62,42 +61,42 @@ fn login_response(state: &State, user: users::Model, now: DateTime<Utc>, refresh
 /// Logs in. A wrong password and an unknown address take the same path (a dummy argon2
 /// verification) and give the same answer; failures are throttled per account and per
 /// client address.
-pub(crate) async fn login(state: &State, req: LoginRequest) -> Result<LoginResponse> {
-    let now = state.clock.now();
+pub(crate) async fn login(accounts: &Accounts, req: LoginRequest) -> Result<LoginResponse> {
+    let now = accounts.clock.now();
     let account_key: String = req.email.trim().to_lowercase().chars().take(254).collect();
     let ip_key = req.client_ip.clone();
-    if let Err(secs) = state.account_throttle.check(&account_key, now).and(state.ip_throttle.check(&ip_key, now)) {
-        audit::record(&state.db, now, Event::LoginFailure, None, &req.client_ip, json!({"reason": "throttled"})).await?;
+    if let Err(secs) = accounts.account_throttle.check(&account_key, now).and(accounts.ip_throttle.check(&ip_key, now)) {
+        audit::record(&accounts.db, now, Event::LoginFailure, None, &req.client_ip, json!({"reason": "throttled"})).await?;
         return Err(throttled(secs));
     }
     let user = match rules::normalize_email(&req.email) {
-        Ok(email) => users::Entity::find().filter(users::Column::Email.eq(email)).one(&state.db).await?,
+        Ok(email) => users::Entity::find().filter(users::Column::Email.eq(email)).one(&accounts.db).await?,
         Err(_) => None,
     };
     let ok = password::verify(req.password, user.as_ref().map(|u| u.password_hash.clone())).await?;
     let user = match (ok, user) {
         (true, Some(u)) => u,
         (_, user) => {
-            state.account_throttle.failure(&account_key, now);
-            state.ip_throttle.failure(&ip_key, now);
+            accounts.account_throttle.failure(&account_key, now);
+            accounts.ip_throttle.failure(&ip_key, now);
             let user_id = user.map(|u| u.id);
-            audit::record(&state.db, now, Event::LoginFailure, user_id, &req.client_ip, json!({"reason": "bad_credentials"}))
+            audit::record(&accounts.db, now, Event::LoginFailure, user_id, &req.client_ip, json!({"reason": "bad_credentials"}))
                 .await?;
             return Err(bad_credentials());
         }
     };
-    state.account_throttle.success(&account_key);
-    let refresh = tokens::issue_refresh(&state.db, user.id, None, now).await?;
-    audit::record(&state.db, now, Event::Login, Some(user.id), &req.client_ip, json!({})).await?;
+    accounts.account_throttle.success(&account_key);
+    let refresh = tokens::issue_refresh(&accounts.db, user.id, None, now).await?;
+    audit::record(&accounts.db, now, Event::Login, Some(user.id), &req.client_ip, json!({})).await?;
     info!(user_id = %user.id, "login");
-    login_response(state, user, now, refresh)
+    login_response(accounts, user, now, refresh)
 }
 
 /// Trades a refresh token for a new pair; a reused one revokes its family.
-pub(crate) async fn refresh(state: &State, req: RefreshRequest) -> Result<LoginResponse> {
-    let now = state.clock.now();
+pub(crate) async fn refresh(accounts: &Accounts, req: RefreshRequest) -> Result<LoginResponse> {
+    let now = accounts.clock.now();
     let refused = || Error::kind(Kind::Unauthenticated, "invalid, expired or revoked refresh token");
-    let txn = state.db.begin().await?;
+    let txn = accounts.db.begin().await?;
     let outcome = tokens::rotate_refresh(&txn, req.refresh_token.trim(), now).await?;
     match outcome {
         tokens::Rotation::Refused => Err(refused()),
@@ -109,18 +108,18 @@ pub(crate) async fn refresh(state: &State, req: RefreshRequest) -> Result<LoginR
         tokens::Rotation::Rotated { user_id, refresh_token } => {
             let user = users::Entity::find_by_id(user_id).one(&txn).await?.ok_or_else(refused)?;
             txn.commit().await?;
-            login_response(state, user, now, refresh_token)
+            login_response(accounts, user, now, refresh_token)
         }
     }
 }
 
 /// The user a bearer token belongs to, if the token is valid and not revoked.
-pub(crate) async fn caller(state: &State, token: Option<&str>) -> Result<users::Model> {
+pub(crate) async fn caller(accounts: &Accounts, token: Option<&str>) -> Result<users::Model> {
     let invalid = || Error::kind(Kind::Unauthenticated, "invalid or expired token");
     let token = token.ok_or_else(|| Error::kind(Kind::Unauthenticated, "missing bearer token"))?;
-    let claims = state.tokens.verify(token)?;
+    let claims = accounts.tokens.verify(token)?;
     let id: Uuid = claims.sub.parse().map_err(|_| invalid())?;
-    let user = users::Entity::find_by_id(id).one(&state.db).await?.ok_or_else(invalid)?;
+    let user = users::Entity::find_by_id(id).one(&accounts.db).await?.ok_or_else(invalid)?;
     if user.tokens_valid_after.is_some_and(|cut| i64::try_from(claims.iat).unwrap_or(i64::MAX) < cut.timestamp()) {
         return Err(invalid());
     }
@@ -138,16 +137,16 @@ pub async fn set_password(db: &impl ConnectionTrait, user: users::Model, hash: S
 }
 
 /// Changes the caller's password, given the current one.
-pub(crate) async fn change_password(state: &State, token: Option<&str>, req: ChangePasswordRequest) -> Result<MessageResponse> {
-    let user = caller(state, token).await?;
-    let now = state.clock.now();
+pub(crate) async fn change_password(accounts: &Accounts, token: Option<&str>, req: ChangePasswordRequest) -> Result<MessageResponse> {
+    let user = caller(accounts, token).await?;
+    let now = accounts.clock.now();
     let key = user.email.clone();
-    if let Err(secs) = state.account_throttle.check(&key, now) {
+    if let Err(secs) = accounts.account_throttle.check(&key, now) {
         return Err(throttled(secs));
     }
     if !password::verify(req.current_password, Some(user.password_hash.clone())).await? {
-        state.account_throttle.failure(&key, now);
-        audit::record(&state.db, now, Event::LoginFailure, Some(user.id), &req.client_ip, json!({"reason": "change_password"}))
+        accounts.account_throttle.failure(&key, now);
+        audit::record(&accounts.db, now, Event::LoginFailure, Some(user.id), &req.client_ip, json!({"reason": "change_password"}))
             .await?;
         return Err(Error::kind(Kind::Forbidden, "the current password is wrong"));
     }
@@ -156,9 +155,9 @@ pub(crate) async fn change_password(state: &State, token: Option<&str>, req: Cha
         other => other,
     })?;
     let hash = password::hash(req.new_password).await?;
-    let now = state.clock.now();
+    let now = accounts.clock.now();
     let id = user.id;
-    let txn = state.db.begin().await?;
+    let txn = accounts.db.begin().await?;
     set_password(&txn, user, hash, now).await?;
     audit::record(&txn, now, Event::PasswordChange, Some(id), &req.client_ip, json!({})).await?;
     txn.commit().await?;
@@ -167,9 +166,9 @@ pub(crate) async fn change_password(state: &State, token: Option<&str>, req: Cha
 
 /// Users whose earlier access tokens are void, changed since the given time. Only cut-offs
 /// younger than an access token's life matter; older tokens have expired anyway.
-pub(crate) async fn list_revocations(state: &State, req: ListRevocationsRequest) -> Result<Revocations> {
-    let now = state.clock.now();
-    let ttl = chrono::Duration::from_std(state.tokens.ttl()).unwrap_or(chrono::Duration::hours(1));
+pub(crate) async fn list_revocations(accounts: &Accounts, req: ListRevocationsRequest) -> Result<Revocations> {
+    let now = accounts.clock.now();
+    let ttl = chrono::Duration::from_std(accounts.tokens.ttl()).unwrap_or(chrono::Duration::hours(1));
     let horizon = now - ttl - chrono::Duration::seconds(60);
     let since = i64::try_from(req.since_unix_ms)
         .ok()
@@ -178,7 +177,7 @@ pub(crate) async fn list_revocations(state: &State, req: ListRevocationsRequest)
     let rows = users::Entity::find()
         .filter(users::Column::TokensValidAfter.gt(since))
         .limit(MAX_REVOCATIONS)
-        .all(&state.db)
+        .all(&accounts.db)
         .await?;
     Ok(Revocations {
         entries: rows

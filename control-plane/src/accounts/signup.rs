@@ -9,7 +9,7 @@ use sea_orm::{
 use serde_json::json;
 use souq_proto::{
     Kind,
-    platform::{
+    accounts::{
         ForgotPasswordRequest, MessageResponse, ResetPasswordRequest, SignupRequest, SignupResponse,
         VerifyEmailRequest,
     },
@@ -17,9 +17,8 @@ use souq_proto::{
 use tracing::{error, info};
 use uuid::Uuid;
 
-use super::{mails, rules, session, tokens};
+use super::{Accounts, mails, rules, session, tokens};
 use crate::{
-    State,
     audit::{self, Event},
     auth::password,
     entity::users,
@@ -40,13 +39,13 @@ const RESET_EVERY: chrono::Duration = chrono::Duration::seconds(60);
 
 /// Creates an account. The answer and its timing are the same for a taken address: the
 /// password is hashed either way, and the mail is prepared after answering.
-pub(crate) async fn signup(state: &Arc<State>, req: SignupRequest) -> Result<SignupResponse> {
+pub(crate) async fn signup(accounts: &Arc<Accounts>, req: SignupRequest) -> Result<SignupResponse> {
     let email = rules::normalize_email(&req.email)?;
     rules::check_password(&req.password, &email)?;
     let name = rules::check_name(req.name)?;
     let locale = rules::check_locale(req.locale)?;
     let hash = password::hash(req.password).await?;
-    let now = state.clock.now();
+    let now = accounts.clock.now();
     let id = Uuid::now_v7();
     let row = users::ActiveModel {
         id: Set(id),
@@ -60,43 +59,43 @@ pub(crate) async fn signup(state: &Arc<State>, req: SignupRequest) -> Result<Sig
     };
     let inserted = users::Entity::insert(row)
         .on_conflict(OnConflict::column(users::Column::Email).do_nothing().to_owned())
-        .exec_without_returning(&state.db)
+        .exec_without_returning(&accounts.db)
         .await?
         > 0;
-    let state = state.clone();
+    let accounts = accounts.clone();
     tokio::spawn(async move {
-        if let Err(e) = after_signup(&state, &email, inserted, &req.client_ip).await {
+        if let Err(e) = after_signup(&accounts, &email, inserted, &req.client_ip).await {
             error!(error = %e, "signup mail could not be queued");
         }
     });
     Ok(SignupResponse { message: SIGNUP_MESSAGE.into() })
 }
 
-async fn after_signup(state: &State, email: &str, new: bool, ip: &str) -> Result<()> {
-    let now = state.clock.now();
+async fn after_signup(accounts: &Accounts, email: &str, new: bool, ip: &str) -> Result<()> {
+    let now = accounts.clock.now();
     let user = users::Entity::find()
         .filter(users::Column::Email.eq(email))
-        .one(&state.db)
+        .one(&accounts.db)
         .await?
         .ok_or_else(|| Error::Internal("user vanished after signup".into()))?;
-    let txn = state.db.begin().await?;
+    let txn = accounts.db.begin().await?;
     if new {
         let token = tokens::issue_email_token(&txn, user.id, tokens::Purpose::Verify, now).await?;
-        mails::queue(&txn, now, &state.public_url, &user, MailKind::Verify, &token).await?;
+        mails::queue(&txn, now, &accounts.public_url, &user, MailKind::Verify, &token).await?;
     } else if !mails::recently_queued(&txn, email, MailKind::AlreadyRegistered, now - ALREADY_REGISTERED_EVERY).await? {
-        mails::queue(&txn, now, &state.public_url, &user, MailKind::AlreadyRegistered, "").await?;
+        mails::queue(&txn, now, &accounts.public_url, &user, MailKind::AlreadyRegistered, "").await?;
     }
     audit::record(&txn, now, Event::Signup, Some(user.id), ip, json!({"new_account": new})).await?;
     txn.commit().await?;
-    state.mail_wake.notify_one();
+    accounts.mail_wake.notify_one();
     info!(user_id = %user.id, new_account = new, "signup");
     Ok(())
 }
 
 /// Confirms an address with the token from its mail, and sends the welcome mail.
-pub(crate) async fn verify_email(state: &State, req: VerifyEmailRequest) -> Result<MessageResponse> {
-    let now = state.clock.now();
-    let txn = state.db.begin().await?;
+pub(crate) async fn verify_email(accounts: &Accounts, req: VerifyEmailRequest) -> Result<MessageResponse> {
+    let now = accounts.clock.now();
+    let txn = accounts.db.begin().await?;
     let user_id = tokens::consume_email_token(&txn, req.token.trim(), tokens::Purpose::Verify, now).await?;
     let user = users::Entity::find_by_id(user_id)
         .one(&txn)
@@ -105,21 +104,21 @@ pub(crate) async fn verify_email(state: &State, req: VerifyEmailRequest) -> Resu
     let mut am = user.clone().into_active_model();
     am.email_verified = Set(true);
     let user = am.update(&txn).await?;
-    mails::queue(&txn, now, &state.public_url, &user, MailKind::Welcome, "").await?;
+    mails::queue(&txn, now, &accounts.public_url, &user, MailKind::Welcome, "").await?;
     audit::record(&txn, now, Event::VerifyEmail, Some(user.id), "", json!({})).await?;
     txn.commit().await?;
-    state.mail_wake.notify_one();
+    accounts.mail_wake.notify_one();
     Ok(MessageResponse { message: "Your address is confirmed. Welcome to Souq.".into() })
 }
 
 /// Mails a reset link when the address has an account; answers the same either way.
-pub(crate) async fn forgot_password(state: &Arc<State>, req: ForgotPasswordRequest) -> Result<MessageResponse> {
+pub(crate) async fn forgot_password(accounts: &Arc<Accounts>, req: ForgotPasswordRequest) -> Result<MessageResponse> {
     let email = rules::normalize_email(&req.email)?;
-    let user = users::Entity::find().filter(users::Column::Email.eq(&email)).one(&state.db).await?;
+    let user = users::Entity::find().filter(users::Column::Email.eq(&email)).one(&accounts.db).await?;
     if let Some(user) = user {
-        let state = state.clone();
+        let accounts = accounts.clone();
         tokio::spawn(async move {
-            if let Err(e) = queue_reset(&state, &user, &req.client_ip).await {
+            if let Err(e) = queue_reset(&accounts, &user, &req.client_ip).await {
                 error!(error = %e, "reset mail could not be queued");
             }
         });
@@ -127,36 +126,36 @@ pub(crate) async fn forgot_password(state: &Arc<State>, req: ForgotPasswordReque
     Ok(MessageResponse { message: FORGOT_MESSAGE.into() })
 }
 
-async fn queue_reset(state: &State, user: &users::Model, ip: &str) -> Result<()> {
-    let now = state.clock.now();
-    let txn = state.db.begin().await?;
+async fn queue_reset(accounts: &Accounts, user: &users::Model, ip: &str) -> Result<()> {
+    let now = accounts.clock.now();
+    let txn = accounts.db.begin().await?;
     let throttled = mails::recently_queued(&txn, &user.email, MailKind::Reset, now - RESET_EVERY).await?;
     if !throttled {
         let token = tokens::issue_email_token(&txn, user.id, tokens::Purpose::Reset, now).await?;
-        mails::queue(&txn, now, &state.public_url, user, MailKind::Reset, &token).await?;
+        mails::queue(&txn, now, &accounts.public_url, user, MailKind::Reset, &token).await?;
     }
     audit::record(&txn, now, Event::ResetRequested, Some(user.id), ip, json!({"mail_queued": !throttled})).await?;
     txn.commit().await?;
-    state.mail_wake.notify_one();
+    accounts.mail_wake.notify_one();
     Ok(())
 }
 
 /// Sets a new password with a mailed token. It does not log the user in, and it voids
 /// every refresh token and every access token issued before it.
-pub(crate) async fn reset_password(state: &State, req: ResetPasswordRequest) -> Result<MessageResponse> {
+pub(crate) async fn reset_password(accounts: &Accounts, req: ResetPasswordRequest) -> Result<MessageResponse> {
     let token = req.token.trim();
-    let now = state.clock.now();
+    let now = accounts.clock.now();
     // Check the token and the new password before using the token, so a rejected
     // password does not burn it.
-    let row = tokens::peek_email_token(&state.db, token, tokens::Purpose::Reset, now).await?;
+    let row = tokens::peek_email_token(&accounts.db, token, tokens::Purpose::Reset, now).await?;
     let user = users::Entity::find_by_id(row.user_id)
-        .one(&state.db)
+        .one(&accounts.db)
         .await?
         .ok_or_else(|| Error::kind(Kind::TokenUnknown, "the token is not known"))?;
     rules::check_password(&req.password, &user.email)?;
     let hash = password::hash(req.password).await?;
-    let now = state.clock.now();
-    let txn = state.db.begin().await?;
+    let now = accounts.clock.now();
+    let txn = accounts.db.begin().await?;
     tokens::consume_email_token(&txn, token, tokens::Purpose::Reset, now).await?;
     session::set_password(&txn, user, hash, now).await?;
     audit::record(&txn, now, Event::PasswordReset, Some(row.user_id), &req.client_ip, json!({})).await?;

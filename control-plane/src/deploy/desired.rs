@@ -6,13 +6,13 @@ use chrono::Utc;
 use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, sea_query::OnConflict};
 use souq_proto::{
     Kind,
-    platform::{ApiStatus, DeployApiRequest},
+    apis::{ApiStatus, DeployApiRequest},
 };
 use uuid::Uuid;
 
-use super::{apis, status};
+use super::{Deployer, status};
 use crate::{
-    State,
+    apis,
     entity::{deployments, instances, nodes},
     error::{Error, Result},
 };
@@ -33,23 +33,31 @@ pub(crate) async fn retire(db: &impl ConnectionTrait, api_id: Uuid, only: Option
     Ok(())
 }
 
+/// Forgets an API about to be deleted (in the caller's transaction): its instances are
+/// retired and its desired state goes.
+pub(crate) async fn forget(txn: &impl ConnectionTrait, api_id: Uuid) -> Result<()> {
+    retire(txn, api_id, None).await?;
+    deployments::Entity::delete_by_id(api_id).exec(txn).await?;
+    Ok(())
+}
+
 /// The API's status now.
-pub(crate) async fn status_of(state: &State, api_id: Uuid) -> Result<ApiStatus> {
-    let deployment = deployments::Entity::find_by_id(api_id).one(&state.db).await?;
-    let rows = instances::Entity::find().filter(instances::Column::ApiId.eq(api_id)).all(&state.db).await?;
-    let names: HashMap<Uuid, String> =
-        nodes::Entity::find().all(&state.db).await?.into_iter().map(|n| (n.id, n.name)).collect();
+pub(crate) async fn status_of(db: &impl ConnectionTrait, api_id: Uuid) -> Result<ApiStatus> {
+    let deployment = deployments::Entity::find_by_id(api_id).one(db).await?;
+    let rows = instances::Entity::find().filter(instances::Column::ApiId.eq(api_id)).all(db).await?;
+    let names: HashMap<Uuid, String> = nodes::Entity::find().all(db).await?.into_iter().map(|n| (n.id, n.name)).collect();
     Ok(status::summarize(api_id, deployment.as_ref(), &rows, &names))
 }
 
 /// Deploys a version (the latest when none is named) on `replicas` nodes. Deploying an
 /// older version is a rollback; either way the instances of the version before keep
 /// serving until the new ones run.
-pub(crate) async fn deploy(state: &State, owner: Uuid, req: DeployApiRequest) -> Result<ApiStatus> {
-    let api = apis::owned(state, owner, &req.api_id).await?;
+pub(crate) async fn deploy(deployer: &Deployer, owner: Uuid, req: DeployApiRequest) -> Result<ApiStatus> {
+    let db = &deployer.db;
+    let api = apis::owned(db, owner, &req.api_id).await?;
     let replicas = req.replicas.unwrap_or(1);
-    if replicas == 0 || replicas > state.max_replicas {
-        return Err(Error::invalid("replicas", format!("must be from 1 to {}", state.max_replicas)));
+    if replicas == 0 || replicas > deployer.max_replicas {
+        return Err(Error::invalid("replicas", format!("must be from 1 to {}", deployer.max_replicas)));
     }
     let region = match req.region.as_deref().map(str::trim) {
         None | Some("") => None,
@@ -60,7 +68,7 @@ pub(crate) async fn deploy(state: &State, owner: Uuid, req: DeployApiRequest) ->
         None => api.latest_version,
         Some(v) => {
             let v = i32::try_from(v).map_err(|_| Error::kind(Kind::NotFound, "no such version"))?;
-            apis::version(state, api.id, v).await?.ok_or_else(|| Error::kind(Kind::NotFound, format!("no version {v}")))?;
+            apis::versions::get(db, api.id, v).await?.ok_or_else(|| Error::kind(Kind::NotFound, format!("no version {v}")))?;
             v
         }
     };
@@ -83,27 +91,28 @@ pub(crate) async fn deploy(state: &State, owner: Uuid, req: DeployApiRequest) ->
     ];
     deployments::Entity::insert(row)
         .on_conflict(OnConflict::column(deployments::Column::ApiId).update_columns(columns).to_owned())
-        .exec_without_returning(&state.db)
+        .exec_without_returning(db)
         .await?;
     // Instances that failed to load are cleared, so a new deploy tries afresh.
-    retire(&state.db, api.id, Some(instances::FAILED)).await?;
+    retire(db, api.id, Some(instances::FAILED)).await?;
     tracing::info!(api_id = %api.id, version, replicas, "deploy requested");
-    state.wake();
-    status_of(state, api.id).await
+    deployer.wake();
+    status_of(db, api.id).await
 }
 
 /// Stops every instance of the API; it keeps its versions and can be deployed again.
-pub(crate) async fn stop(state: &State, owner: Uuid, api_id: &str) -> Result<ApiStatus> {
-    let api = apis::owned(state, owner, api_id).await?;
+pub(crate) async fn stop(deployer: &Deployer, owner: Uuid, api_id: &str) -> Result<ApiStatus> {
+    let db = &deployer.db;
+    let api = apis::owned(db, owner, api_id).await?;
     deployments::Entity::update_many()
         .col_expr(deployments::Column::Desired, deployments::STOPPED.into())
         .col_expr(deployments::Column::Reason, Option::<String>::None.into())
         .col_expr(deployments::Column::UpdatedAt, Utc::now().into())
         .filter(deployments::Column::ApiId.eq(api.id))
-        .exec(&state.db)
+        .exec(db)
         .await?;
-    retire(&state.db, api.id, None).await?;
+    retire(db, api.id, None).await?;
     tracing::info!(api_id = %api.id, "stop requested");
-    state.wake();
-    status_of(state, api.id).await
+    deployer.wake();
+    status_of(db, api.id).await
 }

@@ -10,9 +10,9 @@ use tonic::Status;
 use uuid::Uuid;
 
 use crate::{
-    State,
     entity::{instances, nodes},
     error::Result,
+    nodes::Nodes,
 };
 
 /// Lines sent first when the caller names no number.
@@ -22,15 +22,16 @@ pub const MAX_TAIL: u32 = 1000;
 
 type Lines = Pin<Box<dyn Stream<Item = Result<LogLine, Status>> + Send>>;
 
-/// The log stream of API `api_id` (ownership already checked).
-pub(crate) async fn stream(state: &State, api_id: Uuid, tail: u32, follow: bool) -> Result<ReceiverStream<Result<LogLine, Status>>> {
+/// The log stream of API `api_id` (ownership already checked), read from the agents of
+/// `fleet`.
+pub(crate) async fn stream(fleet: &Nodes, api_id: Uuid, tail: u32, follow: bool) -> Result<ReceiverStream<Result<LogLine, Status>>> {
     let tail = if tail == 0 { DEFAULT_TAIL } else { tail.min(MAX_TAIL) };
-    let rows = instances::Entity::find().filter(instances::Column::ApiId.eq(api_id)).all(&state.db).await?;
+    let rows = instances::Entity::find().filter(instances::Column::ApiId.eq(api_id)).all(&fleet.db).await?;
     let mut by_node: HashMap<Uuid, Vec<String>> = HashMap::new();
     for r in rows {
         by_node.entry(r.node_id).or_default().push(r.id);
     }
-    let nodes = nodes::Entity::find().filter(nodes::Column::Id.is_in(by_node.keys().copied())).all(&state.db).await?;
+    let nodes = nodes::Entity::find().filter(nodes::Column::Id.is_in(by_node.keys().copied())).all(&fleet.db).await?;
     let mut sources: Vec<Lines> = Vec::new();
     for n in nodes {
         let Some(ids) = by_node.remove(&n.id) else { continue };
@@ -38,8 +39,8 @@ pub(crate) async fn stream(state: &State, api_id: Uuid, tail: u32, follow: bool)
         if !follow {
             call.set_timeout(std::time::Duration::from_secs(10));
         }
-        state.agents.authorize(&mut call);
-        let mut client = state.agents.get(&n.address)?;
+        fleet.agents.authorize(&mut call);
+        let mut client = fleet.agents.get(&n.address)?;
         match client.logs(call).await {
             Ok(s) => sources.push(Box::pin(s.into_inner())),
             Err(e) => tracing::warn!(node = %n.name, error = %e.message(), "could not read an agent's logs"),

@@ -1,6 +1,6 @@
-//! Deployed APIs: their versions, desired state and status, the reconciler that makes
-//! the nodes match, the routes the edges call them by, and their logs.
-pub mod apis;
+//! Deploying APIs: their desired state and status, the reconciler that makes the nodes
+//! match, what agents report of their instances, the routes the edges call them by, and
+//! their logs. Builds on `apis` and `nodes`; knows nothing of the marketplace.
 pub mod desired;
 pub mod logs;
 pub mod plan;
@@ -8,3 +8,74 @@ pub mod reconciler;
 pub mod reports;
 pub mod routes;
 pub mod status;
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use sea_orm::DatabaseConnection;
+use souq_proto::routes::RouteTable;
+use tokio::sync::{Notify, watch};
+
+use crate::nodes::{Nodes, scheduler::Candidate};
+
+/// The deploy area's shared state: its settings, the reconciler's wake-up, the route
+/// table the edges watch, and the agent calls under way.
+pub struct Deployer {
+    /// The database.
+    pub(crate) db: DatabaseConnection,
+    /// The node agents the instances run on.
+    pub(crate) nodes: Arc<Nodes>,
+    /// The wall timeout of one call to a deployed API.
+    pub(crate) call_timeout: Duration,
+    /// Most replicas one deployment may ask for.
+    pub(crate) max_replicas: u32,
+    /// Wakes the reconciler.
+    reconcile: Notify,
+    /// The route table the edges watch.
+    pub(crate) routes: watch::Sender<Arc<RouteTable>>,
+    /// Instances with a Deploy or Stop call to their agent under way.
+    calls: Mutex<HashSet<String>>,
+    /// Instances agents hold that nobody wants, for the reconciler to stop.
+    strays: Mutex<Vec<(String, Candidate)>>,
+}
+
+impl Deployer {
+    /// The deploy area over `db`, placing on `nodes`.
+    pub fn new(db: DatabaseConnection, nodes: Arc<Nodes>, call_timeout: Duration, max_replicas: u32) -> Self {
+        Deployer {
+            db,
+            nodes,
+            call_timeout,
+            max_replicas,
+            reconcile: Notify::new(),
+            routes: watch::Sender::new(Arc::new(RouteTable::default())),
+            calls: Mutex::default(),
+            strays: Mutex::default(),
+        }
+    }
+
+    /// Asks the reconciler for a pass soon.
+    pub(crate) fn wake(&self) {
+        self.reconcile.notify_one();
+    }
+
+    /// Claims instance `id` for one agent call; false if a call for it is under way.
+    fn begin_call(&self, id: &str) -> bool {
+        self.calls.lock().is_ok_and(|mut c| c.insert(id.to_owned()))
+    }
+
+    /// Ends the call claimed by `begin_call`.
+    fn end_call(&self, id: &str) {
+        if let Ok(mut c) = self.calls.lock() {
+            c.remove(id);
+        }
+    }
+
+    /// The call timeout in milliseconds, as the wire carries it.
+    fn call_timeout_ms(&self) -> u64 {
+        u64::try_from(self.call_timeout.as_millis()).unwrap_or(u64::MAX)
+    }
+}

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::{
     entity::{deployments, instances},
-    scheduler::{self, Candidate, Load, Replicas},
+    nodes::scheduler::{self, Candidate, Load, Replicas},
 };
 
 /// One step towards the desired state.
@@ -29,12 +29,17 @@ pub enum Action {
 
 /// Everything the plan looks at.
 pub struct World<'a> {
+    /// Every API's desired state.
     pub deployments: &'a [deployments::Model],
     /// The runtime of each API.
     pub runtimes: &'a HashMap<Uuid, Runtime>,
+    /// Every instance, whatever its state.
     pub instances: &'a [instances::Model],
+    /// Every registered node.
     pub nodes: &'a [Candidate],
+    /// The time the plan is made at.
     pub now: DateTime<Utc>,
+    /// A node silent for longer is gone.
     pub node_ttl: Duration,
 }
 

@@ -1,6 +1,7 @@
 //! The reconciler: on every change (and every second) it plans against the database and
 //! carries the plan out: it places instances, sends Deploy to their agents, stops the
-//! instances no longer wanted once out of the routes, and republishes the routes.
+//! instances no longer wanted once out of the routes (and the strays agents report), and
+//! republishes the routes. Every agent call it makes is a task of its own set.
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use chrono::Utc;
@@ -9,16 +10,17 @@ use souq_proto::{
     Kind, Runtime, WireError,
     agent::{DeployRequest, InstanceState, InstanceStatus, StopRequest},
 };
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 use uuid::Uuid;
 
-use super::{apis, plan, routes};
+use super::{Deployer, plan, routes};
 use crate::{
-    State,
+    apis,
     entity::{apis as api_rows, deployments, instances, nodes},
     error::Result,
-    scheduler::Candidate,
+    nodes::scheduler::Candidate,
 };
 
 /// How often the reconciler looks even when nothing woke it.
@@ -28,19 +30,35 @@ const PASS_EVERY: Duration = Duration::from_secs(1);
 const DRAIN: Duration = Duration::from_secs(1);
 /// How long an agent may take to start an instance (Go compiles at deploy).
 const DEPLOY_DEADLINE: Duration = Duration::from_secs(180);
+/// How long an agent may take to stop an instance.
+const STOP_DEADLINE: Duration = Duration::from_secs(30);
 
-/// Runs passes until `shutdown`.
-pub(crate) async fn run(state: Arc<State>, shutdown: CancellationToken) {
+/// The agent calls the passes start: Deploy and Stop, one task each.
+type Calls = JoinSet<()>;
+
+/// Runs passes until `shutdown`. The agent calls they start belong to this task: at
+/// shutdown the calls still under way are aborted, and their instances' rows (starting,
+/// stopping) are carried out again by the next start.
+pub(crate) async fn run(deployer: Arc<Deployer>, shutdown: CancellationToken) {
+    let mut calls = Calls::new();
     loop {
-        if let Err(e) = pass(&state).await {
+        if let Err(e) = pass(&deployer, &mut calls).await {
             warn!(error = %e, "reconcile pass failed");
         }
+        while let Some(done) = calls.try_join_next() {
+            if let Err(e) = done
+                && e.is_panic()
+            {
+                error!(error = %e, "an agent call panicked");
+            }
+        }
         tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = state.reconcile.notified() => {}
+            () = shutdown.cancelled() => break,
+            () = deployer.reconcile.notified() => {}
             () = tokio::time::sleep(PASS_EVERY) => {}
         }
     }
+    calls.shutdown().await;
 }
 
 /// The status string stored for an agent's state.
@@ -53,8 +71,8 @@ pub(crate) fn state_name(s: InstanceState) -> &'static str {
     }
 }
 
-async fn pass(state: &Arc<State>) -> Result<()> {
-    let db = &state.db;
+async fn pass(deployer: &Arc<Deployer>, calls: &mut Calls) -> Result<()> {
+    let db = &deployer.db;
     let deployments = deployments::Entity::find().all(db).await?;
     let api_rows = api_rows::Entity::find().all(db).await?;
     let runtimes: HashMap<Uuid, Runtime> =
@@ -62,9 +80,10 @@ async fn pass(state: &Arc<State>) -> Result<()> {
     let rows = instances::Entity::find().all(db).await?;
     let nodes: Vec<Candidate> = nodes::Entity::find().all(db).await?.into_iter().map(Candidate::from).collect();
     let now = Utc::now();
-    let world = plan::World { deployments: &deployments, runtimes: &runtimes, instances: &rows, nodes: &nodes, now, node_ttl: state.node_ttl };
+    let node_ttl = deployer.nodes.node_ttl;
+    let world = plan::World { deployments: &deployments, runtimes: &runtimes, instances: &rows, nodes: &nodes, now, node_ttl };
     for action in plan::plan(&world) {
-        apply(state, action).await?;
+        apply(deployer, action).await?;
     }
     // Carry out what the rows now say: deploy what is starting, stop what is retired.
     let rows = instances::Entity::find()
@@ -75,18 +94,24 @@ async fn pass(state: &Arc<State>) -> Result<()> {
     for row in rows {
         let Some(node) = by_id.get(&row.node_id) else { continue };
         if row.state == instances::STARTING {
-            if state.begin_call(&row.id) {
-                tokio::spawn(send_deploy(state.clone(), row, (*node).clone()));
+            if deployer.begin_call(&row.id) {
+                calls.spawn(send_deploy(deployer.clone(), row, (*node).clone()));
             }
-        } else if now.signed_duration_since(row.updated_at).to_std().unwrap_or_default() >= DRAIN && state.begin_call(&row.id) {
-            tokio::spawn(send_stop(state.clone(), row.id, (*node).clone()));
+        } else if now.signed_duration_since(row.updated_at).to_std().unwrap_or_default() >= DRAIN && deployer.begin_call(&row.id) {
+            calls.spawn(send_stop(deployer.clone(), row.id, (*node).clone()));
         }
     }
-    routes::refresh(state).await
+    let strays = deployer.strays.lock().map(|mut s| std::mem::take(&mut *s)).unwrap_or_default();
+    for (id, node) in strays {
+        if deployer.begin_call(&id) {
+            calls.spawn(send_stop(deployer.clone(), id, node));
+        }
+    }
+    routes::refresh(deployer).await
 }
 
-async fn apply(state: &State, action: plan::Action) -> Result<()> {
-    let db = &state.db;
+async fn apply(deployer: &Deployer, action: plan::Action) -> Result<()> {
+    let db = &deployer.db;
     let now = Utc::now();
     match action {
         plan::Action::Place { api_id, version, nodes } => {
@@ -136,7 +161,7 @@ async fn apply(state: &State, action: plan::Action) -> Result<()> {
 }
 
 /// Records what an agent said of an instance, unless it was retired meanwhile.
-pub(crate) async fn record(state: &State, s: &InstanceStatus) -> Result<bool> {
+pub(crate) async fn record(deployer: &Deployer, s: &InstanceStatus) -> Result<bool> {
     let updated = instances::Entity::update_many()
         .col_expr(instances::Column::State, state_name(s.state()).into())
         .col_expr(instances::Column::Error, (!s.error.is_empty()).then(|| s.error.clone()).into())
@@ -144,16 +169,16 @@ pub(crate) async fn record(state: &State, s: &InstanceStatus) -> Result<bool> {
         .col_expr(instances::Column::UpdatedAt, Utc::now().into())
         .filter(instances::Column::Id.eq(&s.instance_id))
         .filter(instances::Column::State.ne(instances::STOPPING))
-        .exec(&state.db)
+        .exec(&deployer.db)
         .await?;
     Ok(updated.rows_affected > 0)
 }
 
-async fn send_deploy(state: Arc<State>, row: instances::Model, node: Candidate) {
-    let outcome = deploy_on(&state, &row, &node).await;
+async fn send_deploy(deployer: Arc<Deployer>, row: instances::Model, node: Candidate) {
+    let outcome = deploy_on(&deployer, &row, &node).await;
     match outcome {
         Ok(status) => {
-            if let Err(e) = record(&state, &status).await {
+            if let Err(e) = record(&deployer, &status).await {
                 warn!(error = %e, "could not record an instance's state");
             }
         }
@@ -162,63 +187,66 @@ async fn send_deploy(state: Arc<State>, row: instances::Model, node: Candidate) 
             // say why in the deployment's status.
             warn!(instance = %row.id, node = %node.name, error = %e.message, "deploy failed");
             let reason = format!("node {} could not start an instance: {}", node.name, e.message);
-            let _ = instances::Entity::delete_by_id(row.id.clone()).exec(&state.db).await;
+            let _ = instances::Entity::delete_by_id(row.id.clone()).exec(&deployer.db).await;
             let _ = deployments::Entity::update_many()
                 .col_expr(deployments::Column::Reason, Some(reason).into())
                 .filter(deployments::Column::ApiId.eq(row.api_id))
-                .exec(&state.db)
+                .exec(&deployer.db)
                 .await;
         }
     }
-    state.end_call(&row.id);
-    state.wake();
+    deployer.end_call(&row.id);
+    deployer.wake();
 }
 
-async fn deploy_on(state: &State, row: &instances::Model, node: &Candidate) -> Result<InstanceStatus, WireError> {
+async fn deploy_on(deployer: &Deployer, row: &instances::Model, node: &Candidate) -> Result<InstanceStatus, WireError> {
     let internal = |e: crate::Error| WireError::new(Kind::Internal, e.to_string());
-    let Some(api) = api_rows::Entity::find_by_id(row.api_id).one(&state.db).await.map_err(|e| internal(e.into()))? else {
+    let db = &deployer.db;
+    let Some(api) = api_rows::Entity::find_by_id(row.api_id).one(db).await.map_err(|e| internal(e.into()))? else {
         return Err(WireError::new(Kind::NotFound, "the API is gone"));
     };
-    let Some(version) = apis::version(state, row.api_id, row.version).await.map_err(internal)? else {
+    let Some(version) = apis::versions::get(db, row.api_id, row.version).await.map_err(internal)? else {
         return Err(WireError::new(Kind::NotFound, "the version is gone"));
     };
-    let timeout_ms = u64::try_from(state.default_timeout.as_millis()).unwrap_or(u64::MAX).min(node.max_timeout_ms);
+    let agents = &deployer.nodes.agents;
     let mut call = tonic::Request::new(DeployRequest {
         instance_id: row.id.clone(),
         api_id: row.api_id.to_string(),
         version: u32::try_from(row.version).unwrap_or(0),
         runtime: api.runtime,
         code: version.code,
-        timeout_ms,
+        timeout_ms: deployer.call_timeout_ms().min(node.max_timeout_ms),
     });
     call.set_timeout(DEPLOY_DEADLINE);
-    state.agents.authorize(&mut call);
-    let mut client = state.agents.get(&node.address).map_err(internal)?;
+    agents.authorize(&mut call);
+    let mut client = agents.get(&node.address).map_err(internal)?;
     client.deploy(call).await.map(tonic::Response::into_inner).map_err(|s| WireError::from(&s))
 }
 
-async fn send_stop(state: Arc<State>, id: String, node: Candidate) {
+async fn send_stop(deployer: Arc<Deployer>, id: String, node: Candidate) {
+    let agents = &deployer.nodes.agents;
     let stopped = async {
         let mut call = tonic::Request::new(StopRequest { instance_id: id.clone() });
-        call.set_timeout(Duration::from_secs(30));
-        state.agents.authorize(&mut call);
-        let mut client = state.agents.get(&node.address).map_err(|e| e.to_string())?;
+        call.set_timeout(STOP_DEADLINE);
+        agents.authorize(&mut call);
+        let mut client = agents.get(&node.address).map_err(|e| e.to_string())?;
         client.stop(call).await.map_err(|s| s.message().to_owned())
     };
     match stopped.await {
         Ok(_) => {
-            let _ = instances::Entity::delete_by_id(id.clone()).exec(&state.db).await;
+            let _ = instances::Entity::delete_by_id(id.clone()).exec(&deployer.db).await;
             info!(instance = %id, node = %node.name, "instance stopped");
         }
         Err(e) => warn!(instance = %id, node = %node.name, error = %e, "could not stop an instance; retrying"),
     }
-    state.end_call(&id);
+    deployer.end_call(&id);
 }
 
-/// Stops an instance an agent holds but nobody wants (left from before a restart of the
-/// control plane, or from a node that came back).
-pub(crate) fn stop_stray(state: &Arc<State>, id: String, node: Candidate) {
-    if state.begin_call(&id) {
-        tokio::spawn(send_stop(state.clone(), id, node));
+/// Has the reconciler stop an instance an agent holds but nobody wants (left from before
+/// a restart of the control plane, or from a node that came back).
+pub(crate) fn stop_stray(deployer: &Deployer, id: String, node: Candidate) {
+    if let Ok(mut strays) = deployer.strays.lock() {
+        strays.push((id, node));
     }
+    deployer.wake();
 }

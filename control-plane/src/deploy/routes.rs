@@ -1,6 +1,6 @@
 //! The data path's routes: which agents serve each API, built from the database and
-//! streamed to the edges (`Routes.WatchRoutes`, in `crate::edges`), so calls skip the
-//! control plane.
+//! published for the edges to watch (`Routes.WatchRoutes`), so calls skip the control
+//! plane.
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
@@ -8,8 +8,8 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use souq_proto::routes::{Backend, Route, RouteTable};
 use uuid::Uuid;
 
+use super::Deployer;
 use crate::{
-    State,
     entity::{apis, instances, nodes},
     error::Result,
 };
@@ -57,14 +57,13 @@ pub fn build(
 }
 
 /// Rebuilds the table from the database and publishes it if it changed.
-pub(crate) async fn refresh(state: &State) -> Result<()> {
-    let db = &state.db;
+pub(crate) async fn refresh(deployer: &Deployer) -> Result<()> {
+    let db = &deployer.db;
     let apis = apis::Entity::find().all(db).await?;
     let running = instances::Entity::find().filter(instances::Column::State.eq(instances::RUNNING)).all(db).await?;
     let nodes = nodes::Entity::find().all(db).await?;
-    let timeout_ms = u64::try_from(state.default_timeout.as_millis()).unwrap_or(u64::MAX);
-    let routes = build(&apis, &running, &nodes, Utc::now(), state.node_ttl, timeout_ms);
-    state.routes.send_if_modified(|table| {
+    let routes = build(&apis, &running, &nodes, Utc::now(), deployer.nodes.node_ttl, deployer.call_timeout_ms());
+    deployer.routes.send_if_modified(|table| {
         if table.routes == routes {
             return false;
         }

@@ -1,7 +1,7 @@
 //! An API's status, summed up from its desired state, its instances and the nodes. Pure.
 use std::collections::HashMap;
 
-use souq_proto::platform::{ApiStatus, ReplicaStatus};
+use souq_proto::apis::{ApiStatus, ReplicaStatus};
 use uuid::Uuid;
 
 use crate::entity::{deployments, instances};

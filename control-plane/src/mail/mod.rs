@@ -3,4 +3,4 @@ pub mod templates;
 pub mod transport;
 
 pub use templates::{MailKind, MailVars, Rendered, render};
-pub use transport::{MailError, Mailer};
+pub use transport::{MailError, Mailer, check_sender, check_smtp_url};

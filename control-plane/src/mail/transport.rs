@@ -5,7 +5,7 @@ use std::{fmt, path::Path, time::Duration};
 use lettre::{
     AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
     message::{Mailbox, MultiPart},
-    transport::smtp::PoolConfig,
+    transport::smtp::{AsyncSmtpTransportBuilder as SmtpTransportBuilder, PoolConfig},
 };
 
 use super::templates::Rendered;
@@ -49,10 +49,7 @@ impl Mailer {
     /// and no Debug output contains the password.
     pub fn smtp(url: &str, from: &str) -> Result<Self, MailError> {
         let from = parse_mailbox("sender", from)?;
-        let parts = UrlParts::of(url);
-        let builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(url).map_err(|e| {
-            MailError::Config(format!("SMTP URL: {}", parts.redact(&e.to_string())))
-        })?;
+        let (builder, parts) = smtp_builder(url)?;
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(MailError::Config("SMTP mail needs a running Tokio runtime".into()));
         }
@@ -120,6 +117,28 @@ impl fmt::Debug for Mailer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("Mailer").field(&self.describe()).finish()
     }
+}
+
+/// Checks an SMTP URL as [`Mailer::smtp`] reads it, without connecting and without a
+/// runtime; the error never holds the password.
+pub fn check_smtp_url(url: &str) -> Result<(), MailError> {
+    smtp_builder(url).map(drop)
+}
+
+/// Checks a sender address as [`Mailer`] reads it.
+pub fn check_sender(from: &str) -> Result<(), MailError> {
+    parse_mailbox("sender", from).map(drop)
+}
+
+/// lettre's builder for an `smtp://` or `smtps://` URL, and the URL's loggable parts.
+fn smtp_builder(url: &str) -> Result<(SmtpTransportBuilder, UrlParts<'_>), MailError> {
+    let parts = UrlParts::of(url);
+    if !matches!(parts.scheme, "smtp" | "smtps") {
+        return Err(MailError::Config("SMTP URL: must start with smtp:// or smtps://".into()));
+    }
+    let builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+        .map_err(|e| MailError::Config(format!("SMTP URL: {}", parts.redact(&e.to_string()))))?;
+    Ok((builder, parts))
 }
 
 fn parse_mailbox(role: &str, address: &str) -> Result<Mailbox, MailError> {

@@ -5,15 +5,14 @@
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter};
-use souq_proto::routes::{AccessTable, Grant, KeyEntry};
+use souq_proto::metering::{AccessTable, Grant, KeyEntry};
 use tokio::sync::{Mutex, Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 use uuid::Uuid;
 
-use super::{Month, to_u64, usage};
+use super::{Market, Month, calls, to_u64};
 use crate::{
-    State,
     entity::{api_keys, plans, subscriptions, usage_windows},
     error::Result,
 };
@@ -97,17 +96,17 @@ pub fn build(
 }
 
 /// Rebuilds the table from the database and publishes it if it changed.
-pub(crate) async fn refresh(state: &State) -> Result<()> {
-    let _turn = state.access.rebuilding.lock().await;
-    let db = &state.db;
-    let month = Month::of(state.clock.now());
+pub(crate) async fn refresh(market: &Market) -> Result<()> {
+    let _turn = market.access.rebuilding.lock().await;
+    let db = &market.db;
+    let month = Month::of(market.clock.now());
     let keys = api_keys::Entity::find().filter(api_keys::Column::RevokedAt.is_null()).all(db).await?;
     let subs = subscriptions::Entity::find().all(db).await?;
     let plans: HashMap<Uuid, plans::Model> = plans::Entity::find().all(db).await?.into_iter().map(|p| (p.id, p)).collect();
     let with_sub = Condition::all().add(usage_windows::Column::SubscriptionId.ne(""));
-    let used = usage::calls_by(db, usage_windows::Column::SubscriptionId, with_sub, month).await?;
+    let used = calls::in_month(db, usage_windows::Column::SubscriptionId, with_sub, month).await?;
     let (keys, grants) = build(&keys, &subs, &plans, &used, month);
-    state.access.tx.send_if_modified(|table| {
+    market.access.tx.send_if_modified(|table| {
         if table.keys == keys && table.grants == grants {
             return false;
         }
@@ -119,25 +118,25 @@ pub(crate) async fn refresh(state: &State) -> Result<()> {
 
 /// Rebuilds at once after a management change; on failure the background task retries, and
 /// the change (already committed) stands.
-pub(crate) async fn publish_now(state: &State) {
-    if let Err(e) = refresh(state).await {
+pub(crate) async fn publish_now(market: &Market) {
+    if let Err(e) = refresh(market).await {
         warn!(error = %e, "access table rebuild failed; retrying in the background");
-        state.access.mark_stale();
+        market.access.mark_stale();
     }
 }
 
 /// Rebuilds when usage marks the table stale, at most once per [`DEBOUNCE`], and every
 /// [`PERIOD`] regardless, until `shutdown`.
-pub(crate) async fn run(state: Arc<State>, shutdown: CancellationToken) {
+pub(crate) async fn run(market: Arc<Market>, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = state.access.stale.notified() => {}
+            () = market.access.stale.notified() => {}
             () = tokio::time::sleep(PERIOD) => {}
         }
-        if let Err(e) = refresh(&state).await {
+        if let Err(e) = refresh(&market).await {
             warn!(error = %e, "access table rebuild failed");
-            state.access.mark_stale();
+            market.access.mark_stale();
         }
         // Marks that arrive meanwhile leave one permit: a busy flusher costs one rebuild
         // per DEBOUNCE, however often it commits.

@@ -3,7 +3,7 @@
 use std::{collections::BTreeMap, fmt, str::FromStr};
 
 use chrono::{DateTime, Utc};
-use souq_proto::routes::{UsageBatch, UsageEvent};
+use souq_proto::metering::{UsageBatch, UsageEvent};
 use uuid::Uuid;
 
 use super::histogram::Histogram;
@@ -61,9 +61,13 @@ pub fn committed(stored: &str) -> Result<Option<Position>> {
 pub struct WindowKey {
     /// The hour's start.
     pub start: DateTime<Utc>,
+    /// The API called; '' for an execute.
     pub api_id: String,
+    /// The caller.
     pub user_id: String,
+    /// The key the caller used; '' for a token.
     pub key_id: String,
+    /// The subscription the call counts against; '' for the owner's own calls.
     pub subscription_id: String,
     /// `call` or `execute`.
     pub kind: String,
@@ -72,32 +76,47 @@ pub struct WindowKey {
 /// What a window counts.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Tally {
+    /// Calls made.
     pub calls: u64,
     /// Answers of status 500 and above.
     pub errors: u64,
+    /// Request bytes.
     pub bytes_in: u64,
+    /// Response bytes.
     pub bytes_out: u64,
+    /// Sandbox CPU time, where known.
     pub cpu_us: u64,
+    /// The calls' latencies.
     pub latency: Histogram,
 }
 
 /// One checked event of a batch.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
+    /// Its position in its source.
     pub position: Position,
+    /// The window it counts in.
     pub key: WindowKey,
+    /// HTTP status of the answer.
     pub status: u32,
+    /// How long the call took.
     pub latency_us: u64,
+    /// Request bytes.
     pub bytes_in: u64,
+    /// Response bytes.
     pub bytes_out: u64,
+    /// Sandbox CPU time, where known.
     pub cpu_us: u64,
 }
 
 /// A checked batch: its source, its id, its events in position order.
 #[derive(Clone, Debug)]
 pub struct Checked {
+    /// The edge's metering stream.
     pub source: String,
+    /// `<source>/<last position>`.
     pub batch_id: String,
+    /// The events, positions strictly increasing.
     pub events: Vec<Event>,
 }
 

@@ -6,13 +6,12 @@ use sea_orm::{
     ColumnTrait, Condition, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
     sea_query::{Expr, ExprTrait, Func, LikeExpr},
 };
-use souq_proto::platform::{MarketplaceEntry, MarketplacePage, MarketplaceRequest};
+use souq_proto::market::{MarketplaceEntry, MarketplacePage, MarketplaceRequest};
 use uuid::Uuid;
 
-use super::plans;
+use super::{Market, plans};
 use crate::{
-    State,
-    deploy::apis as api_flow,
+    apis as api_core,
     entity::{apis, plans as plan_rows},
     error::{Error, Result},
 };
@@ -52,7 +51,8 @@ fn paging(req: &MarketplaceRequest) -> Result<(u32, u32)> {
 
 /// One page of public APIs, newest first, whose name or slug contains the query (ignoring
 /// case: fully on PostgreSQL, ASCII letters only on SQLite, whose LOWER is ASCII-only).
-pub(crate) async fn page(state: &State, req: MarketplaceRequest) -> Result<MarketplacePage> {
+pub(crate) async fn page(market: &Market, req: MarketplaceRequest) -> Result<MarketplacePage> {
+    let db = &market.db;
     let (page, per_page) = paging(&req)?;
     let query = req.query.trim();
     if query.chars().count() > MAX_QUERY {
@@ -67,14 +67,14 @@ pub(crate) async fn page(state: &State, req: MarketplaceRequest) -> Result<Marke
                 .add(Expr::col((apis::Entity, apis::Column::Slug)).like(like())),
         );
     }
-    let total = apis::Entity::find().filter(filter.clone()).count(&state.db).await?;
+    let total = apis::Entity::find().filter(filter.clone()).count(db).await?;
     let rows = apis::Entity::find()
         .filter(filter)
         .order_by_desc(apis::Column::CreatedAt)
         .order_by_desc(apis::Column::Id)
         .offset(u64::from(page - 1) * u64::from(per_page))
         .limit(u64::from(per_page))
-        .all(&state.db)
+        .all(db)
         .await?;
     let ids: Vec<Uuid> = rows.iter().map(|a| a.id).collect();
     let mut by_api: HashMap<Uuid, Vec<_>> = HashMap::new();
@@ -83,7 +83,7 @@ pub(crate) async fn page(state: &State, req: MarketplaceRequest) -> Result<Marke
             .filter(plan_rows::Column::ApiId.is_in(ids))
             .order_by_asc(plan_rows::Column::CreatedAt)
             .order_by_asc(plan_rows::Column::Id)
-            .all(&state.db)
+            .all(db)
             .await?;
         for p in &plans {
             by_api.entry(p.api_id).or_default().push(plans::to_wire(p));
@@ -91,7 +91,7 @@ pub(crate) async fn page(state: &State, req: MarketplaceRequest) -> Result<Marke
     }
     let entries = rows
         .iter()
-        .map(|a| MarketplaceEntry { api: Some(api_flow::to_wire(a)), plans: by_api.remove(&a.id).unwrap_or_default() })
+        .map(|a| MarketplaceEntry { api: Some(api_core::to_wire(a)), plans: by_api.remove(&a.id).unwrap_or_default() })
         .collect();
     Ok(MarketplacePage { entries, page, per_page, total })
 }

@@ -5,16 +5,16 @@ use sea_orm::{
     sea_query::Expr,
 };
 use sha2::{Digest, Sha256};
+use sea_orm::ConnectionTrait;
 use souq_proto::{
     Kind,
-    platform::{Key, KeyCreated},
+    market::{Key, KeyCreated},
 };
 use uuid::Uuid;
 
-use super::{access, check_label};
+use super::{Market, access, check_label};
 use crate::{
-    State,
-    deploy::apis::rfc3339,
+    clock::rfc3339,
     entity::api_keys,
     error::{Error, Result},
 };
@@ -77,12 +77,12 @@ fn is_unique_violation(e: &Error) -> bool {
 }
 
 /// Makes a key for the caller; the answer is the only time the whole key is shown.
-pub(crate) async fn create(state: &State, user: Uuid, name: &str) -> Result<KeyCreated> {
+pub(crate) async fn create(market: &Market, user: Uuid, name: &str) -> Result<KeyCreated> {
     let name = check_label("name", name)?;
     let live = api_keys::Entity::find()
         .filter(api_keys::Column::UserId.eq(user))
         .filter(api_keys::Column::RevokedAt.is_null())
-        .count(&state.db)
+        .count(&market.db)
         .await?;
     if live >= MAX_LIVE_KEYS {
         return Err(Error::kind(Kind::Conflict, format!("you have {MAX_LIVE_KEYS} live keys, the most allowed; revoke one first")));
@@ -96,14 +96,14 @@ pub(crate) async fn create(state: &State, user: Uuid, name: &str) -> Result<KeyC
             name: name.clone(),
             prefix,
             sha256: hash(&key),
-            created_at: state.clock.now(),
+            created_at: market.clock.now(),
             revoked_at: None,
         };
-        let inserted = api_keys::Entity::insert(row.clone().into_active_model()).exec_without_returning(&state.db).await;
+        let inserted = api_keys::Entity::insert(row.clone().into_active_model()).exec_without_returning(&market.db).await;
         match inserted.map_err(Error::from) {
             Ok(_) => {
                 tracing::info!(key_id = %row.id, prefix = %row.prefix, user_id = %user, "API key created");
-                access::publish_now(state).await;
+                access::publish_now(market).await;
                 return Ok(KeyCreated { key: Some(to_wire(&row)), secret: key });
             }
             Err(e) if attempt < 2 && is_unique_violation(&e) => continue,
@@ -115,42 +115,42 @@ pub(crate) async fn create(state: &State, user: Uuid, name: &str) -> Result<KeyC
 
 /// The caller's keys that lists show: every live one, then the newest revoked ones, each
 /// group newest first.
-pub(crate) async fn listed(state: &State, user: Uuid) -> Result<Vec<api_keys::Model>> {
+pub(crate) async fn listed(db: &impl ConnectionTrait, user: Uuid) -> Result<Vec<api_keys::Model>> {
     let mine = || api_keys::Entity::find().filter(api_keys::Column::UserId.eq(user));
     let newest = |q: sea_orm::Select<api_keys::Entity>| {
         q.order_by_desc(api_keys::Column::CreatedAt).order_by_desc(api_keys::Column::Id)
     };
-    let mut keys = newest(mine().filter(api_keys::Column::RevokedAt.is_null())).limit(MAX_LIVE_KEYS).all(&state.db).await?;
+    let mut keys = newest(mine().filter(api_keys::Column::RevokedAt.is_null())).limit(MAX_LIVE_KEYS).all(db).await?;
     let revoked =
-        newest(mine().filter(api_keys::Column::RevokedAt.is_not_null())).limit(MAX_REVOKED_LISTED).all(&state.db).await?;
+        newest(mine().filter(api_keys::Column::RevokedAt.is_not_null())).limit(MAX_REVOKED_LISTED).all(db).await?;
     keys.extend(revoked);
     Ok(keys)
 }
 
 /// The caller's keys, as [`listed`] orders them.
-pub(crate) async fn list(state: &State, user: Uuid) -> Result<Vec<Key>> {
-    Ok(listed(state, user).await?.iter().map(to_wire).collect())
+pub(crate) async fn list(market: &Market, user: Uuid) -> Result<Vec<Key>> {
+    Ok(listed(&market.db, user).await?.iter().map(to_wire).collect())
 }
 
 /// Revokes one of the caller's keys and republishes the access table at once, so every
 /// edge refuses the key within a second. Revoking a revoked key succeeds and keeps its
 /// first revocation time (a client may retry safely); another user's key, or an unknown
 /// one, is not found.
-pub(crate) async fn revoke(state: &State, user: Uuid, id: &str) -> Result<()> {
+pub(crate) async fn revoke(market: &Market, user: Uuid, id: &str) -> Result<()> {
     let not_found = || Error::kind(Kind::NotFound, "no such key");
     let id: Uuid = id.parse().map_err(|_| not_found())?;
-    let key = api_keys::Entity::find_by_id(id).one(&state.db).await?.filter(|k| k.user_id == user).ok_or_else(not_found)?;
+    let key = api_keys::Entity::find_by_id(id).one(&market.db).await?.filter(|k| k.user_id == user).ok_or_else(not_found)?;
     if key.revoked_at.is_some() {
         return Ok(());
     }
     api_keys::Entity::update_many()
-        .col_expr(api_keys::Column::RevokedAt, Expr::value(Some(state.clock.now())))
+        .col_expr(api_keys::Column::RevokedAt, Expr::value(Some(market.clock.now())))
         .filter(api_keys::Column::Id.eq(key.id))
         .filter(api_keys::Column::RevokedAt.is_null())
-        .exec(&state.db)
+        .exec(&market.db)
         .await?;
     tracing::info!(key_id = %key.id, prefix = %key.prefix, user_id = %user, "API key revoked");
-    access::publish_now(state).await;
+    access::publish_now(market).await;
     Ok(())
 }
 

@@ -1,10 +1,10 @@
 //! The marketplace: plans, API keys and subscriptions, the access table the edges enforce,
-//! and metered usage (its exactly-once intake and the views built on it).
+//! and metered usage (its exactly-once intake and the views built on it). Builds on
+//! `apis`; knows nothing of deployments.
 pub mod access;
 pub mod batch;
+pub mod calls;
 pub mod catalog;
-#[cfg(test)]
-mod db_tests;
 pub mod histogram;
 pub mod keys;
 pub mod plans;
@@ -12,11 +12,41 @@ pub mod report;
 pub mod subscriptions;
 pub mod usage;
 
-use std::fmt;
+use std::{fmt, sync::Arc};
 
 use chrono::{DateTime, Datelike, TimeZone, Utc};
+use sea_orm::{ConnectionTrait, DatabaseConnection};
+use uuid::Uuid;
 
-use crate::error::{Error, Result};
+use crate::{
+    clock::Clock,
+    error::{Error, Result},
+};
+
+/// The marketplace's shared state: the database, the clock months and quotas are read
+/// by, and the access table the edges watch.
+pub struct Market {
+    /// The database.
+    pub(crate) db: DatabaseConnection,
+    /// The time source.
+    pub(crate) clock: Arc<dyn Clock>,
+    /// The access table the edges watch: keys and grants.
+    pub(crate) access: access::AccessFeed,
+}
+
+impl Market {
+    /// The marketplace over `db`, its access table still empty ([`access::refresh`] fills it).
+    pub fn new(db: DatabaseConnection, clock: Arc<dyn Clock>) -> Self {
+        Market { db, clock, access: access::AccessFeed::new() }
+    }
+}
+
+/// Forgets an API about to be deleted (in the caller's transaction): its subscriptions
+/// and plans go; the caller republishes the access table once it commits.
+pub(crate) async fn forget_api(txn: &impl ConnectionTrait, api_id: Uuid) -> Result<()> {
+    subscriptions::delete_of_api(txn, api_id).await?;
+    plans::delete_of_api(txn, api_id).await
+}
 
 /// Longest name of a plan or a key, in characters.
 pub const MAX_LABEL: usize = 64;

@@ -4,14 +4,14 @@ use chrono::{DateTime, Utc};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder};
 use souq_proto::{
     Kind,
-    platform::{CreatePlanRequest, Plan},
+    market::{CreatePlanRequest, Plan},
 };
 use uuid::Uuid;
 
-use super::{check_label, to_i64, to_u64};
+use super::{Market, check_label, to_i64, to_u64};
 use crate::{
-    State,
-    deploy::apis::{self as api_flow, rfc3339},
+    apis as api_core,
+    clock::rfc3339,
     entity::{apis, plans},
     error::{Error, Result},
 };
@@ -63,6 +63,12 @@ pub(crate) async fn insert(db: &impl ConnectionTrait, plan: plans::Model) -> Res
     Ok(())
 }
 
+/// Deletes every plan of an API (in the caller's transaction, as the API goes).
+pub(crate) async fn delete_of_api(db: &impl ConnectionTrait, api_id: Uuid) -> Result<()> {
+    plans::Entity::delete_many().filter(plans::Column::ApiId.eq(api_id)).exec(db).await?;
+    Ok(())
+}
+
 /// A checked plan of `api_id` from the request.
 fn check(api_id: Uuid, req: &CreatePlanRequest, now: DateTime<Utc>) -> Result<plans::Model> {
     let name = check_label("name", &req.name)?;
@@ -93,23 +99,24 @@ fn check(api_id: Uuid, req: &CreatePlanRequest, now: DateTime<Utc>) -> Result<pl
 
 /// Adds a plan to the caller's API. Plans never change once made, so no subscriber's
 /// limits (nor the access table) move with a new one.
-pub(crate) async fn create(state: &State, owner: Uuid, req: CreatePlanRequest) -> Result<Plan> {
-    let api = api_flow::owned(state, owner, &req.api_id).await?;
-    let plan = check(api.id, &req, state.clock.now())?;
+pub(crate) async fn create(market: &Market, owner: Uuid, req: CreatePlanRequest) -> Result<Plan> {
+    let db = &market.db;
+    let api = api_core::owned(db, owner, &req.api_id).await?;
+    let plan = check(api.id, &req, market.clock.now())?;
     let taken = || Error::kind(Kind::Conflict, format!("this API already has a plan named {:?}", plan.name));
-    let count = plans::Entity::find().filter(plans::Column::ApiId.eq(api.id)).count(&state.db).await?;
+    let count = plans::Entity::find().filter(plans::Column::ApiId.eq(api.id)).count(db).await?;
     if count >= MAX_PLANS_PER_API {
         return Err(Error::kind(Kind::Conflict, format!("this API has {MAX_PLANS_PER_API} plans, the most allowed")));
     }
     let same_name = plans::Entity::find()
         .filter(plans::Column::ApiId.eq(api.id))
         .filter(plans::Column::Name.eq(&plan.name))
-        .one(&state.db)
+        .one(db)
         .await?;
     if same_name.is_some() {
         return Err(taken());
     }
-    match insert(&state.db, plan.clone()).await {
+    match insert(db, plan.clone()).await {
         Ok(()) => {}
         // Made by a concurrent call between the check and the insert.
         Err(Error::Db(e)) if matches!(e.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_))) => return Err(taken()),
@@ -131,14 +138,14 @@ pub(crate) async fn of_api(db: &impl ConnectionTrait, api_id: Uuid) -> Result<Ve
 
 /// The plans of API `id`: any caller (even without a token) may read a public API's; a
 /// private API's are its owner's alone, and anyone else is told it does not exist.
-pub(crate) async fn list(state: &State, caller: Option<Uuid>, id: &str) -> Result<Vec<Plan>> {
+pub(crate) async fn list(market: &Market, caller: Option<Uuid>, id: &str) -> Result<Vec<Plan>> {
     let not_found = || Error::kind(Kind::NotFound, "no such API");
     let id: Uuid = id.parse().map_err(|_| not_found())?;
-    let api = apis::Entity::find_by_id(id).one(&state.db).await?.ok_or_else(not_found)?;
+    let api = apis::Entity::find_by_id(id).one(&market.db).await?.ok_or_else(not_found)?;
     if !api.public && caller != Some(api.owner_id) {
         return Err(not_found());
     }
-    Ok(of_api(&state.db, api.id).await?.iter().map(to_wire).collect())
+    Ok(of_api(&market.db, api.id).await?.iter().map(to_wire).collect())
 }
 
 #[cfg(test)]

@@ -1,20 +1,20 @@
-//! `Routes.ReportUsage`: commits a batch of usage events exactly once, in one transaction
+//! `Metering.ReportUsage`: commits a batch of usage events exactly once, in one transaction
 //! that moves the source's committed position together with the windows it counted.
 use chrono::Duration;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect, TransactionTrait,
     sea_query::{Expr, OnConflict},
 };
-use souq_proto::routes::{UsageAck, UsageBatch};
+use souq_proto::metering::{UsageAck, UsageBatch};
 use uuid::Uuid;
 
 use super::{
+    Market,
     batch::{self, Position, Tally, WindowKey},
     histogram::Histogram,
     to_i64,
 };
 use crate::{
-    State,
     entity::{usage_batches, usage_sources, usage_windows},
     error::{Error, Result},
 };
@@ -26,16 +26,16 @@ const KEEP_BATCH_IDS: Duration = Duration::days(7);
 /// Commits the events of `batch` past its source's committed position, and answers how
 /// far the source is committed. A batch sent again (same id, or only old events) commits
 /// nothing new; a failure commits nothing at all, and the edge sends the batch again.
-pub(crate) async fn report(state: &State, batch: UsageBatch) -> Result<UsageAck> {
+pub(crate) async fn report(market: &Market, batch: UsageBatch) -> Result<UsageAck> {
     let checked = batch::check(&batch)?;
     let Some(last) = checked.events.last().map(|e| e.position) else {
         // An empty batch asks how far the source is committed.
-        let row = usage_sources::Entity::find_by_id(checked.source.clone()).one(&state.db).await?;
+        let row = usage_sources::Entity::find_by_id(checked.source.clone()).one(&market.db).await?;
         let through = batch::committed(row.as_ref().map_or("", |r| r.committed_through.as_str()))?;
         return Ok(UsageAck { committed_through: through.map(|p| p.to_string()).unwrap_or_default(), committed: 0 });
     };
-    let now = state.clock.now();
-    let txn = state.db.begin().await?;
+    let now = market.clock.now();
+    let txn = market.db.begin().await?;
     // The source's row is claimed first and held to the end: batches of one source take
     // turns (PostgreSQL locks the row; SQLite has a single writer anyway).
     usage_sources::Entity::insert(usage_sources::ActiveModel {
@@ -84,7 +84,7 @@ pub(crate) async fn report(state: &State, batch: UsageBatch) -> Result<UsageAck>
     txn.commit().await?;
     tracing::debug!(source = %checked.source, committed, through = ?through.map(|p| p.to_string()), "usage committed");
     if committed > 0 {
-        state.access.mark_stale();
+        market.access.mark_stale();
     }
     Ok(ack(through, committed))
 }

@@ -7,14 +7,16 @@ use sea_orm::{
 };
 use souq_proto::{
     Kind,
-    platform::{Subscription, SubscribeRequest},
+    market::{SubscribeRequest, Subscription},
 };
 use uuid::Uuid;
 
-use super::{access, plans::{self, FREE}};
+use super::{
+    Market, access,
+    plans::{self, FREE},
+};
 use crate::{
-    State,
-    deploy::apis::rfc3339,
+    clock::rfc3339,
     entity::{apis, plans as plan_rows, subscriptions},
     error::{Error, Result},
 };
@@ -50,7 +52,8 @@ fn is_unique_violation(e: &sea_orm::DbErr) -> bool {
 
 /// Subscribes the caller to a plan of the public API `slug` (their own included), or
 /// switches the plan of their subscription to it. A private or unknown API is not found.
-pub(crate) async fn subscribe(state: &State, user: Uuid, req: SubscribeRequest) -> Result<Subscription> {
+pub(crate) async fn subscribe(market: &Market, user: Uuid, req: SubscribeRequest) -> Result<Subscription> {
+    let db = &market.db;
     let not_found = || Error::kind(Kind::NotFound, "no such API");
     let slug = req.slug.trim();
     if slug.is_empty() || slug.len() > 80 {
@@ -59,15 +62,15 @@ pub(crate) async fn subscribe(state: &State, user: Uuid, req: SubscribeRequest) 
     let api = apis::Entity::find()
         .filter(apis::Column::Slug.eq(slug))
         .filter(apis::Column::Public.eq(true))
-        .one(&state.db)
+        .one(db)
         .await?
         .ok_or_else(not_found)?;
-    let plans = plans::of_api(&state.db, api.id).await?;
+    let plans = plans::of_api(db, api.id).await?;
     let plan = pick(&plans, &req.plan).ok_or_else(|| Error::kind(Kind::NotFound, "no such plan"))?;
     let existing = subscriptions::Entity::find()
         .filter(subscriptions::Column::UserId.eq(user))
         .filter(subscriptions::Column::ApiId.eq(api.id))
-        .one(&state.db)
+        .one(db)
         .await?;
     let sub = match existing {
         Some(s) if s.plan_id == plan.id => {
@@ -78,7 +81,7 @@ pub(crate) async fn subscribe(state: &State, user: Uuid, req: SubscribeRequest) 
                 .col_expr(subscriptions::Column::PlanId, Expr::value(plan.id))
                 .filter(subscriptions::Column::Id.eq(s.id))
                 .filter(subscriptions::Column::PlanId.eq(s.plan_id))
-                .exec(&state.db)
+                .exec(db)
                 .await?;
             if done.rows_affected == 0 {
                 return Err(Error::kind(Kind::Conflict, "your subscription changed meanwhile; try again"));
@@ -87,15 +90,15 @@ pub(crate) async fn subscribe(state: &State, user: Uuid, req: SubscribeRequest) 
             subscriptions::Model { plan_id: plan.id, ..s }
         }
         None => {
-            let held = subscriptions::Entity::find().filter(subscriptions::Column::UserId.eq(user)).count(&state.db).await?;
+            let held = subscriptions::Entity::find().filter(subscriptions::Column::UserId.eq(user)).count(db).await?;
             if held >= MAX_SUBSCRIPTIONS_PER_USER {
                 return Err(Error::kind(
                     Kind::Conflict,
                     format!("you hold {MAX_SUBSCRIPTIONS_PER_USER} subscriptions, the most allowed"),
                 ));
             }
-            let s = subscriptions::Model { id: Uuid::now_v7(), user_id: user, api_id: api.id, plan_id: plan.id, created_at: state.clock.now() };
-            match subscriptions::Entity::insert(s.clone().into_active_model()).exec_without_returning(&state.db).await {
+            let s = subscriptions::Model { id: Uuid::now_v7(), user_id: user, api_id: api.id, plan_id: plan.id, created_at: market.clock.now() };
+            match subscriptions::Entity::insert(s.clone().into_active_model()).exec_without_returning(db).await {
                 Ok(_) => {}
                 Err(e) if is_unique_violation(&e) => {
                     return Err(Error::kind(Kind::Conflict, "you subscribed to this API meanwhile; try again"));
@@ -106,8 +109,14 @@ pub(crate) async fn subscribe(state: &State, user: Uuid, req: SubscribeRequest) 
             s
         }
     };
-    access::publish_now(state).await;
+    access::publish_now(market).await;
     Ok(to_wire(&sub, &api.slug, plan))
+}
+
+/// Deletes every subscription to an API (in the caller's transaction, as the API goes).
+pub(crate) async fn delete_of_api(db: &impl ConnectionTrait, api_id: Uuid) -> Result<()> {
+    subscriptions::Entity::delete_many().filter(subscriptions::Column::ApiId.eq(api_id)).exec(db).await?;
+    Ok(())
 }
 
 /// A subscription with its API and current plan.

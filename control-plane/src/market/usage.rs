@@ -5,19 +5,16 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, DurationRound, Utc};
 use futures_util::TryStreamExt;
-use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect,
-    sea_query::{Alias, Expr, Func},
-};
-use souq_proto::platform::{
+use sea_orm::{ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter};
+use souq_proto::market::{
     ApiUsage, ConsumerUsage, CurrencyTotal, KeyUsage, Statement, StatementLine, SubscriptionUsage, UsageWindow,
 };
 use uuid::Uuid;
 
-use super::{Month, histogram::Histogram, keys, subscriptions, to_u64};
+use super::{Market, Month, calls, histogram::Histogram, keys, subscriptions, to_u64};
 use crate::{
-    State,
-    deploy::apis::{self as api_flow, rfc3339},
+    apis,
+    clock::rfc3339,
     entity::usage_windows,
     error::{Error, Result},
 };
@@ -26,30 +23,6 @@ use crate::{
 pub const DEFAULT_HOURS: u32 = 24;
 /// Most hours the provider's view covers: 31 days.
 pub const MAX_HOURS: u32 = 24 * 31;
-
-/// Committed calls in `month` per value of the id column `group`, among rows matching
-/// `filter`; summed by the database.
-pub(crate) async fn calls_by(
-    db: &impl ConnectionTrait,
-    group: usage_windows::Column,
-    filter: Condition,
-    month: Month,
-) -> Result<HashMap<String, u64>> {
-    // SUM of a bigint is a numeric on PostgreSQL: cast it back.
-    let sum = Func::cast_as(Func::sum(Expr::col((usage_windows::Entity, usage_windows::Column::Calls))), Alias::new("BIGINT"));
-    let rows: Vec<(String, Option<i64>)> = usage_windows::Entity::find()
-        .select_only()
-        .column(group)
-        .column_as(Expr::from(sum), "calls")
-        .filter(filter)
-        .filter(usage_windows::Column::WindowStart.gte(month.start()))
-        .filter(usage_windows::Column::WindowStart.lt(month.end()))
-        .group_by(group)
-        .into_tuple()
-        .all(db)
-        .await?;
-    Ok(rows.into_iter().map(|(id, calls)| (id, to_u64(calls.unwrap_or(0)))).collect())
-}
 
 /// One hour of an API's usage, summed over its windows.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -95,19 +68,19 @@ fn api_usage(api_id: String, hours: &BTreeMap<DateTime<Utc>, Hour>) -> ApiUsage 
 
 /// The owner's view of API `id` over the last `hours` hours (the current one included);
 /// only hours with calls are listed.
-pub(crate) async fn of_api(state: &State, owner: Uuid, id: &str, hours: u32) -> Result<ApiUsage> {
+pub(crate) async fn of_api(market: &Market, owner: Uuid, id: &str, hours: u32) -> Result<ApiUsage> {
     let hours = if hours == 0 { DEFAULT_HOURS } else { hours };
     if hours > MAX_HOURS {
         return Err(Error::invalid("hours", format!("1 to {MAX_HOURS}")));
     }
-    let api = api_flow::owned(state, owner, id).await?;
-    let now = state.clock.now();
+    let api = apis::owned(&market.db, owner, id).await?;
+    let now = market.clock.now();
     let this_hour = now.duration_trunc(chrono::Duration::hours(1)).unwrap_or(now);
     let from = this_hour - chrono::Duration::hours(i64::from(hours) - 1);
     let mut rows = usage_windows::Entity::find()
         .filter(usage_windows::Column::ApiId.eq(api.id.to_string()))
         .filter(usage_windows::Column::WindowStart.gte(from))
-        .stream(&state.db)
+        .stream(&market.db)
         .await?;
     let mut by_hour: BTreeMap<DateTime<Utc>, Hour> = BTreeMap::new();
     while let Some(row) = rows.try_next().await? {
@@ -119,12 +92,12 @@ pub(crate) async fn of_api(state: &State, owner: Uuid, id: &str, hours: u32) -> 
 /// The caller's view of this month: calls per key (live keys, and revoked ones that made
 /// calls), and per subscription with its quota left and its cost so far (the plan's flat
 /// monthly price).
-pub(crate) async fn mine(state: &State, user: Uuid) -> Result<ConsumerUsage> {
-    let month = Month::of(state.clock.now());
-    let db = &state.db;
+pub(crate) async fn mine(market: &Market, user: Uuid) -> Result<ConsumerUsage> {
+    let month = Month::of(market.clock.now());
+    let db = &market.db;
     let own = Condition::all().add(usage_windows::Column::UserId.eq(user.to_string())).add(usage_windows::Column::KeyId.ne(""));
-    let key_calls = calls_by(db, usage_windows::Column::KeyId, own, month).await?;
-    let keys = keys::listed(state, user)
+    let key_calls = calls::in_month(db, usage_windows::Column::KeyId, own, month).await?;
+    let keys = keys::listed(db, user)
         .await?
         .into_iter()
         .filter_map(|k| {
@@ -155,7 +128,8 @@ async fn calls_of(db: &impl ConnectionTrait, held: &[subscriptions::Held], month
         return Ok(HashMap::new());
     }
     let ids: Vec<String> = held.iter().map(|h| h.sub.id.to_string()).collect();
-    calls_by(db, usage_windows::Column::SubscriptionId, Condition::all().add(usage_windows::Column::SubscriptionId.is_in(ids)), month).await
+    let only = Condition::all().add(usage_windows::Column::SubscriptionId.is_in(ids));
+    calls::in_month(db, usage_windows::Column::SubscriptionId, only, month).await
 }
 
 /// One total per currency, in currency order; amounts of different currencies never mix.
@@ -170,8 +144,8 @@ fn totals(lines: &[StatementLine]) -> Vec<CurrencyTotal> {
 
 /// The caller's statement for `month` (`YYYY-MM`, the current month when empty): a line per
 /// subscription that existed in the month, at its current plan's flat price.
-pub(crate) async fn statement(state: &State, user: Uuid, month: &str) -> Result<Statement> {
-    let now = Month::of(state.clock.now());
+pub(crate) async fn statement(market: &Market, user: Uuid, month: &str) -> Result<Statement> {
+    let now = Month::of(market.clock.now());
     let month = match month.trim() {
         "" => now,
         m => Month::parse(m).ok_or_else(|| Error::invalid("month", "YYYY-MM"))?,
@@ -179,7 +153,7 @@ pub(crate) async fn statement(state: &State, user: Uuid, month: &str) -> Result<
     if month > now {
         return Err(Error::invalid("month", "must not be in the future"));
     }
-    let db = &state.db;
+    let db = &market.db;
     let held: Vec<_> = subscriptions::of_user(db, user).await?.into_iter().filter(|h| h.sub.created_at < month.end()).collect();
     let calls = calls_of(db, &held, month).await?;
     let lines: Vec<StatementLine> = held

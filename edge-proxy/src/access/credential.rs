@@ -4,10 +4,11 @@
 use axum::http::{HeaderMap, StatusCode};
 use sha2::{Digest, Sha256};
 
-use super::Access;
+use super::AccessTable;
 use crate::{
     error::{ApiError, Result},
     extract::bearer,
+    followed::Followed,
     verifier::Verifier,
 };
 
@@ -53,9 +54,11 @@ pub fn looks_like_key(s: &str) -> bool {
 
 /// A 400 when any name or value of the query string (decoded) looks like an API key.
 pub fn refuse_key_in_query(raw_query: Option<&str>) -> Result<()> {
-    let Some(raw) = raw_query.filter(|q| !q.is_empty()) else { return Ok(()) };
+    let Some(raw) = raw_query.filter(|q| !q.is_empty()) else {
+        return Ok(());
+    };
     let leaked = looks_like_key(raw)
-        || crate::call::event::parse_query(raw).iter().any(|(k, v)| looks_like_key(k) || looks_like_key(v));
+        || crate::query::parse_query(raw).iter().any(|(k, v)| looks_like_key(k) || looks_like_key(v));
     if leaked {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -106,7 +109,7 @@ pub fn key_hash(key: &str) -> [u8; 32] {
 
 /// The caller of a call: 401 for an unknown or revoked key or a bad token; 503 while the
 /// edge has not yet received an access table (it cannot tell a key from a forgery).
-pub fn authenticate(access: &Access, verifier: &Verifier, headers: &HeaderMap) -> Result<CallCaller> {
+pub fn authenticate(access: &Followed<AccessTable>, verifier: &Verifier, headers: &HeaderMap) -> Result<CallCaller> {
     match credential(headers)? {
         Credential::Bearer(token) => Ok(CallCaller { user_id: verifier.verify(token)?, key_id: None }),
         Credential::Key(key) => {
@@ -133,7 +136,7 @@ pub fn authenticate(access: &Access, verifier: &Verifier, headers: &HeaderMap) -
 #[cfg(test)]
 mod tests {
     use axum::http::HeaderValue;
-    use souq_proto::routes::{AccessTable as WireTable, KeyEntry};
+    use souq_proto::metering::{AccessTable as WireTable, KeyEntry};
 
     use super::*;
 
@@ -185,7 +188,7 @@ mod tests {
 
     #[test]
     fn keys_are_looked_up_by_hash() {
-        let access = Access::default();
+        let access = Followed::<AccessTable>::default();
         let verifier = Verifier::default();
         let h = headers(&[("x-api-key", KEY)]);
         // No table yet: not ready, rather than a misleading 401.

@@ -1,21 +1,16 @@
-//! Who may call what, as the control plane streams it (`Routes.WatchAccess`): every live
-//! API key by the SHA-256 of the whole key, and every subscription's grant by (consumer,
-//! API). A call looks both up in memory; readers take a cheap `Arc` snapshot.
+//! Who may call what, as the control plane streams it (`Metering.WatchAccess`): every
+//! live API key by the SHA-256 of the whole key, and every subscription's grant by
+//! (consumer, API). A call looks both up in memory, in the latest table followed.
 pub mod credential;
-pub mod watch;
 
-use std::{
-    collections::HashMap,
-    sync::{
-        Arc, RwLock,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::Duration,
-};
+use std::{collections::HashMap, sync::Arc};
 
-use tokio::sync::watch as signal;
+use souq_proto::metering::{AccessTable as WireTable, WatchAccessRequest, metering_client::MeteringClient};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use tracing::debug;
 
-use souq_proto::routes::AccessTable as WireTable;
+use crate::followed::{self, Followed, MAX_TABLE_BYTES, Table};
 
 /// The owner of a live API key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,7 +61,9 @@ impl AccessTable {
                 Ok(hash) => {
                     keys.insert(hash, KeyOwner { key_id: k.key_id, user_id: k.user_id });
                 }
-                Err(_) => tracing::warn!(key_id = %k.key_id, "access table names a key hash that is not 32 bytes"),
+                Err(_) => {
+                    tracing::warn!(key_id = %k.key_id, "access table names a key hash that is not 32 bytes")
+                }
             }
         }
         let mut grants: HashMap<String, HashMap<String, Arc<Grant>>> = HashMap::new();
@@ -112,76 +109,45 @@ impl AccessTable {
     }
 }
 
-/// The current table, shared by the watcher (one writer) and every call (readers).
-#[derive(Debug)]
-pub struct Access {
-    current: RwLock<Arc<AccessTable>>,
-    /// Tables received since start; 0 until the first.
-    received: AtomicU64,
-    /// Told of every installed table, for [`Access::wait_for`].
-    installed: signal::Sender<u64>,
-}
+impl Table for AccessTable {
+    type Wire = WireTable;
 
-impl Default for Access {
-    fn default() -> Self {
-        Access { current: RwLock::default(), received: AtomicU64::new(0), installed: signal::Sender::new(0) }
+    fn is_placeholder(wire: &WireTable) -> bool {
+        wire.generation == 0 && wire.keys.is_empty() && wire.grants.is_empty()
+    }
+
+    fn from_wire(wire: WireTable, _previous: &AccessTable) -> Self {
+        AccessTable::from_wire(wire)
     }
 }
 
-impl Access {
-    /// A snapshot of the current table: one `Arc` clone under a read lock.
-    pub fn snapshot(&self) -> Arc<AccessTable> {
-        match self.current.read() {
-            Ok(t) => t.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
-    }
-
-    /// Whether a table has been received since start.
-    pub fn has_table(&self) -> bool {
-        self.received.load(Ordering::Relaxed) > 0
-    }
-
-    /// Replaces the table with `wire`, unless `wire` is an empty placeholder (generation 0)
-    /// and a real table is already held. Returns the new table when it was installed.
-    pub fn install(&self, wire: WireTable) -> Option<Arc<AccessTable>> {
-        if wire.generation == 0 && wire.keys.is_empty() && wire.grants.is_empty() && self.has_table() {
-            return None;
-        }
-        let table = Arc::new(AccessTable::from_wire(wire));
-        match self.current.write() {
-            Ok(mut t) => *t = table.clone(),
-            Err(poisoned) => *poisoned.into_inner() = table.clone(),
-        }
-        let n = self.received.fetch_add(1, Ordering::Relaxed) + 1;
-        self.installed.send_replace(n);
-        Some(table)
-    }
-
-    /// Waits until the table satisfies `holds`, at most `patience`; whether it does.
-    ///
-    /// A management call that changes access (a new key, a subscription, a revocation)
-    /// waits on this before answering, so the caller's next call through this edge already
-    /// sees the change: the control plane pushes the new table at once, and this is the
-    /// moment it lands.
-    pub async fn wait_for(&self, holds: impl Fn(&AccessTable) -> bool, patience: Duration) -> bool {
-        let mut installed = self.installed.subscribe();
-        let deadline = tokio::time::Instant::now() + patience;
-        loop {
-            installed.borrow_and_update();
-            if holds(&self.snapshot()) {
-                return true;
-            }
-            if tokio::time::timeout_at(deadline, installed.changed()).await.is_err() {
-                return false;
-            }
-        }
-    }
+/// Follows `Metering.WatchAccess` into `table` until `shutdown`, reconnecting with
+/// backoff; while the control plane is away, the last table keeps serving (a revocation
+/// arrives as a new table, which the control plane sends at once).
+pub async fn follow(
+    table: Arc<Followed<AccessTable>>,
+    channel: Channel,
+    join_token: String,
+    shutdown: CancellationToken,
+) {
+    let client = MeteringClient::new(channel).max_decoding_message_size(MAX_TABLE_BYTES);
+    let open = move || {
+        let mut client = client.clone();
+        let mut req = tonic::Request::new(WatchAccessRequest {});
+        souq_proto::set_bearer(&mut req, &join_token);
+        async move { client.watch_access(req).await.map(tonic::Response::into_inner) }
+    };
+    followed::follow(&table, "access", open, shutdown, |t: &AccessTable| {
+        debug!(generation = t.generation, keys = t.key_count(), grants = t.grant_count(), "access table updated");
+    })
+    .await;
 }
 
 #[cfg(test)]
 mod tests {
-    use souq_proto::routes::{Grant as WireGrant, KeyEntry};
+    use std::time::Duration;
+
+    use souq_proto::metering::{Grant as WireGrant, KeyEntry};
 
     use super::*;
 
@@ -219,7 +185,7 @@ mod tests {
 
     #[test]
     fn a_new_table_replaces_the_old_but_a_placeholder_never_does() {
-        let access = Access::default();
+        let access = Followed::<AccessTable>::default();
         assert!(!access.has_table());
         let full = WireTable { generation: 2, keys: vec![], grants: vec![wire_grant("u1", "a")] };
         assert!(access.install(full).is_some());
@@ -231,19 +197,32 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn waiting_for_a_change_ends_when_it_lands_or_at_the_deadline() {
-        let access = Arc::new(Access::default());
-        let has_grant = |t: &AccessTable| t.grant("u1", "a").is_some();
-        assert!(!access.wait_for(has_grant, Duration::from_millis(50)).await);
-        let later = access.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            later.install(WireTable { generation: 1, keys: vec![], grants: vec![] });
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            later.install(WireTable { generation: 2, keys: vec![], grants: vec![wire_grant("u1", "a")] });
+    async fn resubscribes_and_keeps_the_last_table_when_the_control_plane_goes() {
+        const JOIN: &str = "join-token-0123456789";
+        let feed = souq_test_support::Feed::one_per_watch(|generation| WireTable {
+            generation,
+            keys: vec![KeyEntry { sha256: vec![1; 32], key_id: format!("k{generation}"), user_id: "u".into() }],
+            grants: vec![],
         });
-        let started = std::time::Instant::now();
-        assert!(access.wait_for(has_grant, Duration::from_secs(5)).await);
-        assert!(started.elapsed() < Duration::from_secs(2));
+        let server = souq_test_support::FakeMetering::new(feed).expecting_join_token(JOIN).serve().await;
+        let access = Arc::new(Followed::<AccessTable>::default());
+        let channel = tonic::transport::Endpoint::from_shared(server.url()).expect("url").connect_lazy();
+        let stop = CancellationToken::new();
+        let follower = tokio::spawn(follow(access.clone(), channel, JOIN.into(), stop.clone()));
+
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while access.snapshot().generation < 2 {
+            assert!(tokio::time::Instant::now() < deadline, "no second table");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        server.stop().await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let kept = access.snapshot();
+        assert!(kept.generation >= 2 && kept.key(&[1; 32]).is_some(), "the last table is kept");
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(5), follower)
+            .await
+            .expect("the follower ends at shutdown")
+            .expect("join");
     }
 }

@@ -2,7 +2,7 @@
 //! (`<ms>-<n>`, compared as a pair of numbers), and the id of a batch. Pure.
 use std::{fmt, str::FromStr, time::Instant};
 
-use souq_proto::routes::UsageEvent;
+use souq_proto::metering::UsageEvent;
 
 /// What was metered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,21 +1,15 @@
 //! The usage flusher: every interval (or as soon as a full batch waits) it reads the
-//! oldest events in position order, sends them to `Routes.ReportUsage` as one batch, and
+//! oldest events in position order, sends them to `Metering.ReportUsage` as one batch, and
 //! only after the acknowledgement deletes what the control plane has committed. A
 //! supervisor restarts it after a crash; it simply resumes from what is still stored.
-use std::{
-    collections::BTreeSet,
-    panic::AssertUnwindSafe,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Duration,
-};
+#[cfg(any(test, feature = "fault-injection"))]
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::{collections::BTreeSet, panic::AssertUnwindSafe, sync::Arc, time::Duration};
 
 use futures_util::FutureExt;
 use souq_proto::{
     Kind, WireError,
-    routes::{UsageBatch, routes_client::RoutesClient},
+    metering::{UsageBatch, metering_client::MeteringClient},
 };
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -31,15 +25,27 @@ const REPORT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Wait before a crashed flusher is started again.
 const RESTART_DELAY: Duration = Duration::from_millis(500);
 
+/// Where a test hook may make the flusher die.
+#[derive(Debug, Clone, Copy)]
+enum CrashPoint {
+    /// After reading a batch, before sending it.
+    BeforeCommit,
+    /// After the control plane committed a batch, before it is deleted here.
+    AfterCommit,
+}
+
 /// TEST HOOK, for fault-injection tests only: makes the flusher die once at a chosen
 /// point, as if the process had crashed there (nothing is deleted), after which the
-/// supervisor restarts it. Inert unless armed.
+/// supervisor restarts it. Inert unless armed. Compiled only into tests and builds with
+/// the `fault-injection` feature, never into a release binary.
+#[cfg(any(test, feature = "fault-injection"))]
 #[derive(Debug, Default)]
 pub struct FlushFaults {
     before_commit: AtomicBool,
     after_commit: AtomicBool,
 }
 
+#[cfg(any(test, feature = "fault-injection"))]
 impl FlushFaults {
     /// TEST HOOK: the next flush with events dies after reading them, before sending them.
     pub fn crash_before_commit_once(&self) {
@@ -56,6 +62,14 @@ impl FlushFaults {
     pub fn armed(&self) -> bool {
         self.before_commit.load(Ordering::SeqCst) || self.after_commit.load(Ordering::SeqCst)
     }
+
+    /// Whether the crash at `point` is armed; disarms it.
+    fn fire(&self, point: CrashPoint) -> bool {
+        match point {
+            CrashPoint::BeforeCommit => self.before_commit.swap(false, Ordering::SeqCst),
+            CrashPoint::AfterCommit => self.after_commit.swap(false, Ordering::SeqCst),
+        }
+    }
 }
 
 /// Why a flush did not finish.
@@ -71,18 +85,51 @@ enum FlushError {
 #[derive(Clone)]
 pub struct Flusher {
     /// The meter's state.
-    pub shared: Arc<Shared>,
-    /// The control plane's `Routes`.
-    pub routes: RoutesClient<Channel>,
-    /// Presented as the bearer to `Routes`.
-    pub join_token: String,
+    shared: Arc<Shared>,
+    /// The control plane's `Metering`.
+    metering: MeteringClient<Channel>,
+    /// Presented as the bearer to `Metering`.
+    join_token: String,
     /// How often to flush when fewer than a batch wait.
-    pub interval: Duration,
+    interval: Duration,
     /// The test hook.
-    pub faults: Arc<FlushFaults>,
+    #[cfg(any(test, feature = "fault-injection"))]
+    faults: Arc<FlushFaults>,
 }
 
 impl Flusher {
+    /// A flusher of `shared`'s events to `metering`, every `interval` (sooner when a full
+    /// batch waits), presenting `join_token`.
+    pub fn new(shared: Arc<Shared>, metering: MeteringClient<Channel>, join_token: String, interval: Duration) -> Self {
+        Flusher {
+            shared,
+            metering,
+            join_token,
+            interval,
+            #[cfg(any(test, feature = "fault-injection"))]
+            faults: Arc::default(),
+        }
+    }
+
+    /// TEST HOOK: the flusher dies where `faults` is armed.
+    #[cfg(any(test, feature = "fault-injection"))]
+    pub fn with_faults(mut self, faults: Arc<FlushFaults>) -> Self {
+        self.faults = faults;
+        self
+    }
+
+    /// Whether a test hook makes the flusher die at `point` now.
+    #[cfg(any(test, feature = "fault-injection"))]
+    fn crashes_at(&self, point: CrashPoint) -> bool {
+        self.faults.fire(point)
+    }
+
+    /// Whether a test hook makes the flusher die at `point` now: never, in this build.
+    #[cfg(not(any(test, feature = "fault-injection")))]
+    fn crashes_at(&self, _point: CrashPoint) -> bool {
+        false
+    }
+
     /// Runs the flusher, restarting it after a crash, until `stop`; then one last flush.
     pub async fn supervise(self, stop: CancellationToken) {
         loop {
@@ -148,7 +195,7 @@ impl Flusher {
                 let more = events.len() >= BATCH;
                 (events, more)
             }
-            Store::Redis(s) => {
+            Store::Redis(s, _) => {
                 let read = s.read(BATCH).await.map_err(failed)?;
                 if !read.corrupt.is_empty() {
                     error!(entries = ?read.corrupt, "usage stream entries that do not decode; deleting them");
@@ -158,16 +205,20 @@ impl Flusher {
             }
         };
         events.retain(|e| e.position.parse().is_ok_and(|p: Position| !refused.contains(&p)));
-        let Some(last) = events.last().and_then(|e| e.position.parse::<Position>().ok()) else { return Ok(more) };
-        if self.faults.before_commit.swap(false, Ordering::SeqCst) {
+        let Some(last) = events.last().and_then(|e| e.position.parse::<Position>().ok()) else {
+            return Ok(more);
+        };
+        if self.crashes_at(CrashPoint::BeforeCommit) {
             return Err(FlushError::Crash("before commit"));
         }
         let positions: Vec<String> = events.iter().map(|e| e.position.clone()).collect();
         let n = events.len();
         let batch =
             UsageBatch { source: self.shared.source.clone(), batch_id: batch_id(&self.shared.source, last), events };
-        let req = super::super::routes::grpc(batch, Some(&self.join_token), REPORT_TIMEOUT);
-        let ack = match self.routes.clone().report_usage(req).await {
+        let mut req = tonic::Request::new(batch);
+        req.set_timeout(REPORT_TIMEOUT);
+        souq_proto::set_bearer(&mut req, &self.join_token);
+        let ack = match self.metering.clone().report_usage(req).await {
             Ok(ack) => ack.into_inner(),
             Err(status) => {
                 if let Some(p) = refused_for_good(&status, &positions) {
@@ -177,7 +228,7 @@ impl Flusher {
                 return Err(FlushError::Failed(format!("{:?}: {}", status.code(), status.message())));
             }
         };
-        if self.faults.after_commit.swap(false, Ordering::SeqCst) {
+        if self.crashes_at(CrashPoint::AfterCommit) {
             return Err(FlushError::Crash("after commit"));
         }
         debug!(events = n, new = ack.committed, through = %ack.committed_through, "usage reported");
@@ -194,7 +245,7 @@ impl Flusher {
             Store::Memory(q) => {
                 q.delete_through(through);
             }
-            Store::Redis(s) => {
+            Store::Redis(s, _) => {
                 s.delete_through(through).await.map_err(failed)?;
             }
         }
@@ -205,7 +256,7 @@ impl Flusher {
 
     /// Refuses new calls while the Redis stream is too long, and admits them again after.
     async fn check_backlog(&self) {
-        if let Store::Redis(s) = &self.shared.store
+        if let Store::Redis(s, _) = &self.shared.store
             && let Ok(len) = s.len().await
         {
             let over = len > MAX_STREAM_BACKLOG;

@@ -7,7 +7,7 @@ use std::{
     sync::{Mutex, MutexGuard},
 };
 
-use souq_proto::routes::UsageEvent;
+use souq_proto::metering::UsageEvent;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::event::Position;

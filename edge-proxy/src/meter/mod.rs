@@ -6,7 +6,7 @@
 //! - Its event is *committed* before the answer leaves: into the Redis stream (durable;
 //!   [`redis`], group-committed by [`writer`]) or the in-memory queue (the embedded
 //!   default; lost on a crash, [`memory`]).
-//! - The [`flush`] task reports events in batches to `Routes.ReportUsage` and deletes
+//! - The [`flush`] task reports events in batches to `Metering.ReportUsage` and deletes
 //!   them only once the control plane has acknowledged them; it skips what it has
 //!   already committed, so a batch sent twice counts once.
 pub mod event;
@@ -40,8 +40,8 @@ pub const BATCH: usize = 1_000;
 pub enum Store {
     /// In this process.
     Memory(memory::MemoryQueue),
-    /// In a Redis stream.
-    Redis(Arc<redis::RedisStream>),
+    /// In a Redis stream, where the group-commit writer puts what its inbox receives.
+    Redis(Arc<redis::RedisStream>, writer::Inbox),
 }
 
 /// What every handle of the meter shares.
@@ -79,7 +79,10 @@ impl Meter {
 
     /// Metering into the Redis stream of `edge_id`.
     pub fn in_redis(conn: ::redis::aio::ConnectionManager, edge_id: &str) -> Self {
-        Self::with_store(edge_id.to_owned(), Store::Redis(Arc::new(redis::RedisStream::new(conn, edge_id))))
+        Self::with_store(
+            edge_id.to_owned(),
+            Store::Redis(Arc::new(redis::RedisStream::new(conn, edge_id)), writer::Inbox::default()),
+        )
     }
 
     fn with_store(source: String, store: Store) -> Self {
@@ -104,7 +107,7 @@ impl Meter {
         match self.shared.as_deref().map(|s| &s.store) {
             None => "off",
             Some(Store::Memory(_)) => "memory",
-            Some(Store::Redis(_)) => "redis",
+            Some(Store::Redis(..)) => "redis",
         }
     }
 
@@ -115,8 +118,10 @@ impl Meter {
         drained: tokio_util::sync::CancellationToken,
     ) -> Option<impl Future<Output = ()> + Send + 'static> {
         let shared = self.shared.as_ref()?;
-        let Store::Redis(stream) = &shared.store else { return None };
-        Some(stream.writer(shared.flush_now.clone(), drained)?.run())
+        let Store::Redis(stream, inbox) = &shared.store else {
+            return None;
+        };
+        Some(inbox.writer(stream.clone(), shared.flush_now.clone(), drained)?.run())
     }
 
     /// The shared state, for the flusher; `None` when metering is off.
@@ -127,7 +132,9 @@ impl Meter {
     /// Admits a request that is about to run: `None` when metering is off, 503 when the
     /// meter cannot take another event.
     pub fn admit(&self, draft: Draft) -> Result<Option<Admission>, ApiError> {
-        let Some(shared) = &self.shared else { return Ok(None) };
+        let Some(shared) = &self.shared else {
+            return Ok(None);
+        };
         let full = || ApiError {
             retry_after: Some(5),
             ..ApiError::new(
@@ -149,7 +156,7 @@ impl Shared {
     /// `None` when it already is (memory).
     fn submit(
         &self,
-        event: souq_proto::routes::UsageEvent,
+        event: souq_proto::metering::UsageEvent,
         permit: OwnedSemaphorePermit,
         wait: bool,
     ) -> Option<oneshot::Receiver<()>> {
@@ -160,14 +167,14 @@ impl Shared {
                 }
                 None
             }
-            Store::Redis(stream) => {
+            Store::Redis(_, inbox) => {
                 let (tx, rx) = if wait {
                     let (tx, rx) = oneshot::channel();
                     (Some(tx), Some(rx))
                 } else {
                     (None, None)
                 };
-                if !stream.submit(writer::Pending { event, permit: Some(permit), ack: tx }) {
+                if !inbox.submit(writer::Pending { event, permit: Some(permit), ack: tx }) {
                     error!("the usage writer is gone; an event is lost");
                 }
                 rx
@@ -202,8 +209,12 @@ impl Admission {
     /// Records the event of the answer and waits until it is safe: in Redis, or queued
     /// in memory. 503 if the event could not be recorded.
     pub async fn commit(mut self, status: u16, bytes_out: u64) -> Result<(), ApiError> {
-        let (Some(draft), Some(permit)) = (self.draft.take(), self.permit.take()) else { return Ok(()) };
-        let Some(done) = self.shared.submit(draft.finish(status, bytes_out), permit, true) else { return Ok(()) };
+        let (Some(draft), Some(permit)) = (self.draft.take(), self.permit.take()) else {
+            return Ok(());
+        };
+        let Some(done) = self.shared.submit(draft.finish(status, bytes_out), permit, true) else {
+            return Ok(());
+        };
         done.await.map_err(|_| {
             error!("a usage event was not acknowledged");
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the call's usage could not be recorded")
@@ -246,7 +257,7 @@ mod tests {
     fn queue(m: &Meter) -> &memory::MemoryQueue {
         match &m.shared().expect("on").store {
             Store::Memory(q) => q,
-            Store::Redis(_) => panic!("memory expected"),
+            Store::Redis(..) => panic!("memory expected"),
         }
     }
 

@@ -5,18 +5,11 @@
 //! entry with id `<ms>-<n>` have the positions `<ms>-<n-k+1>` … `<ms>-<n>`. An entry's
 //! id is thus its last event's position: trimming through a committed position removes
 //! exactly the entries whose every event is committed.
-use std::sync::{Arc, Mutex, atomic::AtomicU64};
-
 use prost::Message;
 use redis::{RedisResult, Value, aio::ConnectionManager};
-use souq_proto::routes::UsageEvent;
-use tokio::sync::{Notify, mpsc};
-use tokio_util::sync::CancellationToken;
+use souq_proto::metering::UsageEvent;
 
-use super::{
-    event::Position,
-    writer::{Pending, Writer},
-};
+use super::event::Position;
 
 /// The stream entry's one field.
 pub const FIELD: &str = "ev";
@@ -64,33 +57,16 @@ pub struct Read {
     pub more: bool,
 }
 
-/// One edge's stream: the writer's inbox, and reads and trims for the flusher.
+/// One edge's stream: where the writer appends, and what the flusher reads and trims.
 pub struct RedisStream {
     pub(super) key: String,
     pub(super) conn: ConnectionManager,
-    tx: mpsc::UnboundedSender<Pending>,
-    rx: Mutex<Option<mpsc::UnboundedReceiver<Pending>>>,
-    /// Events written since the flusher was last woken.
-    pub(super) unflushed: AtomicU64,
 }
 
 impl RedisStream {
     /// The stream of `edge_id` on `conn`.
     pub fn new(conn: ConnectionManager, edge_id: &str) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
-        RedisStream { key: stream_key(edge_id), conn, tx, rx: Mutex::new(Some(rx)), unflushed: AtomicU64::new(0) }
-    }
-
-    /// Hands an event to the writer; false when the writer is gone.
-    pub fn submit(&self, p: Pending) -> bool {
-        self.tx.send(p).is_ok()
-    }
-
-    /// The writer task, once (the first caller gets it). `flush_now` is woken when a full
-    /// batch waits; `drained` says no request will submit any more.
-    pub fn writer(self: &Arc<Self>, flush_now: Arc<Notify>, drained: CancellationToken) -> Option<Writer> {
-        let rx = self.rx.lock().ok()?.take()?;
-        Some(Writer::new(self.clone(), rx, flush_now, drained))
+        RedisStream { key: stream_key(edge_id), conn }
     }
 
     /// The oldest events, whole entries, at most `cap` of them (or one entry's worth).
@@ -165,11 +141,15 @@ fn last_generated_id_of(v: &Value) -> Option<Position> {
 /// entry alone has more), and the ids of entries that do not decode.
 fn decode_range(reply: Value, cap: usize) -> Read {
     let mut read = Read::default();
-    let Value::Array(entries) = reply else { return read };
+    let Value::Array(entries) = reply else {
+        return read;
+    };
     read.more = entries.len() >= ENTRIES_PER_READ;
     for entry in entries {
         let Value::Array(parts) = entry else { continue };
-        let Some(id) = parts.first().and_then(text) else { continue };
+        let Some(id) = parts.first().and_then(text) else {
+            continue;
+        };
         let payload = match parts.get(1) {
             Some(Value::Array(fields)) => fields
                 .chunks_exact(2)

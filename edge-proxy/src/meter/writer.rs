@@ -11,12 +11,12 @@
 //! and requests are acknowledged at once.
 use std::{
     collections::VecDeque,
-    sync::{Arc, atomic::Ordering},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
 use redis::{RedisError, RedisResult, Value};
-use souq_proto::routes::UsageEvent;
+use souq_proto::metering::UsageEvent;
 use tokio::sync::{Notify, OwnedSemaphorePermit, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -104,6 +104,49 @@ impl Group {
     }
 }
 
+/// Where requests hand their events to the writer: a channel whose receiving end the
+/// writer task takes, once.
+pub struct Inbox {
+    tx: mpsc::UnboundedSender<Pending>,
+    rx: Mutex<Option<mpsc::UnboundedReceiver<Pending>>>,
+}
+
+impl Default for Inbox {
+    fn default() -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Inbox { tx, rx: Mutex::new(Some(rx)) }
+    }
+}
+
+impl Inbox {
+    /// Hands an event to the writer; false when the writer is gone.
+    pub fn submit(&self, p: Pending) -> bool {
+        self.tx.send(p).is_ok()
+    }
+
+    /// The writer of this inbox's events into `stream`, once (the first caller gets it).
+    /// `flush_now` is woken when a full batch waits; `drained` says no request will
+    /// submit any more.
+    pub fn writer(
+        &self,
+        stream: Arc<RedisStream>,
+        flush_now: Arc<Notify>,
+        drained: CancellationToken,
+    ) -> Option<Writer> {
+        let rx = self.rx.lock().ok()?.take()?;
+        Some(Writer {
+            stream,
+            rx,
+            flush_now,
+            drained,
+            buf: VecDeque::new(),
+            ids: IdGen::default(),
+            give_up: None,
+            unflushed: 0,
+        })
+    }
+}
+
 /// The group-commit writer of one stream.
 pub struct Writer {
     stream: Arc<RedisStream>,
@@ -114,19 +157,11 @@ pub struct Writer {
     ids: IdGen,
     /// When a drained edge stops waiting for Redis.
     give_up: Option<tokio::time::Instant>,
+    /// Events written since the flusher was last woken.
+    unflushed: u64,
 }
 
 impl Writer {
-    /// A writer of `stream`'s events from `rx`.
-    pub(super) fn new(
-        stream: Arc<RedisStream>,
-        rx: mpsc::UnboundedReceiver<Pending>,
-        flush_now: Arc<Notify>,
-        drained: CancellationToken,
-    ) -> Self {
-        Writer { stream, rx, flush_now, drained, buf: VecDeque::new(), ids: IdGen::default(), give_up: None }
-    }
-
     /// Adds an event to the open group, or opens one.
     fn take(&mut self, p: Pending) {
         match self.buf.back_mut() {
@@ -170,9 +205,9 @@ impl Writer {
                     }
                     healthy = true;
                     wait = RETRY_MIN;
-                    let n = self.stream.unflushed.fetch_add(written, Ordering::Relaxed) + written;
-                    if n >= BATCH as u64 {
-                        self.stream.unflushed.store(0, Ordering::Relaxed);
+                    self.unflushed += written;
+                    if self.unflushed >= BATCH as u64 {
+                        self.unflushed = 0;
                         self.flush_now.notify_one();
                     }
                 }

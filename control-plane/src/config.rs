@@ -1,0 +1,200 @@
+//! The control plane's configuration, and the checks it passes before any port is bound:
+//! every error names the option at fault and never echoes a secret.
+use std::{fmt, path::PathBuf, sync::Arc, time::Duration};
+
+use crate::{clock, mail};
+
+/// Most replicas an operator may allow one deployment.
+pub const MAX_REPLICAS_LIMIT: u32 = 64;
+
+/// The control plane's configuration; [`Config::validate`] checks it.
+#[derive(Clone)]
+pub struct Config {
+    /// `sqlite:…` or `postgres://…` (may hold a password; never logged).
+    pub database_url: String,
+    /// Where the Ed25519 token-signing key lives (made on first start).
+    pub signing_key_path: PathBuf,
+    /// The secret agents and edges present (never logged).
+    pub join_token: String,
+    /// How long an access token lives.
+    pub access_token_ttl: Duration,
+    /// How often agents heartbeat.
+    pub heartbeat_interval: Duration,
+    /// A node that has not heartbeated for this long takes no work.
+    pub node_ttl: Duration,
+    /// The wall timeout of an execute or an API call that names none; the control plane
+    /// sends it to the agents, which cap it at their own maximum.
+    /// [`souq_proto::limits::DEFAULT_TIMEOUT`] unless changed.
+    pub default_timeout: Duration,
+    /// The public URL of the edge; links in mails are built from it.
+    pub public_url: String,
+    /// Where mail goes.
+    pub mail: MailConfig,
+    /// The `From` of every mail, e.g. `Souq <no-reply@example.com>`.
+    pub mail_from: String,
+    /// The time source: the system's clock, or a [`clock::ManualClock`] in tests.
+    pub clock: Arc<dyn clock::Clock>,
+    /// Most replicas one deployment may ask for.
+    pub max_replicas: u32,
+}
+
+/// Where the control plane sends mail.
+#[derive(Clone)]
+pub enum MailConfig {
+    /// An SMTP server: `smtp://…`, `smtps://…` (may hold a password; never logged).
+    Smtp(String),
+    /// `.eml` files in a directory.
+    Files(PathBuf),
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("signing_key_path", &self.signing_key_path)
+            .field("access_token_ttl", &self.access_token_ttl)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("node_ttl", &self.node_ttl)
+            .field("default_timeout", &self.default_timeout)
+            .field("public_url", &self.public_url)
+            .field("max_replicas", &self.max_replicas)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A configuration value the control plane cannot run with: which option, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid value for {option}: {problem}")]
+pub struct ConfigError {
+    /// The command-line option (`--max-replicas`), or the [`Config`] field for settings
+    /// with no option of their own (`heartbeat_interval`).
+    pub option: &'static str,
+    /// What is wrong; never the value of a secret.
+    pub problem: String,
+}
+
+fn bad(option: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError { option, problem: problem.into() }
+}
+
+impl Config {
+    /// Defaults suited to `souq up`, around the given database and key file.
+    /// Mail goes to files in `mail_dir` until [`Config::mail`] says otherwise.
+    pub fn new(database_url: String, signing_key_path: PathBuf, join_token: String, public_url: String, mail_dir: PathBuf) -> Self {
+        Config {
+            database_url,
+            signing_key_path,
+            join_token,
+            access_token_ttl: Duration::from_secs(15 * 60),
+            heartbeat_interval: Duration::from_secs(5),
+            node_ttl: Duration::from_secs(15),
+            default_timeout: souq_proto::limits::DEFAULT_TIMEOUT,
+            public_url,
+            mail: MailConfig::Files(mail_dir),
+            mail_from: "Souq <no-reply@localhost>".into(),
+            clock: Arc::new(clock::SystemClock),
+            max_replicas: 8,
+        }
+    }
+
+    /// Checks everything `run` would otherwise trip over late (after binding, after
+    /// connecting, or at the first request): pure checks, no I/O but one `stat` of the key
+    /// path. The first problem found is returned.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let url = &self.database_url;
+        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            // Never echo the value: it may hold a password.
+            return Err(bad("--database-url", "must start with postgres://, postgresql:// or sqlite:"));
+        }
+        if self.signing_key_path.as_os_str().is_empty() || self.signing_key_path.is_dir() {
+            return Err(bad("--signing-key-file", "must name a file (made on first start if missing)"));
+        }
+        souq_proto::limits::check_join_token(&self.join_token).map_err(|e| bad("--join-token", e))?;
+        if !(1..=MAX_REPLICAS_LIMIT).contains(&self.max_replicas) {
+            return Err(bad("--max-replicas", format!("must be 1 to {MAX_REPLICAS_LIMIT}")));
+        }
+        check_public_url(&self.public_url)?;
+        mail::check_sender(&self.mail_from).map_err(|e| bad("--mail-from", e.to_string()))?;
+        if let MailConfig::Smtp(url) = &self.mail {
+            mail::check_smtp_url(url).map_err(|e| bad("--smtp-url", e.to_string()))?;
+        }
+        if self.access_token_ttl < Duration::from_secs(1) {
+            return Err(bad("access_token_ttl", "must be at least 1 s (tokens count time in seconds)"));
+        }
+        if self.heartbeat_interval.is_zero() {
+            return Err(bad("heartbeat_interval", "must be more than 0"));
+        }
+        if self.heartbeat_interval >= self.node_ttl {
+            return Err(bad("node_ttl", "must be longer than heartbeat_interval, or every node counts as gone between heartbeats"));
+        }
+        if u32::try_from(self.heartbeat_interval.as_millis()).is_err() {
+            return Err(bad("heartbeat_interval", "must fit in u32 milliseconds, as agents are told it"));
+        }
+        if self.default_timeout < Duration::from_millis(1) {
+            return Err(bad("default_timeout", "must be at least 1 ms"));
+        }
+        Ok(())
+    }
+}
+
+/// An http:// or https:// URL with a host: mail links are built from it.
+fn check_public_url(url: &str) -> Result<(), ConfigError> {
+    let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")).unwrap_or_default();
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if host.is_empty() || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad("--public-url", "must be an http:// or https:// URL with a host"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn good() -> Config {
+        Config::new(
+            "sqlite://x.db?mode=rwc".into(),
+            "/nonexistent/jwt.pem".into(),
+            "a-join-token-of-16+".into(),
+            "https://api.example.com".into(),
+            "/tmp/mail".into(),
+        )
+    }
+
+    fn option_of(f: impl FnOnce(&mut Config)) -> &'static str {
+        let mut cfg = good();
+        f(&mut cfg);
+        cfg.validate().map(|()| "").unwrap_or_else(|e| e.option)
+    }
+
+    #[test]
+    fn every_problem_names_its_option_and_hides_secrets() {
+        assert_eq!(good().validate(), Ok(()));
+        assert_eq!(option_of(|c| c.database_url = "mysql://root:hunter2@db/souq".into()), "--database-url");
+        assert_eq!(option_of(|c| c.database_url = "postgresql://u@h/db".into()), "");
+        assert_eq!(option_of(|c| c.signing_key_path = std::env::temp_dir()), "--signing-key-file");
+        assert_eq!(option_of(|c| c.join_token = "short".into()), "--join-token");
+        assert_eq!(option_of(|c| c.join_token = "sixteen chars with spaces".into()), "--join-token");
+        assert_eq!(option_of(|c| c.max_replicas = 0), "--max-replicas");
+        assert_eq!(option_of(|c| c.max_replicas = 65), "--max-replicas");
+        assert_eq!(option_of(|c| c.max_replicas = 64), "");
+        assert_eq!(option_of(|c| c.public_url = "ftp://x".into()), "--public-url");
+        assert_eq!(option_of(|c| c.public_url = "http://".into()), "--public-url");
+        assert_eq!(option_of(|c| c.mail_from = "nobody".into()), "--mail-from");
+        assert_eq!(option_of(|c| c.mail = MailConfig::Smtp("http://mail".into())), "--smtp-url");
+        assert_eq!(option_of(|c| c.mail = MailConfig::Smtp("smtp://user:pw@mail.example.com:587".into())), "");
+        assert_eq!(option_of(|c| c.access_token_ttl = Duration::ZERO), "access_token_ttl");
+        assert_eq!(option_of(|c| c.heartbeat_interval = Duration::ZERO), "heartbeat_interval");
+        assert_eq!(option_of(|c| c.node_ttl = c.heartbeat_interval), "node_ttl");
+        assert_eq!(option_of(|c| c.default_timeout = Duration::ZERO), "default_timeout");
+
+        let mut cfg = good();
+        cfg.database_url = "mysql://root:hunter2@db/souq".into();
+        let shown = cfg.validate().unwrap_err().to_string();
+        assert!(shown.starts_with("invalid value for --database-url: "), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        cfg = good();
+        cfg.mail = MailConfig::Smtp("smtp://user:hunter2@mail.example.com:notaport".into());
+        let shown = cfg.validate().unwrap_err().to_string();
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+}

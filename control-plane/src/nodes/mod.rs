@@ -1,0 +1,30 @@
+//! The node agents: their registration and heartbeats, placement of work on them, and
+//! the gRPC clients the control plane calls them with. Knows nothing of what runs there.
+pub mod agents;
+pub mod registry;
+pub mod scheduler;
+
+use std::time::Duration;
+
+use sea_orm::DatabaseConnection;
+
+use agents::AgentClients;
+
+/// The nodes area's shared state: the registry's settings and the agents' clients.
+pub struct Nodes {
+    /// The database.
+    pub(crate) db: DatabaseConnection,
+    /// Clients of the agents, presenting the join token.
+    pub(crate) agents: AgentClients,
+    /// How often agents heartbeat.
+    pub(crate) heartbeat_interval: Duration,
+    /// A node that has not heartbeated for this long takes no work.
+    pub(crate) node_ttl: Duration,
+}
+
+impl Nodes {
+    /// The nodes area over `db`; agents are called with `join_token`.
+    pub fn new(db: DatabaseConnection, join_token: &str, heartbeat_interval: Duration, node_ttl: Duration) -> Self {
+        Nodes { db, agents: AgentClients::new(join_token), heartbeat_interval, node_ttl }
+    }
+}

@@ -1,0 +1,57 @@
+//! The services' shared state: the state of every area, built once from the config. Only
+//! the service layer reads it; each area sees its own part alone.
+use std::{sync::Arc, time::Duration};
+
+use sea_orm::DatabaseConnection;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::{accounts::Accounts, auth::token::TokenSigner, config::Config, deploy::Deployer, market::Market, nodes::Nodes};
+
+/// Every area's state, and what the services need besides.
+pub(crate) struct State {
+    /// The database, for the transactions that span areas (creating and deleting an API).
+    pub(crate) db: DatabaseConnection,
+    /// The secret agents and edges present.
+    pub(crate) join_token: String,
+    /// The wall timeout of an execute that names none.
+    pub(crate) default_timeout: Duration,
+    /// Signup, sessions and passwords.
+    pub(crate) accounts: Arc<Accounts>,
+    /// The node agents.
+    pub(crate) nodes: Arc<Nodes>,
+    /// Desired state, the reconciler and the route table.
+    pub(crate) deployer: Arc<Deployer>,
+    /// Plans, keys, subscriptions, usage and the access table.
+    pub(crate) market: Arc<Market>,
+    /// Cancelled when shutdown starts: the table streams to the edges end then, so the
+    /// server's drain does not wait on them (the edges keep their last tables).
+    pub(crate) draining: CancellationToken,
+}
+
+impl State {
+    /// Every area over a migrated database; queued mails wake `mail_wake`; `draining` is
+    /// cancelled when shutdown starts.
+    pub(crate) fn new(
+        cfg: &Config,
+        db: DatabaseConnection,
+        tokens: TokenSigner,
+        mail_wake: Arc<Notify>,
+        draining: CancellationToken,
+    ) -> State {
+        let accounts = Accounts::new(db.clone(), cfg.clock.clone(), &cfg.public_url, tokens, mail_wake);
+        let nodes = Arc::new(Nodes::new(db.clone(), &cfg.join_token, cfg.heartbeat_interval, cfg.node_ttl));
+        let deployer = Deployer::new(db.clone(), nodes.clone(), cfg.default_timeout, cfg.max_replicas);
+        let market = Market::new(db.clone(), cfg.clock.clone());
+        State {
+            db,
+            join_token: cfg.join_token.clone(),
+            default_timeout: cfg.default_timeout,
+            accounts: Arc::new(accounts),
+            nodes,
+            deployer: Arc::new(deployer),
+            market: Arc::new(market),
+            draining,
+        }
+    }
+}

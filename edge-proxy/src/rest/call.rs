@@ -1,0 +1,234 @@
+//! `/call/{slug}/{*path}`: the data path. Authenticates the caller (an API key, or the
+//! owner's token), finds the API in the route table, checks the caller's subscription and
+//! its plan's limits, runs the call on one of the API's instances, straight on the agent,
+//! and meters it before answering. Every lookup is in memory; nothing asks the control
+//! plane per call.
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use axum::{
+    body::{Bytes, HttpBody},
+    extract::{FromRequest, Request, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::any,
+};
+use souq_proto::limits::DEFAULT_TIMEOUT;
+use tracing::debug;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::openapi::{GatewayTimeout, NotFound, PROBLEM_JSON, PayloadTooLarge, Unauthorized, Unavailable};
+use crate::{
+    AppState,
+    access::{
+        Grant,
+        credential::{CallCaller, authenticate, refuse_key_in_query},
+    },
+    error::{ApiError, Problem, Result},
+    extract::too_large,
+    limit::{Limits, Verdict, month},
+    meter::{Draft, Kind},
+    route_table::Route,
+    upstream::{agents::InvokeError, event, reply},
+};
+
+/// Time on top of the route's timeout for the hop to the agent and the sandbox's I/O.
+const SLACK: Duration = Duration::from_secs(2);
+/// Longest a call may take, whatever the route says.
+const MAX_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// The data path: any method on `/call/{slug}`, `/call/{slug}/` and
+/// `/call/{slug}/{*path}`. OpenAPI has no "any method" and no rest-of-path parameter, so
+/// the document shows it once, as the handler's annotation says: `POST
+/// /call/{slug}/{path}`.
+pub fn routes() -> OpenApiRouter<AppState> {
+    // The annotation's document only: its POST, one-segment route is not what is served.
+    let (_, doc) = OpenApiRouter::<AppState>::new().routes(routes!(call)).split_for_parts();
+    OpenApiRouter::with_openapi(doc)
+        .route("/call/{slug}", any(call))
+        .route("/call/{slug}/", any(call))
+        .route("/call/{slug}/{*path}", any(call))
+}
+
+/// Whether `caller` may call `route`, and under which grant: the owner always, without
+/// limits (`None`); anyone else with a subscription to a public API. A private API that
+/// is not the caller's is not found, as if it did not exist.
+fn authorize(state: &AppState, caller: &CallCaller, route: &Route) -> Result<Option<Arc<Grant>>> {
+    if route.owner_id == caller.user_id {
+        return Ok(None);
+    }
+    if !route.public {
+        return Err(no_such_api());
+    }
+    let grant = state.access.snapshot().grant(&caller.user_id, &route.api_id).cloned();
+    grant.map(Some).ok_or_else(|| ApiError::new(StatusCode::FORBIDDEN, "forbidden", "subscribe to this API first"))
+}
+
+/// The slug and the rest of a `/call/...` path: `/call/s/a/b` → (`s`, `/a/b`), and
+/// `/call/s` → (`s`, `/`).
+pub fn split_call_path(path: &str) -> (&str, &str) {
+    let rest = path.strip_prefix("/call/").unwrap_or("");
+    match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    }
+}
+
+fn no_such_api() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such API")
+}
+
+/// Calls a deployed API. The request's method, path after the slug, query, headers (less
+/// hop-by-hop ones and credentials) and body reach the handler as its event; its answer
+/// comes back as the response. A subscriber's call is rate-limited and counted against
+/// the plan's monthly quota first; every call that reaches a handler is metered before
+/// its answer leaves.
+#[utoipa::path(post, path = "/call/{slug}/{path}", tag = "call", security(("api_key" = []), ("bearer" = [])),
+    params(("slug" = String, Path, description = "The API's slug"),
+        ("path" = String, Path, description = "Any path, passed to the handler; any method is accepted")),
+    request_body(content = String, description = "Anything the handler takes", content_type = "*/*"),
+    responses((status = 200, description = "The handler's answer, with the status and headers it chose; a subscriber's call carries RateLimit-Limit, RateLimit-Remaining and RateLimit-Reset"),
+        (status = 400, description = "An API key in the URL (problem type api-key-in-url), or two credentials", body = Problem, content_type = PROBLEM_JSON),
+        Unauthorized,
+        (status = 403, description = "Not subscribed to this API", body = Problem, content_type = PROBLEM_JSON),
+        NotFound,
+        PayloadTooLarge,
+        (status = 429, description = "Over the plan's rate (problem type rate-limited, with Retry-After and RateLimit-*) or its monthly quota (quota-exceeded, Retry-After until next month)", body = Problem, content_type = PROBLEM_JSON),
+        (status = 502, description = "The handler failed (problem type handler-error)", body = Problem, content_type = PROBLEM_JSON),
+        Unavailable,
+        GatewayTimeout))]
+pub async fn call(State(state): State<AppState>, req: Request) -> Result<Response> {
+    let started = Instant::now();
+    let ts_ms = month::unix_ms_now();
+    // A key in the URL is refused before anything else reads the request.
+    refuse_key_in_query(req.uri().query())?;
+    // Who calls is settled before anything about the API is looked up or the body is read,
+    // so nobody learns which slugs exist without valid credentials.
+    let caller = authenticate(&state.access, &state.verifier, req.headers())?;
+    let route = state.routes.snapshot().get(split_call_path(req.uri().path()).0).ok_or_else(no_such_api)?.clone();
+    let grant = authorize(&state, &caller, &route)?;
+    if route.backends.is_empty() {
+        return Err(ApiError {
+            retry_after: Some(1),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the API has no running instance; deploy it, or wait for it to start",
+            )
+        });
+    }
+
+    let (mut parts, body) = req.into_parts();
+    let headers = std::mem::take(&mut parts.headers);
+    let (method, uri) = (parts.method.clone(), parts.uri.clone());
+    // Reading through the extractor applies the route's body limit.
+    let body = Bytes::from_request(Request::from_parts(parts, body), &state).await.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            too_large(state.call_body_limit)
+        } else {
+            ApiError::new(StatusCode::BAD_REQUEST, "bad-request", "the body could not be read")
+        }
+    })?;
+
+    // Admitted into the meter first (503 when it is full), then limited: a refusal
+    // records nothing and counts nothing.
+    let admission = state.meter.admit(Draft {
+        api_id: route.api_id.clone(),
+        user_id: caller.user_id,
+        key_id: caller.key_id.unwrap_or_default(),
+        subscription_id: grant.as_ref().map(|g| g.subscription_id.clone()).unwrap_or_default(),
+        kind: Kind::Call,
+        bytes_in: body.len() as u64,
+        started,
+        ts_ms,
+    })?;
+    let month_label = month::Month::of_unix_ms(ts_ms).label();
+    let limits = grant.as_deref().filter(|_| state.meter.is_on()).map(|g| Limits::of(g, &month_label));
+    let mut rate_headers = None;
+    if let Some(l) = &limits {
+        match state.limiter.check(l, ts_ms).await {
+            Verdict::Allowed(h) => rate_headers = Some(h),
+            refused => {
+                if let Some(a) = admission {
+                    a.cancel();
+                }
+                return Ok(refused.refusal().unwrap_or_else(|| StatusCode::TOO_MANY_REQUESTS.into_response()));
+            }
+        }
+    }
+
+    let request_id = headers.get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let (slug, path) = split_call_path(uri.path());
+    let event = event::build(&event::CallRequest {
+        method: method.as_str(),
+        path,
+        raw_query: uri.query().unwrap_or(""),
+        headers: &headers,
+        body: &body,
+        request_id,
+    });
+    drop(body);
+
+    let timeout = match route.timeout {
+        t if t.is_zero() => DEFAULT_TIMEOUT,
+        t => t.min(MAX_TIMEOUT),
+    };
+    let invoked = tokio::time::timeout(timeout + SLACK, state.agents.invoke(&route, event)).await;
+    let answer = match invoked {
+        Err(_) => Err(ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            format!("the API did not answer within {} ms", timeout.as_millis()),
+        )),
+        // No replica took the call: nothing ran, so nothing is metered or counted.
+        Ok(Err(InvokeError::NoReplica)) => {
+            if let Some(a) = admission {
+                a.cancel();
+            }
+            if let Some(l) = &limits {
+                state.limiter.refund(l, ts_ms).await;
+            }
+            return Err(InvokeError::NoReplica.into());
+        }
+        Ok(Err(e)) => Err(ApiError::from(e)),
+        Ok(Ok((result, node))) => {
+            debug!(slug, node, duration_ms = result.duration_ms, "call answered");
+            reply::reply(result).map(|mut resp| {
+                protect(resp.headers_mut());
+                resp
+            })
+        }
+    };
+    let mut resp = answer.unwrap_or_else(IntoResponse::into_response);
+    if let Some(h) = rate_headers {
+        h.apply(resp.headers_mut());
+    }
+    if let Some(a) = admission {
+        let bytes_out = resp.body().size_hint().exact().unwrap_or(0);
+        a.commit(resp.status().as_u16(), bytes_out).await?;
+    }
+    Ok(resp)
+}
+
+/// Every API shares the edge's origin, so a handler's page must not act as the edge's:
+/// a sandboxed CSP gives any document it serves an opaque origin, and nosniff stops a
+/// browser from guessing a type the handler did not name.
+fn protect(headers: &mut HeaderMap) {
+    headers.append(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("sandbox"));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_call_path;
+
+    #[test]
+    fn splits_slug_from_path() {
+        assert_eq!(split_call_path("/call/s"), ("s", "/"));
+        assert_eq!(split_call_path("/call/s/"), ("s", "/"));
+        assert_eq!(split_call_path("/call/s/a/b%2Fc"), ("s", "/a/b%2Fc"));
+        assert_eq!(split_call_path("/other"), ("", "/"));
+    }
+}

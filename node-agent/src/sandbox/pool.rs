@@ -1,0 +1,230 @@
+//! Warm pools: per runtime, a few started sandboxes wait for code, so an execute costs
+//! about what the code costs. The first execute of a user takes one (or, if none is
+//! waiting, starts one: a cold start, never a refusal) and keeps it for that user's later
+//! executes, each in a fresh process; it is destroyed after an abnormal run, after
+//! `max_uses` runs or when idle. A sandbox never serves two users.
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use bollard::Docker;
+use souq_proto::{Runtime, agent::ExecuteResult};
+use tokio::sync::{Mutex as AsyncMutex, Notify};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::{profile::Limits, session::Session};
+use crate::{
+    docker::{Engine, Images},
+    error::{Error, Result},
+};
+
+/// How warm sandboxes are kept; the operator's to set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolConfig {
+    /// Idle sandboxes kept per runtime.
+    pub size: usize,
+    /// Runs one user's sandbox serves before it is replaced.
+    pub max_uses: u32,
+    /// A user's sandbox unused this long is destroyed.
+    pub idle_ttl: Duration,
+    /// Most sandboxes assigned to users at once; past it the least recently used idle
+    /// one is destroyed.
+    pub max_sessions: usize,
+    /// Pause between two sandbox starts of the refill, so the Engine is not swamped.
+    pub refill_pause: Duration,
+}
+
+impl PoolConfig {
+    /// The defaults: the one definition the operator's options start from.
+    pub const DEFAULT: PoolConfig = PoolConfig {
+        size: 1,
+        max_uses: 1000,
+        idle_ttl: Duration::from_secs(120),
+        max_sessions: 64,
+        refill_pause: Duration::from_millis(100),
+    };
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig::DEFAULT
+    }
+}
+
+/// What every warm sandbox of a node is started from.
+#[derive(Debug, Clone)]
+pub struct SessionTemplate {
+    /// The node's name, for the labels.
+    pub node: String,
+    /// The image of each runtime.
+    pub images: Images,
+    /// The operator's limits.
+    pub limits: Limits,
+    /// The root of the channel directories.
+    pub channels: PathBuf,
+}
+
+impl SessionTemplate {
+    async fn start(&self, docker: &Docker, runtime: Runtime) -> Result<Session> {
+        let image = self.images.get(&runtime).ok_or_else(|| Error::Internal(format!("no image for {runtime}")))?;
+        Session::start(docker, &self.node, image, runtime, &self.limits, &self.channels).await
+    }
+}
+
+type Slot = Arc<AsyncMutex<Option<Session>>>;
+
+/// The warm sandboxes of one node.
+pub struct Pools {
+    cfg: PoolConfig,
+    template: SessionTemplate,
+    idle: Mutex<HashMap<Runtime, Vec<Session>>>,
+    assigned: Mutex<HashMap<(String, Runtime), Slot>>,
+    wake: Notify,
+}
+
+impl std::fmt::Debug for Pools {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pools").field("cfg", &self.cfg).field("levels", &self.levels()).finish_non_exhaustive()
+    }
+}
+
+impl Pools {
+    /// Empty pools, kept as `cfg` says with sandboxes made from `template`; see
+    /// [`Pools::maintain`].
+    pub fn new(cfg: PoolConfig, template: SessionTemplate) -> Self {
+        Pools { cfg, template, idle: Mutex::default(), assigned: Mutex::default(), wake: Notify::new() }
+    }
+
+    /// Idle sandboxes per runtime, for the heartbeat.
+    pub fn levels(&self) -> HashMap<Runtime, usize> {
+        self.idle.lock().map(|m| m.iter().map(|(r, v)| (*r, v.len())).collect()).unwrap_or_default()
+    }
+
+    fn take_idle(&self, runtime: Runtime) -> Option<Session> {
+        let s = self.idle.lock().ok()?.get_mut(&runtime)?.pop();
+        self.wake.notify_one();
+        s
+    }
+
+    fn slot(&self, user: &str, runtime: Runtime) -> Result<Slot> {
+        let mut assigned = self.assigned.lock().map_err(|_| Error::Internal("pool lock poisoned".into()))?;
+        Ok(assigned.entry((user.to_owned(), runtime)).or_default().clone())
+    }
+
+    /// Sandboxes held for users that are not running now, oldest first.
+    fn idle_assigned(&self) -> Vec<(tokio::time::Instant, (String, Runtime))> {
+        let Ok(assigned) = self.assigned.lock() else { return Vec::new() };
+        let mut v: Vec<_> = assigned
+            .iter()
+            .filter_map(|(k, slot)| slot.try_lock().ok().and_then(|s| s.as_ref().map(|s| (s.last_used, k.clone()))))
+            .collect();
+        v.sort_by_key(|(t, _)| *t);
+        v
+    }
+
+    async fn destroy_slot(&self, key: &(String, Runtime)) {
+        // Only a slot no run holds is taken out; a running one is left to its run.
+        let session = {
+            let Ok(mut assigned) = self.assigned.lock() else { return };
+            let taken = assigned.get(key).and_then(|slot| slot.try_lock().ok().map(|mut s| s.take()));
+            if taken.is_some() {
+                assigned.remove(key);
+            }
+            taken.flatten()
+        };
+        if let Some(s) = session {
+            s.destroy().await;
+        }
+    }
+
+    /// Runs `code` for `user` in that user's warm sandbox, making one if needed.
+    pub async fn execute(
+        &self,
+        docker: &Docker,
+        user: &str,
+        runtime: Runtime,
+        code: &str,
+        stdin: &[u8],
+        timeout: Duration,
+    ) -> Result<ExecuteResult> {
+        let slot = self.slot(user, runtime)?;
+        // One run at a time per user and runtime: the sandbox's limits are that user's share.
+        let mut held = slot.lock().await;
+        if held.is_none() {
+            let over = self.assigned.lock().map(|a| a.len()).unwrap_or(0).saturating_sub(self.cfg.max_sessions);
+            for (_, key) in self.idle_assigned().into_iter().take(over) {
+                self.destroy_slot(&key).await;
+            }
+            let session = match self.take_idle(runtime) {
+                Some(s) => s,
+                None => self.template.start(docker, runtime).await?,
+            };
+            *held = Some(session);
+        }
+        let Some(session) = held.as_mut() else { return Err(Error::Internal("no sandbox".into())) };
+        let outcome = session.run(code, stdin, timeout, self.template.limits.output_bytes).await;
+        let retire = !outcome.reusable || session.uses >= self.cfg.max_uses;
+        if retire && let Some(s) = held.take() {
+            s.destroy().await;
+        }
+        Ok(outcome.result)
+    }
+
+    /// Keeps `size` idle sandboxes per runtime, one start at a time, and destroys users'
+    /// sandboxes that have been idle too long; until `shutdown`, then destroys the idle
+    /// ones. (Those still assigned go with the agent's final sweep of its containers.)
+    pub async fn maintain(&self, engine: &Engine, shutdown: CancellationToken) {
+        loop {
+            if let Ok(docker) = engine.get() {
+                self.refill(&docker, &shutdown).await;
+            }
+            let now = tokio::time::Instant::now();
+            for (last, key) in self.idle_assigned() {
+                if now.duration_since(last) >= self.cfg.idle_ttl {
+                    self.destroy_slot(&key).await;
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(Duration::from_secs(2)) => {}
+            }
+        }
+        let idle: Vec<Session> = self.idle.lock().map(|mut m| m.drain().flat_map(|(_, v)| v).collect()).unwrap_or_default();
+        for s in idle {
+            s.destroy().await;
+        }
+    }
+
+    async fn refill(&self, docker: &Docker, shutdown: &CancellationToken) {
+        let mut started = 0;
+        for runtime in self.template.images.keys().copied() {
+            loop {
+                let have = self.idle.lock().map(|m| m.get(&runtime).map_or(0, Vec::len)).unwrap_or(self.cfg.size);
+                if have >= self.cfg.size || shutdown.is_cancelled() {
+                    break;
+                }
+                match self.template.start(docker, runtime).await {
+                    Ok(s) => {
+                        if let Ok(mut m) = self.idle.lock() {
+                            m.entry(runtime).or_default().push(s);
+                        }
+                        started += 1;
+                    }
+                    Err(e) => {
+                        warn!(%runtime, error = %e, "could not start a warm sandbox");
+                        return;
+                    }
+                }
+                tokio::time::sleep(self.cfg.refill_pause).await;
+            }
+        }
+        if started > 0 {
+            info!(started, levels = ?self.levels(), "warm pools refilled");
+        }
+    }
+}
