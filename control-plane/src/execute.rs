@@ -55,7 +55,7 @@ pub(crate) async fn run(fleet: &Nodes, default_timeout: Duration, user_id: Uuid,
         return Err(Error::invalid("timeout_ms", format!("must be at most {}", node.max_timeout_ms)));
     }
 
-    let mut client = fleet.agents.get(&node.address)?;
+    let mut client = fleet.agents.get(&node.address).map_err(Error::Internal)?;
     let code_sha256 = hex::encode(Sha256::digest(req.code.as_bytes()));
     let mut call = tonic::Request::new(agent::ExecuteRequest {
         execution_id: execution_id.to_string(),

@@ -107,7 +107,9 @@ pub async fn run(mut cfg: Config, listener: TcpListener, shutdown: CancellationT
             state.control_plane.clone(),
             cfg.join_token.clone(),
             serving.token(),
-            move |table| agents.retain(table.agent_addrs()),
+            move |table| {
+                agents.retain(table.agent_addrs());
+            },
         ),
     );
     serving.spawn(

@@ -5,15 +5,15 @@ use std::{sync::Arc, time::Duration};
 
 use axum::extract::FromRef;
 use souq_proto::{
-    accounts::accounts_client::AccountsClient, apis::apis_client::ApisClient, execute::execute_client::ExecuteClient,
-    market::market_client::MarketClient,
+    accounts::accounts_client::AccountsClient, agent_clients::AgentClients, apis::apis_client::ApisClient,
+    execute::execute_client::ExecuteClient, market::market_client::MarketClient,
 };
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::{
     access::AccessTable, config::Config, edge_id, followed::Followed, limit, meter, route_table::RouteTable,
-    upstream::agents::AgentClients, verifier::Verifier,
+    upstream::agents::DIALING, verifier::Verifier,
 };
 
 /// Longest a Redis rate-limit decision may take before memory decides instead.
@@ -84,7 +84,7 @@ impl AppState {
                 (meter::Meter::in_redis(conn.clone(), &edge_id), limit::Limiter::with_redis(conn, LIMIT_TIMEOUT))
             }
         };
-        let agents = AgentClients::new(&cfg.join_token)?;
+        let agents = AgentClients::new(&cfg.join_token, DIALING)?;
         let channel = Endpoint::from_shared(cfg.control_plane_url.clone())
             .map_err(|e| format!("--control-plane-url: {e}"))?
             .connect_timeout(Duration::from_secs(2))

@@ -3,6 +3,7 @@
 //! runtimes, the limits and defaults, and the one shutdown pattern of every role.
 #![forbid(unsafe_code)]
 
+pub mod agent_clients;
 pub mod claims;
 pub mod limits;
 pub mod problem;

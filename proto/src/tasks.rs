@@ -60,7 +60,11 @@ impl Tasks {
             }
         };
         if tokio::time::timeout(grace, all_done).await.is_err() {
-            tracing::warn!(left = self.set.len(), grace_ms = grace.as_millis() as u64, "tasks overran the grace period; aborting them");
+            tracing::warn!(
+                left = self.set.len(),
+                grace_ms = grace.as_millis() as u64,
+                "tasks overran the grace period; aborting them"
+            );
             self.set.abort_all();
             while self.set.join_next().await.is_some() {}
         }

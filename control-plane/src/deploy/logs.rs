@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::{
     entity::{instances, nodes},
-    error::Result,
+    error::{Error, Result},
     nodes::Nodes,
 };
 
@@ -40,7 +40,7 @@ pub(crate) async fn stream(fleet: &Nodes, api_id: Uuid, tail: u32, follow: bool)
             call.set_timeout(std::time::Duration::from_secs(10));
         }
         fleet.agents.authorize(&mut call);
-        let mut client = fleet.agents.get(&n.address)?;
+        let mut client = fleet.agents.get(&n.address).map_err(Error::Internal)?;
         match client.logs(call).await {
             Ok(s) => sources.push(Box::pin(s.into_inner())),
             Err(e) => tracing::warn!(node = %n.name, error = %e.message(), "could not read an agent's logs"),

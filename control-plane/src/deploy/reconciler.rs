@@ -219,7 +219,7 @@ async fn deploy_on(deployer: &Deployer, row: &instances::Model, node: &Candidate
     });
     call.set_timeout(DEPLOY_DEADLINE);
     agents.authorize(&mut call);
-    let mut client = agents.get(&node.address).map_err(internal)?;
+    let mut client = agents.get(&node.address).map_err(|e| internal(crate::Error::Internal(e)))?;
     client.deploy(call).await.map(tonic::Response::into_inner).map_err(|s| WireError::from(&s))
 }
 
@@ -229,7 +229,7 @@ async fn send_stop(deployer: Arc<Deployer>, id: String, node: Candidate) {
         let mut call = tonic::Request::new(StopRequest { instance_id: id.clone() });
         call.set_timeout(STOP_DEADLINE);
         agents.authorize(&mut call);
-        let mut client = agents.get(&node.address).map_err(|e| e.to_string())?;
+        let mut client = agents.get(&node.address)?;
         client.stop(call).await.map_err(|s| s.message().to_owned())
     };
     match stopped.await {

@@ -1,86 +1,15 @@
-//! gRPC clients of the node agents, one lazily connected channel per agent address. The
-//! cache follows the registry: the client of an address no live node has any more (the
-//! node is gone, silent past the node TTL, or moved) is dropped.
-use std::{
-    collections::{HashMap, HashSet},
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+//! The control plane's cache of agent clients follows the registry: the client of an
+//! address no live node has any more (the node is gone, silent past the node TTL, or
+//! moved) is dropped.
+use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use sea_orm::EntityTrait;
-use souq_proto::agent::agent_client::AgentClient;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
 use tracing::{debug, warn};
 
 use super::Nodes;
-use crate::{
-    entity::nodes,
-    error::{Error, Result},
-};
-
-/// How long to wait for a TCP connection to an agent before calling it unreachable.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// A cache of agent clients keyed by address.
-pub struct AgentClients {
-    clients: Mutex<HashMap<String, AgentClient<Channel>>>,
-    join_token: String,
-}
-
-impl AgentClients {
-    /// Clients that present `join_token` to the agents.
-    pub fn new(join_token: &str) -> Self {
-        AgentClients { clients: Mutex::default(), join_token: join_token.to_owned() }
-    }
-
-    /// Adds the join token to a call, as agents require.
-    pub fn authorize<T>(&self, req: &mut tonic::Request<T>) {
-        souq_proto::set_bearer(req, &self.join_token);
-    }
-
-    /// The client for the agent at `address`, made on first use.
-    pub fn get(&self, address: &str) -> Result<AgentClient<Channel>> {
-        let mut clients = self.clients.lock().map_err(|_| Error::Internal("agent clients lock poisoned".into()))?;
-        if let Some(c) = clients.get(address) {
-            return Ok(c.clone());
-        }
-        let endpoint = Endpoint::from_shared(address.to_owned())
-            .map_err(|e| Error::Internal(format!("agent address {address:?}: {e}")))?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true);
-        let client = AgentClient::new(endpoint.connect_lazy());
-        clients.insert(address.to_owned(), client.clone());
-        Ok(client)
-    }
-
-    /// Drops every client whose address is not in `live`; returns how many went. Calls
-    /// under way on a dropped client finish (they hold their own handle of the channel).
-    pub fn retain(&self, live: &HashSet<&str>) -> usize {
-        let Ok(mut clients) = self.clients.lock() else { return 0 };
-        let before = clients.len();
-        clients.retain(|address, _| live.contains(address.as_str()));
-        before - clients.len()
-    }
-
-    /// Drops the client of `address`, if any: its agent moved away.
-    pub fn forget(&self, address: &str) {
-        if let Ok(mut clients) = self.clients.lock() {
-            clients.remove(address);
-        }
-    }
-
-    /// How many clients are cached.
-    pub fn len(&self) -> usize {
-        self.clients.lock().map_or(0, |c| c.len())
-    }
-
-    /// Whether no client is cached.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
+use crate::entity::nodes;
 
 /// The addresses of the nodes that heartbeated within `node_ttl` of `now`.
 pub fn live_addresses(rows: &[nodes::Model], now: DateTime<Utc>, node_ttl: Duration) -> HashSet<&str> {
@@ -97,7 +26,7 @@ pub(crate) async fn forget_gone(fleet: Arc<Nodes>, shutdown: CancellationToken) 
         }
         match nodes::Entity::find().all(&fleet.db).await {
             Ok(rows) => {
-                let dropped = fleet.agents.retain(&live_addresses(&rows, Utc::now(), fleet.node_ttl));
+                let dropped = fleet.agents.retain(live_addresses(&rows, Utc::now(), fleet.node_ttl));
                 if dropped > 0 {
                     debug!(dropped, "dropped the clients of gone agents");
                 }
@@ -109,6 +38,7 @@ pub(crate) async fn forget_gone(fleet: Arc<Nodes>, shutdown: CancellationToken) 
 
 #[cfg(test)]
 mod tests {
+    use souq_proto::agent_clients::{AgentClients, Dialing};
     use uuid::Uuid;
 
     use super::*;
@@ -135,7 +65,7 @@ mod tests {
     #[tokio::test]
     async fn clients_of_gone_or_moved_agents_are_dropped() {
         let now = Utc::now();
-        let clients = AgentClients::new("join-token");
+        let clients = AgentClients::new("join-token", Dialing::default()).unwrap();
         for a in ["http://a:7100", "http://b:7100", "http://c:7100", "http://old-d:7100"] {
             clients.get(a).unwrap();
         }
@@ -145,7 +75,7 @@ mod tests {
         let rows = [node("http://a:7100", 1, now), node("http://b:7100", 60, now), node("http://new-d:7100", 0, now)];
         let live = live_addresses(&rows, now, Duration::from_secs(15));
         assert_eq!(live, HashSet::from(["http://a:7100", "http://new-d:7100"]));
-        assert_eq!(clients.retain(&live), 3);
+        assert_eq!(clients.retain(live), 3);
         assert_eq!(clients.len(), 1);
         // A node that comes back gets a fresh client on its next call.
         clients.get("http://b:7100").unwrap();

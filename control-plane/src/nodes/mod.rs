@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use sea_orm::DatabaseConnection;
 
-use agents::AgentClients;
+use souq_proto::agent_clients::{AgentClients, Dialing};
 
 /// The nodes area's shared state: the registry's settings and the agents' clients.
 pub struct Nodes {
@@ -23,8 +23,11 @@ pub struct Nodes {
 }
 
 impl Nodes {
-    /// The nodes area over `db`; agents are called with `join_token`.
+    /// The nodes area over `db`; agents are called with `join_token`, which
+    /// `Config::validate` has checked can travel as metadata.
     pub fn new(db: DatabaseConnection, join_token: &str, heartbeat_interval: Duration, node_ttl: Duration) -> Self {
-        Nodes { db, agents: AgentClients::new(join_token), heartbeat_interval, node_ttl }
+        #[allow(clippy::expect_used)]
+        let agents = AgentClients::new(join_token, Dialing::default()).expect("a validated join token");
+        Nodes { db, agents, heartbeat_interval, node_ttl }
     }
 }

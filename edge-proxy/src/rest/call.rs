@@ -31,7 +31,10 @@ use crate::{
     limit::{Limits, Verdict, month},
     meter::{Draft, Kind},
     route_table::Route,
-    upstream::{agents::InvokeError, event, reply},
+    upstream::{
+        agents::{InvokeError, invoke},
+        event, reply,
+    },
 };
 
 /// Time on top of the route's timeout for the hop to the agent and the sandbox's I/O.
@@ -175,7 +178,7 @@ pub async fn call(State(state): State<AppState>, req: Request) -> Result<Respons
         t if t.is_zero() => DEFAULT_TIMEOUT,
         t => t.min(MAX_TIMEOUT),
     };
-    let invoked = tokio::time::timeout(timeout + SLACK, state.agents.invoke(&route, event)).await;
+    let invoked = tokio::time::timeout(timeout + SLACK, invoke(&state.agents, &route, event)).await;
     let answer = match invoked {
         Err(_) => Err(ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,

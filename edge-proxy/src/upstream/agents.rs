@@ -1,19 +1,14 @@
-//! gRPC clients of the node agents for the data path: one lazily connected channel per
-//! agent address, made once and reused by every call, and one call tried on the backends
-//! of a route in turn until one takes it.
-use std::{
-    collections::{HashMap, HashSet},
-    sync::RwLock,
-    time::Duration,
-};
+//! The data path's calls to the node agents: one call tried on the backends of a route in
+//! turn until one takes it, over the shared cache of agent clients (one lazily connected
+//! channel per agent, made once and reused by every call).
+use std::time::Duration;
 
 use axum::http::StatusCode;
-use souq_proto::agent::{InvokeRequest, InvokeResult, agent_client::AgentClient};
-use tonic::{
-    Code,
-    metadata::{Ascii, MetadataValue},
-    transport::{Channel, Endpoint},
+use souq_proto::{
+    agent::{InvokeRequest, InvokeResult},
+    agent_clients::{AgentClients, Dialing},
 };
+use tonic::Code;
 use tracing::{debug, error, warn};
 
 use crate::{
@@ -30,18 +25,14 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// for JSON escaping.
 pub const MAX_ANSWER_BYTES: usize = 8 * 1024 * 1024;
 
-/// A cache of agent clients keyed by address, and the join token they present.
-pub struct AgentClients {
-    clients: RwLock<HashMap<String, AgentClient<Channel>>>,
-    /// `Bearer <join token>`, parsed once.
-    authorization: MetadataValue<Ascii>,
-}
-
-impl std::fmt::Debug for AgentClients {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AgentClients").finish_non_exhaustive()
-    }
-}
+/// How the data path dials agents: a quick connect, so a dead replica costs little before
+/// the next is tried, and HTTP/2 pings that find a dead connection before a call's
+/// deadline does.
+pub const DIALING: Dialing = Dialing {
+    connect_timeout: CONNECT_TIMEOUT,
+    keepalive: Some((KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT)),
+    max_answer_bytes: MAX_ANSWER_BYTES,
+};
 
 /// Why a call did not reach a handler.
 #[derive(Debug)]
@@ -88,86 +79,40 @@ fn retryable(code: Code) -> bool {
     matches!(code, Code::NotFound | Code::Unavailable)
 }
 
-impl AgentClients {
-    /// Clients that present `join_token` to the agents.
-    pub fn new(join_token: &str) -> Result<Self, String> {
-        let authorization =
-            format!("Bearer {join_token}").parse().map_err(|_| "the join token must be printable ASCII".to_owned())?;
-        Ok(AgentClients { clients: RwLock::default(), authorization })
-    }
-
-    /// The client for the agent at `address`, made on first use.
-    fn client(&self, address: &str) -> Option<AgentClient<Channel>> {
-        if let Some(c) = self.clients.read().ok().and_then(|m| m.get(address).cloned()) {
-            return Some(c);
-        }
-        let endpoint = match Endpoint::from_shared(address.to_owned()) {
-            Ok(e) => e,
+/// Runs one call on `route`: on each backend in round-robin turn, at most once each,
+/// moving on only when a backend ran nothing. The caller bounds the whole in time.
+pub async fn invoke<'r>(
+    agents: &AgentClients,
+    route: &'r Route,
+    event: Vec<u8>,
+) -> Result<(InvokeResult, &'r str), InvokeError> {
+    let timeout_ms = u64::try_from(route.timeout.as_millis()).unwrap_or(u64::MAX);
+    let candidates: Vec<&Backend> = route.backends_in_turn().collect();
+    let mut event = Some(event);
+    for (i, backend) in candidates.iter().enumerate() {
+        let mut client = match agents.get(&backend.agent_addr) {
+            Ok(c) => c,
             Err(e) => {
-                warn!(address, error = %e, "route names an agent address that is no URL");
-                return None;
+                warn!(error = %e, "route names an agent address that is no URL");
+                continue;
             }
         };
-        let channel = endpoint
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
-            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-            .connect_lazy();
-        let client = AgentClient::new(channel).max_decoding_message_size(MAX_ANSWER_BYTES);
-        match self.clients.write() {
-            Ok(mut m) => Some(m.entry(address.to_owned()).or_insert(client).clone()),
-            Err(_) => Some(client),
-        }
-    }
-
-    /// Drops the clients of agents that `live` no longer names, so the cache is bounded
-    /// by the agents in the route table.
-    pub fn retain<'a>(&self, live: impl Iterator<Item = &'a str>) {
-        let live: HashSet<&str> = live.collect();
-        if let Ok(mut m) = self.clients.write() {
-            m.retain(|addr, _| live.contains(addr.as_str()));
-        }
-    }
-
-    /// How many agent clients are cached.
-    pub fn len(&self) -> usize {
-        self.clients.read().map_or(0, |m| m.len())
-    }
-
-    /// Whether no agent client is cached.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Runs one call on `route`: on each backend in round-robin turn, at most once each,
-    /// moving on only when a backend ran nothing. The caller bounds the whole in time.
-    pub async fn invoke<'r>(&self, route: &'r Route, event: Vec<u8>) -> Result<(InvokeResult, &'r str), InvokeError> {
-        let timeout_ms = u64::try_from(route.timeout.as_millis()).unwrap_or(u64::MAX);
-        let candidates: Vec<&Backend> = route.backends_in_turn().collect();
-        let mut event = Some(event);
-        for (i, backend) in candidates.iter().enumerate() {
-            let Some(mut client) = self.client(&backend.agent_addr) else {
-                continue;
-            };
-            // The last attempt takes the event; earlier ones copy it, in case they fail.
-            let payload = if i + 1 == candidates.len() { event.take() } else { event.clone() };
-            let mut req = tonic::Request::new(InvokeRequest {
-                instance_id: backend.instance_id.clone(),
-                event: payload.unwrap_or_default(),
-                timeout_ms,
-            });
-            req.metadata_mut().insert("authorization", self.authorization.clone());
-            match client.invoke(req).await {
-                Ok(resp) => return Ok((resp.into_inner(), backend.node.as_str())),
-                Err(s) if retryable(s.code()) => {
-                    debug!(node = %backend.node, instance = %backend.instance_id, code = ?s.code(), "replica did not take the call; trying the next");
-                }
-                Err(s) => return Err(InvokeError::Status(s)),
+        // The last attempt takes the event; earlier ones copy it, in case they fail.
+        let payload = if i + 1 == candidates.len() { event.take() } else { event.clone() };
+        let req = agents.request(InvokeRequest {
+            instance_id: backend.instance_id.clone(),
+            event: payload.unwrap_or_default(),
+            timeout_ms,
+        });
+        match client.invoke(req).await {
+            Ok(resp) => return Ok((resp.into_inner(), backend.node.as_str())),
+            Err(s) if retryable(s.code()) => {
+                debug!(node = %backend.node, instance = %backend.instance_id, code = ?s.code(), "replica did not take the call; trying the next");
             }
+            Err(s) => return Err(InvokeError::Status(s)),
         }
-        Err(InvokeError::NoReplica)
     }
+    Err(InvokeError::NoReplica)
 }
 
 #[cfg(test)]
@@ -195,18 +140,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn clients_are_cached_per_address_and_pruned() {
-        let agents = AgentClients::new("join-token-0123456789").expect("token");
-        assert!(agents.client("http://127.0.0.1:1").is_some());
-        assert!(agents.client("http://127.0.0.1:1").is_some());
-        assert!(agents.client("http://127.0.0.1:2").is_some());
-        assert!(agents.client("not a url").is_none());
-        assert_eq!(agents.len(), 2);
-        agents.retain(["http://127.0.0.1:2"].into_iter());
-        assert_eq!(agents.len(), 1);
-    }
-
-    #[tokio::test]
     async fn an_unreachable_replica_is_skipped_and_none_left_is_503() {
         use souq_proto::routes::{Backend as WireBackend, Route as WireRoute, RouteTable as WireTable};
         // Port 1 on loopback refuses at once: both attempts fail before sending anything.
@@ -228,9 +161,9 @@ mod tests {
             }],
         };
         let table = crate::route_table::RouteTable::from_wire(wire, &Default::default());
-        let agents = AgentClients::new("join-token-0123456789").expect("token");
+        let agents = AgentClients::new("join-token-0123456789", DIALING).expect("token");
         let route = table.get("a").expect("route");
-        let out = agents.invoke(route, b"{}".to_vec()).await;
+        let out = invoke(&agents, route, b"{}".to_vec()).await;
         assert!(matches!(out, Err(InvokeError::NoReplica)), "{out:?}");
     }
 }
