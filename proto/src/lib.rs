@@ -91,6 +91,20 @@ pub fn bearer_is(meta: &tonic::metadata::MetadataMap, secret: &str) -> bool {
     bool::from(bearer(meta).unwrap_or_default().as_bytes().ct_eq(secret.as_bytes()))
 }
 
+impl agent::InstanceState {
+    /// The state's name in the REST contract and in the control plane's records:
+    /// `starting` (an unspecified state counts as starting), `running`, `failed` or
+    /// `crashed`.
+    pub fn name(self) -> &'static str {
+        match self {
+            agent::InstanceState::Unspecified | agent::InstanceState::Starting => "starting",
+            agent::InstanceState::Running => "running",
+            agent::InstanceState::Failed => "failed",
+            agent::InstanceState::Crashed => "crashed",
+        }
+    }
+}
+
 impl agent::ExecuteResult {
     /// A run succeeded when it exited on its own with code 0 before its timeout.
     pub fn succeeded(&self) -> bool {

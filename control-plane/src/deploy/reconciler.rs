@@ -8,7 +8,7 @@ use chrono::Utc;
 use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 use souq_proto::{
     Kind, Runtime, WireError,
-    agent::{DeployRequest, InstanceState, InstanceStatus, StopRequest},
+    agent::{DeployRequest, InstanceStatus, StopRequest},
 };
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -59,16 +59,6 @@ pub(crate) async fn run(deployer: Arc<Deployer>, shutdown: CancellationToken) {
         }
     }
     calls.shutdown().await;
-}
-
-/// The status string stored for an agent's state.
-pub(crate) fn state_name(s: InstanceState) -> &'static str {
-    match s {
-        InstanceState::Running => instances::RUNNING,
-        InstanceState::Failed => instances::FAILED,
-        InstanceState::Crashed => instances::CRASHED,
-        InstanceState::Starting | InstanceState::Unspecified => instances::STARTING,
-    }
 }
 
 async fn pass(deployer: &Arc<Deployer>, calls: &mut Calls) -> Result<()> {
@@ -163,7 +153,7 @@ async fn apply(deployer: &Deployer, action: plan::Action) -> Result<()> {
 /// Records what an agent said of an instance, unless it was retired meanwhile.
 pub(crate) async fn record(deployer: &Deployer, s: &InstanceStatus) -> Result<bool> {
     let updated = instances::Entity::update_many()
-        .col_expr(instances::Column::State, state_name(s.state()).into())
+        .col_expr(instances::Column::State, s.state().name().into())
         .col_expr(instances::Column::Error, (!s.error.is_empty()).then(|| s.error.clone()).into())
         .col_expr(instances::Column::Restarts, i32::try_from(s.restarts).unwrap_or(i32::MAX).into())
         .col_expr(instances::Column::UpdatedAt, Utc::now().into())

@@ -18,7 +18,7 @@ pub(crate) async fn apply(deployer: &Deployer, node: Candidate, reported: &[Inst
     for s in reported {
         match known.get(s.instance_id.as_str()) {
             Some(row) => {
-                let same = row.state == reconciler::state_name(s.state())
+                let same = row.state == s.state().name()
                     && row.error.as_deref().unwrap_or("") == s.error
                     && i64::from(row.restarts) == i64::from(s.restarts);
                 if !same && row.state != instances::STOPPING {

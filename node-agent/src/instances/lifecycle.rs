@@ -174,7 +174,7 @@ impl Instance {
         let timeout = timeout.map_or(self.spec.timeout, |t| t.min(self.spec.timeout));
         let client = self.client.read().ok().and_then(|c| c.clone());
         let Some(client) = client else {
-            let state = state_name(self.phase.borrow().state);
+            let state = self.phase.borrow().state.name();
             return Err(unavailable(format!("instance {} is not serving (it is {state})", self.spec.instance_id)));
         };
         let started = Instant::now();
@@ -305,17 +305,6 @@ async fn launch(
             sandbox.remove().await;
             Err(Failure::Crashed(ended))
         }
-    }
-}
-
-/// The state's name in messages.
-pub fn state_name(state: InstanceState) -> &'static str {
-    match state {
-        InstanceState::Unspecified => "unknown",
-        InstanceState::Starting => "starting",
-        InstanceState::Running => "running",
-        InstanceState::Failed => "failed",
-        InstanceState::Crashed => "crashed",
     }
 }
 
