@@ -48,13 +48,13 @@ async fn method_not_allowed() -> ApiError {
     ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "method not allowed on this route")
 }
 
-/// The span of one request. The path is recorded with any token in it redacted, so
-/// single-use links never reach the logs.
+/// The span of one request. The path is recorded with any token or API key in it
+/// redacted, so single-use links and keys never reach the logs.
 fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
-    let path = req.uri().path();
+    let path = rest::call::redact_keys(req.uri().path());
     let path = match path.strip_prefix("/api/v1/auth/verify-email/") {
         Some(_) => "/api/v1/auth/verify-email/…",
-        None => path,
+        None => path.as_ref(),
     };
     let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
     tracing::info_span!("request", method = %req.method(), path = %path, request_id = %id)

@@ -1,6 +1,7 @@
 //! Attack suite, privileges: no Docker socket, no capabilities, no root, setuid binaries
 //! grant nothing, mount/unshare/chroot/ptrace fail, masked /proc and /sys paths stay
-//! masked, and the environment holds nothing but an allow-list.
+//! masked, the environment holds nothing but an allow-list, vsock and AF_ALG sockets
+//! and the i386 system call ABI are refused, and core dumps are off.
 #![allow(clippy::unwrap_used)]
 use serde_json::{Value, json};
 use souq_tests::{
@@ -239,6 +240,85 @@ async fn ptrace_fails() {
     for target in ["pid 1", "child", "sibling"] {
         assert_ne!(r[target], "ok", "PTRACE_ATTACH to {target} succeeded (kernel {}, seccomp mode {})", r["kernel"], r["seccomp"]);
     }
+    assert_healthy(&c, &t).await;
+    c.stop().await;
+}
+
+/// Sockets of families that reach past the sandbox's network namespace (AF_VSOCK: the
+/// host's and hypervisor's vsock services) or are pure kernel attack surface (AF_ALG),
+/// also with high bits above the int family and through i386's socketcall (`int 0x80`,
+/// from a child, which SIGSYS may kill); the ordinary families still open. Nothing is
+/// ever connected: every socket is only created and closed. And no core dumps.
+const PY_SOCKET_FAMILIES: &str = r#"
+import ctypes, errno, json, mmap, os, resource, socket
+libc = ctypes.CDLL(None, use_errno=True)
+def err(e):
+    return errno.errorcode.get(e, str(e))
+def make(family, kind, proto=0):
+    try:
+        socket.socket(family, kind, proto).close()
+        return "ok"
+    except OSError as e:
+        return err(e.errno)
+res = {"vsock": make(40, socket.SOCK_STREAM), "vsock dgram": make(40, socket.SOCK_DGRAM), "alg": make(38, socket.SOCK_SEQPACKET),
+       "unix": make(socket.AF_UNIX, socket.SOCK_STREAM), "unix dgram": make(socket.AF_UNIX, socket.SOCK_DGRAM),
+       "inet": make(socket.AF_INET, socket.SOCK_STREAM), "inet udp": make(socket.AF_INET, socket.SOCK_DGRAM),
+       "inet6": make(socket.AF_INET6, socket.SOCK_STREAM), "netlink": make(socket.AF_NETLINK, socket.SOCK_RAW, 0)}
+try:
+    socket.socketpair(40, socket.SOCK_STREAM)
+    res["socketpair vsock"] = "ok"
+except OSError as e:
+    res["socketpair vsock"] = err(e.errno)
+a, b = socket.socketpair()
+res["socketpair unix"] = "ok"
+a.close(); b.close()
+libc.syscall.restype = ctypes.c_long
+libc.syscall.argtypes = [ctypes.c_long, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+fd = libc.syscall(41, (1 << 32) | 40, 1, 0)
+res["vsock high bits"] = "fd" if fd >= 0 else err(ctypes.get_errno())
+if fd >= 0:
+    os.close(fd)
+# x86_64 code calling the i386 ABI: socketcall(SYS_SOCKET, {40, 1, 0}) through int 0x80,
+# with the arguments below 4 GiB (MAP_32BIT) where a 32-bit pointer reaches them.
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+page = libc.mmap(None, 4096, 7, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | 0x40, -1, 0)
+if page in (None, ctypes.c_void_p(-1).value):
+    res["i386 socketcall"] = "no mmap: " + err(ctypes.get_errno())
+else:
+    args = page + 64
+    ctypes.memmove(args, (ctypes.c_uint32 * 3)(40, 1, 0), 12)
+    code = b"\x53\xb8\x66\x00\x00\x00\xbb\x01\x00\x00\x00\xb9" + args.to_bytes(4, "little") + b"\xcd\x80\x5b\xc3"
+    ctypes.memmove(page, code, len(code))
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        got = ctypes.CFUNCTYPE(ctypes.c_int)(page)()
+        os.write(w, ("fd" if got >= 0 else err(-got)).encode())
+        os._exit(0)
+    os.close(w)
+    _, status = os.waitpid(pid, 0)
+    out = os.read(r, 64).decode()
+    res["i386 socketcall"] = out if out else "signal %d" % os.WTERMSIG(status) if os.WIFSIGNALED(status) else "exit %d" % os.WEXITSTATUS(status)
+res["core"] = list(resource.getrlimit(resource.RLIMIT_CORE))
+print(json.dumps(res))
+"#;
+
+#[tokio::test]
+async fn vsock_and_alg_sockets_are_refused_and_core_dumps_are_off() {
+    let c = TestCluster::builder().start().await;
+    let t = c.user().await;
+    let r = run_json(&c, &t, "python", PY_SOCKET_FAMILIES, "").await;
+    eprintln!("socket families: {r}");
+    for k in ["vsock", "vsock dgram", "alg", "socketpair vsock", "vsock high bits"] {
+        assert_eq!(r[k], "EPERM", "{k}: {r}");
+    }
+    // The i386 ABI is not allowed at all: the child dies of SIGSYS before socketcall runs.
+    assert_eq!(r["i386 socketcall"], "signal 31", "{r}");
+    for k in ["unix", "unix dgram", "inet", "inet udp", "inet6", "netlink", "socketpair unix"] {
+        assert_eq!(r[k], "ok", "{k}: {r}");
+    }
+    assert_eq!(r["core"], json!([0, 0]), "RLIMIT_CORE");
     assert_healthy(&c, &t).await;
     c.stop().await;
 }

@@ -4,6 +4,7 @@
 //! and meters it before answering. Every lookup is in memory; nothing asks the control
 //! plane per call.
 use std::{
+    borrow::Cow,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -24,7 +25,7 @@ use crate::{
     AppState,
     access::{
         Grant,
-        credential::{CallCaller, authenticate, refuse_key_in_query},
+        credential::{CallCaller, authenticate, looks_like_key, refuse_key_in_query},
     },
     error::{ApiError, Problem, Result},
     extract::too_large,
@@ -79,6 +80,56 @@ pub fn split_call_path(path: &str) -> (&str, &str) {
     }
 }
 
+/// A 400 (`api-key-in-url`, as [`refuse_key_in_query`] answers) when a segment of `path`,
+/// as sent or percent-decoded, looks like an API key (`souq_<prefix>_<secret>`, by
+/// [`looks_like_key`]): such a call never reaches the handler's `event.path`.
+pub fn refuse_key_in_path(path: &str) -> Result<()> {
+    if path_holds_key(path) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "api-key-in-url",
+            "API keys go in the X-API-Key header, never in the URL",
+        ));
+    }
+    Ok(())
+}
+
+/// `path` with every segment that looks like an API key (as sent or percent-decoded)
+/// replaced by `…`, for logs: the request span records the path before
+/// [`refuse_key_in_path`] refuses it. Borrowed when nothing looks like a key.
+pub fn redact_keys(path: &str) -> Cow<'_, str> {
+    if !path_holds_key(path) {
+        return Cow::Borrowed(path);
+    }
+    Cow::Owned(path.split('/').map(|seg| if path_holds_key(seg) { "…" } else { seg }).collect::<Vec<_>>().join("/"))
+}
+
+fn path_holds_key(path: &str) -> bool {
+    looks_like_key(path) || (path.contains('%') && looks_like_key(&percent_decode(path)))
+}
+
+/// `s` with every `%XX` decoded (a `%` not followed by two hex digits is kept); `+` stays
+/// a `+`, as in a path. Bytes that are not UTF-8 are replaced.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+            Some(v) if b == b'%' => {
+                out.push(v);
+                i += 3;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn no_such_api() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such API")
 }
@@ -107,6 +158,7 @@ pub async fn call(State(state): State<AppState>, req: Request) -> Result<Respons
     let ts_ms = month::unix_ms_now();
     // A key in the URL is refused before anything else reads the request.
     refuse_key_in_query(req.uri().query())?;
+    refuse_key_in_path(req.uri().path())?;
     // Who calls is settled before anything about the API is looked up or the body is read,
     // so nobody learns which slugs exist without valid credentials.
     let caller = authenticate(&state.access, &state.verifier, req.headers())?;
@@ -225,7 +277,9 @@ fn protect(headers: &mut HeaderMap) {
 
 #[cfg(test)]
 mod tests {
-    use super::split_call_path;
+    use super::{redact_keys, refuse_key_in_path, split_call_path};
+
+    const SECRET: &str = "0123456789abcdefghijklmnopqrstuv";
 
     #[test]
     fn splits_slug_from_path() {
@@ -233,5 +287,34 @@ mod tests {
         assert_eq!(split_call_path("/call/s/"), ("s", "/"));
         assert_eq!(split_call_path("/call/s/a/b%2Fc"), ("s", "/a/b%2Fc"));
         assert_eq!(split_call_path("/other"), ("", "/"));
+    }
+
+    #[test]
+    fn a_key_in_the_path_is_refused() {
+        let key = format!("souq_abcd1234_{SECRET}");
+        for path in [
+            format!("/call/s/{key}"),
+            format!("/call/s/a/{key}/b"),
+            format!("/call/s/a/token={key}"),
+            format!("/call/{key}"),
+            // Encoded, it is still a key.
+            format!("/call/s/{}", key.replace('_', "%5F")),
+            format!("/call/s/%73ouq_abcd1234_{SECRET}"),
+        ] {
+            let e = refuse_key_in_path(&path).expect_err(&path);
+            assert_eq!((e.status.as_u16(), e.kind), (400, "api-key-in-url"), "{path}");
+            assert_eq!(e.detail, "API keys go in the X-API-Key header, never in the URL");
+        }
+        for path in ["/call/s", "/call/s/", "/call/s/souq_is_great", "/call/s/souq_/x", "/call/s/a%ZZ/souq", "/call/s/souq_ab/cd"] {
+            assert!(refuse_key_in_path(path).is_ok(), "{path}");
+        }
+    }
+
+    #[test]
+    fn keys_are_redacted_from_logged_paths() {
+        let key = format!("souq_abcd1234_{SECRET}");
+        assert_eq!(redact_keys(&format!("/call/s/a/{key}/b")), "/call/s/a/…/b");
+        assert_eq!(redact_keys(&format!("/call/s/{}", key.replace('_', "%5F"))), "/call/s/…");
+        assert!(matches!(redact_keys("/call/s/souq_is_great"), std::borrow::Cow::Borrowed("/call/s/souq_is_great")));
     }
 }

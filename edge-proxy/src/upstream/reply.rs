@@ -10,7 +10,6 @@ use base64::Engine;
 use serde_json::{Map, Value};
 use souq_proto::agent::{InvokeResult, ResultKind};
 
-use super::event::HOP_BY_HOP;
 use crate::error::ApiError;
 
 /// Longest handler error message shown to the caller.
@@ -22,13 +21,59 @@ const JSON: &str = "application/json";
 const TEXT: &str = "text/plain; charset=utf-8";
 const BINARY: &str = "application/octet-stream";
 
-/// Headers a handler may not set:
-/// - hop-by-hop ones, and `content-length`, which describe this edge's connection;
-/// - `x-request-id`, which is the edge's;
-/// - `set-cookie`: every API shares the edge's origin, so one API's cookie would reach
-///   every other API (and could fixate their sessions). APIs that need state use tokens.
-fn handler_may_set(name: &str) -> bool {
-    !(HOP_BY_HOP.contains(&name) || matches!(name, "content-length" | "x-request-id" | "set-cookie"))
+/// Headers a handler may set; every other header it names is dropped silently. Every API
+/// shares the edge's origin, so only headers whose effect ends with this one response may
+/// pass, never ones that act on the whole origin (`clear-site-data`,
+/// `strict-transport-security`, `set-cookie`, `alt-svc`, `nel`, `report-to`, `accept-ch`,
+/// `www-authenticate`, `service-worker-allowed`, `origin-agent-cluster`...), nor ones that
+/// describe this edge's connection (hop-by-hop ones, `content-length`).
+///
+/// - the body: `content-type`, `content-language`, `content-disposition`,
+///   `content-encoding` (the edge passes the body's bytes as they are and never
+///   re-encodes them, so a handler that sends gzip bytes may say so), `content-range`,
+///   `accept-ranges`;
+/// - caching: `cache-control`, `expires`, `etag`, `last-modified`, `vary`;
+/// - the answer: `location`, `retry-after`, `link`, `allow`;
+/// - any `x-` custom header, less [`EDGE_X_HEADERS`] and [`EDGE_X_PREFIXES`].
+///
+/// Not `set-cookie`: one API's cookie would reach every other API on the origin (and could
+/// fixate their sessions); APIs that need state use tokens. Not `access-control-*`: every
+/// call carries `X-API-Key` or `Authorization`, so a browser preflights it, and the
+/// preflight, which carries neither, is refused before any handler runs; CORS on the
+/// shared origin is the edge's to decide.
+pub const HANDLER_HEADERS: [&str; 15] = [
+    "content-type",
+    "content-language",
+    "content-disposition",
+    "content-encoding",
+    "content-range",
+    "accept-ranges",
+    "cache-control",
+    "expires",
+    "etag",
+    "last-modified",
+    "vary",
+    "location",
+    "retry-after",
+    "link",
+    "allow",
+];
+
+/// `x-` headers the edge sets itself, which a handler may not forge: the request id, and
+/// `nosniff`.
+pub const EDGE_X_HEADERS: [&str; 2] = ["x-request-id", "x-content-type-options"];
+
+/// `x-` prefixes a handler may not use: look-alikes of the edge's `RateLimit-*` answer,
+/// and the forwarding headers of proxies.
+pub const EDGE_X_PREFIXES: [&str; 2] = ["x-ratelimit-", "x-forwarded-"];
+
+/// Whether a handler may set the header `name` (lowercase, as [`HeaderName`] has it); see
+/// [`HANDLER_HEADERS`].
+pub fn handler_may_set(name: &str) -> bool {
+    HANDLER_HEADERS.contains(&name)
+        || (name.starts_with("x-")
+            && !EDGE_X_HEADERS.contains(&name)
+            && !EDGE_X_PREFIXES.iter().any(|p| name.starts_with(p)))
 }
 
 fn handler_error(detail: impl Into<String>) -> ApiError {
@@ -202,6 +247,40 @@ mod tests {
         }
         let (s, ct, b) = parts(resp).await;
         assert_eq!((s, ct.as_deref(), b.as_slice()), (201, Some(TEXT), b"created".as_slice()));
+    }
+
+    #[test]
+    fn only_allowlisted_headers_pass() {
+        let v = json!({
+            "statusCode": 200,
+            "headers": {
+                "Clear-Site-Data": "\"*\"", "Strict-Transport-Security": "max-age=1", "Set-Cookie": "s=1",
+                "Alt-Svc": "h3=\":443\"", "NEL": "{}", "Report-To": "{}", "Accept-CH": "Sec-CH-UA",
+                "WWW-Authenticate": "Basic", "Service-Worker-Allowed": "/", "Access-Control-Allow-Origin": "*",
+                "Content-Security-Policy": "default-src *", "Refresh": "0;url=/", "Transfer-Encoding": "chunked",
+                "RateLimit-Remaining": "999", "X-RateLimit-Remaining": "999", "X-Forwarded-For": "1.2.3.4",
+                "X-Content-Type-Options": "sniff", "X-Request-Id": "forged",
+                "Content-Type": "text/csv", "Content-Language": "ar", "Content-Disposition": "attachment",
+                "Content-Encoding": "gzip", "Content-Range": "bytes 0-1/2", "Accept-Ranges": "bytes",
+                "Cache-Control": "no-store", "Expires": "0", "ETag": "\"v1\"", "Last-Modified": "Tue, 01 Dec 2026 00:00:00 GMT",
+                "Vary": "Accept", "Location": "/next", "Retry-After": "5", "Link": "</a>; rel=next", "Allow": "GET",
+                "X-Custom": "kept", "x-frame-options": "DENY",
+            },
+            "body": "b",
+        });
+        let resp = reply(json_result(v)).expect("ok");
+        let mut got: Vec<&str> = resp.headers().keys().map(HeaderName::as_str).collect();
+        got.sort_unstable();
+        let mut want: Vec<&str> = HANDLER_HEADERS.iter().copied().chain(["x-custom", "x-frame-options"]).collect();
+        want.sort_unstable();
+        assert_eq!(got, want);
+        assert_eq!(resp.headers().get("x-custom").and_then(|v| v.to_str().ok()), Some("kept"));
+        for name in ["x-anything", "x-api-version", "content-type", "link"] {
+            assert!(handler_may_set(name), "{name}");
+        }
+        for name in ["x-ratelimit-limit", "x-forwarded-host", "x-request-id", "x-content-type-options", "xylophone", "set-cookie"] {
+            assert!(!handler_may_set(name), "{name}");
+        }
     }
 
     #[tokio::test]

@@ -159,6 +159,8 @@ pub fn sandbox_container(
             ulimits: Some(vec![
                 ulimit("nofile", i64::try_from(limits.nofile).unwrap_or(i64::MAX)),
                 ulimit("fsize", mib(limits.fsize_mb)),
+                // No core dumps: a crash writes no image of the program's memory.
+                ulimit("core", 0),
             ]),
             privileged: Some(false),
             // tini as PID 1: the program can signal itself and zombies are reaped.
@@ -211,6 +213,46 @@ mod tests {
         let log = log.config.unwrap();
         assert_eq!((log["max-size"].as_str(), log["max-file"].as_str()), ("1m", "1"));
         assert_eq!(body.labels.unwrap()[LABEL_KIND], "session");
+    }
+
+    #[test]
+    fn every_sandbox_gets_the_ulimits_and_no_core_dumps() {
+        for mode in [ShimMode::Session, ShimMode::Serve] {
+            for runtime in Runtime::ALL {
+                let ulimits = body(mode, runtime).host_config.unwrap().ulimits.unwrap();
+                let got: Vec<_> = ulimits.iter().map(|u| (u.name.as_deref().unwrap(), u.soft, u.hard)).collect();
+                assert_eq!(
+                    got,
+                    [("nofile", Some(256), Some(256)), ("fsize", Some(64 << 20), Some(64 << 20)), ("core", Some(0), Some(0))],
+                    "{mode:?} {runtime:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_seccomp_profile_refuses_vsock_and_alg_sockets_and_foreign_abis() {
+        let profile: serde_json::Value = serde_json::from_str(SECCOMP_PROFILE).unwrap();
+        assert_eq!(profile["archMap"], serde_json::json!([{"architecture": "SCMP_ARCH_X86_64", "subArchitectures": []}]));
+        let rules = profile["syscalls"].as_array().unwrap();
+        let unconditional = rules.iter().find(|r| r.get("args").is_none() && r["action"] == "SCMP_ACT_ALLOW").unwrap();
+        assert!(!unconditional["names"].as_array().unwrap().iter().any(|n| n == "socket" || n == "socketpair"));
+        // A family passes if one socket rule allows it: 0..38 by LT, the rest one by one.
+        let allows = |family: u64| {
+            rules.iter().filter(|r| r["names"].as_array().unwrap().iter().any(|n| n == "socket")).any(|r| {
+                let a = &r["args"][0];
+                let v = a["value"].as_u64().unwrap();
+                match a["op"].as_str().unwrap() {
+                    "SCMP_CMP_LT" => family < v,
+                    "SCMP_CMP_EQ" => family == v,
+                    op => panic!("socket rule with {op}: a value with high bits set might pass"),
+                }
+            })
+        };
+        for (family, allowed) in [(1, true), (2, true), (10, true), (16, true), (17, true), (38, false), (39, true), (40, false), (45, true), (46, false)] {
+            assert_eq!(allows(family), allowed, "family {family}");
+        }
+        assert!(!allows((1 << 32) | 40), "the high 32 bits must not hide AF_VSOCK");
     }
 
     #[test]
