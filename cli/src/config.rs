@@ -150,6 +150,31 @@ impl MeterArgs {
     }
 }
 
+/// How long the edge waits on slow clients, and how many it holds at once.
+#[derive(Debug, Args, Clone)]
+pub struct EdgeLimitArgs {
+    /// Longest a client may take to send a request's headers, in seconds; the connection
+    /// is closed past it.
+    #[arg(long, env = "SOUQ_HEADER_READ_TIMEOUT_S", default_value_t = souq_edge_proxy::config::DEFAULT_HEADER_READ_TIMEOUT.as_secs())]
+    pub header_read_timeout_s: u64,
+    /// Longest a request body may go without sending data, in seconds (answers, log
+    /// follows and calls are not limited by it).
+    #[arg(long, env = "SOUQ_BODY_READ_TIMEOUT_S", default_value_t = souq_edge_proxy::config::DEFAULT_BODY_READ_TIMEOUT.as_secs())]
+    pub body_read_timeout_s: u64,
+    /// Most connections the edge holds open; more wait in the listen backlog.
+    #[arg(long, env = "SOUQ_MAX_CONNECTIONS", default_value_t = souq_edge_proxy::config::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+}
+
+impl EdgeLimitArgs {
+    /// Applies the options to an edge's configuration; its `Config::validate` checks them.
+    pub fn apply(&self, cfg: &mut souq_edge_proxy::Config) {
+        cfg.header_read_timeout = std::time::Duration::from_secs(self.header_read_timeout_s);
+        cfg.body_read_timeout = std::time::Duration::from_secs(self.body_read_timeout_s);
+        cfg.max_connections = self.max_connections;
+    }
+}
+
 /// `souq up`.
 #[derive(Debug, Args)]
 pub struct UpArgs {
@@ -170,6 +195,8 @@ pub struct UpArgs {
     pub max_replicas: u32,
     #[command(flatten)]
     pub meter: MeterArgs,
+    #[command(flatten)]
+    pub limits: EdgeLimitArgs,
 }
 
 /// `souq control-plane`.
@@ -365,6 +392,8 @@ pub struct EdgeArgs {
     pub edge_id: Option<String>,
     #[command(flatten)]
     pub meter: MeterArgs,
+    #[command(flatten)]
+    pub limits: EdgeLimitArgs,
 }
 
 /// This host's name, for a default node name.

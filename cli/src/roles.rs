@@ -94,6 +94,7 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
     )?;
     let mut edge_cfg = souq_edge_proxy::Config::new(placeholder.clone(), join_token.clone());
     args.meter.apply(&mut edge_cfg)?;
+    args.limits.apply(&mut edge_cfg);
     edge_cfg.validate().map_err(ConfigError)?;
     let mut agent_cfg = args.sandbox.agent_config(config::AgentBase {
         node_name: args.node_name.clone().unwrap_or_else(|| format!("up-{}", config::hostname())),
@@ -182,6 +183,7 @@ pub async fn agent(args: AgentArgs, shutdown: CancellationToken) -> anyhow::Resu
 pub async fn edge(args: EdgeArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let mut cfg = souq_edge_proxy::Config::new(args.control_plane_url, args.join_token);
     args.meter.apply(&mut cfg)?;
+    args.limits.apply(&mut cfg);
     cfg.edge_id = args.edge_id;
     cfg.validate().map_err(ConfigError)?;
     let listener = bind(args.edge_addr, "edge (--edge-addr)").await?;

@@ -38,6 +38,8 @@ fn bad_values_exit_64_naming_the_option() {
         (&["edge", "--join-token", "short"][..], "--join-token"),
         (&["up", "--metering", "sometimes"][..], "--metering"),
         (&["up", "--redis-url", "http://127.0.0.1:6379"][..], "--redis-url"),
+        (&["up", "--header-read-timeout-s", "0"][..], "--header-read-timeout-s"),
+        (&["up", "--max-connections", "0"][..], "--max-connections"),
     ] {
         let (code, err) = souq(args);
         assert_eq!(code, Some(64), "{args:?}: {err}");

@@ -14,6 +14,17 @@ pub const MAX_CALL_BODY_LIMIT: usize = 2 * 1024 * 1024;
 /// Longest `flush_interval` allowed: usage older than this is not "near real time".
 pub const MAX_FLUSH_INTERVAL: Duration = Duration::from_secs(60);
 
+/// Default longest wait for a request's headers (see [`Config::header_read_timeout`]).
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default longest a request body may go silent (see [`Config::body_read_timeout`]).
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default most connections open at once (see [`Config::max_connections`]).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Longest `header_read_timeout` and `body_read_timeout` allowed.
+pub const MAX_READ_TIMEOUT: Duration = Duration::from_secs(300);
+/// Largest `max_connections` allowed.
+pub const MAX_MAX_CONNECTIONS: usize = 1_000_000;
+
 /// The edge's configuration. [`Config::validate`] checks it; `run` refuses one that fails.
 #[derive(Clone)]
 pub struct Config {
@@ -41,6 +52,14 @@ pub struct Config {
     pub metering: bool,
     /// How often usage is reported to the control plane (sooner when 1000 events wait).
     pub flush_interval: Duration,
+    /// Longest a client may take to send a request's headers (the first request's from
+    /// when the connection is accepted); the connection is closed past it.
+    pub header_read_timeout: Duration,
+    /// Longest a request body may go without sending data; reading it then fails.
+    /// Responses (log follows, calls to deployed APIs) are not limited by it.
+    pub body_read_timeout: Duration,
+    /// Most connections open at once; past it, new ones wait in the listen backlog.
+    pub max_connections: usize,
     /// TEST HOOK: fault injection into the usage flusher; inert unless armed. Only in
     /// tests and builds with the `fault-injection` feature.
     #[cfg(any(test, feature = "fault-injection"))]
@@ -58,6 +77,9 @@ impl std::fmt::Debug for Config {
             .field("edge_id", &self.edge_id)
             .field("metering", &self.metering)
             .field("flush_interval", &self.flush_interval)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("body_read_timeout", &self.body_read_timeout)
+            .field("max_connections", &self.max_connections)
             .finish_non_exhaustive()
     }
 }
@@ -74,6 +96,9 @@ impl Config {
             edge_id: None,
             metering: true,
             flush_interval: Duration::from_secs(1),
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             #[cfg(any(test, feature = "fault-injection"))]
             flush_faults: Arc::default(),
         }
@@ -101,6 +126,17 @@ impl Config {
         }
         if self.revocation_poll.is_zero() {
             return Err("revocation_poll must be more than 0".into());
+        }
+        for (flag, t) in [
+            ("--header-read-timeout-s", self.header_read_timeout),
+            ("--body-read-timeout-s", self.body_read_timeout),
+        ] {
+            if t.is_zero() || t > MAX_READ_TIMEOUT {
+                return Err(format!("{flag} must be more than 0 and at most {} s", MAX_READ_TIMEOUT.as_secs()));
+            }
+        }
+        if !(1..=MAX_MAX_CONNECTIONS).contains(&self.max_connections) {
+            return Err(format!("--max-connections must be 1 to {MAX_MAX_CONNECTIONS}"));
         }
         Ok(())
     }
@@ -158,5 +194,10 @@ mod tests {
         assert!(refused(|c| c.flush_interval = Duration::ZERO).starts_with("flush_interval"));
         assert!(refused(|c| c.flush_interval = Duration::from_secs(61)).starts_with("flush_interval"));
         assert!(refused(|c| c.revocation_poll = Duration::ZERO).starts_with("revocation_poll"));
+        assert!(refused(|c| c.header_read_timeout = Duration::ZERO).starts_with("--header-read-timeout-s"));
+        assert!(refused(|c| c.header_read_timeout = Duration::from_secs(301)).starts_with("--header-read-timeout-s"));
+        assert!(refused(|c| c.body_read_timeout = Duration::ZERO).starts_with("--body-read-timeout-s"));
+        assert!(refused(|c| c.max_connections = 0).starts_with("--max-connections"));
+        assert!(refused(|c| c.max_connections = MAX_MAX_CONNECTIONS + 1).starts_with("--max-connections"));
     }
 }

@@ -16,6 +16,7 @@ pub mod meter;
 pub mod query;
 pub mod rest;
 pub mod route_table;
+pub mod serve;
 pub mod state;
 pub mod token_cache;
 pub mod upstream;
@@ -67,6 +68,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+        .layer(axum::Extension(std::sync::Arc::new(rest::apis::logs::FollowSlots::default())))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(request_span))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
@@ -80,7 +82,7 @@ pub const DRAIN_GRACE: Duration = Duration::from_secs(5);
 ///
 /// Shutdown drains in two stages, each a [`Tasks`] set with its own token, stopped in
 /// turn and given [`DRAIN_GRACE`] before what is left is aborted:
-/// 1. once axum has answered its last request, `serving`: the token verifier, the route
+/// 1. once [`serve::serve`] has answered its last request, `serving`: the token verifier, the route
 ///    and access table followers, and the metering writer, which first hands the last
 ///    events to Redis (no request can submit any more);
 /// 2. then `reporting`: the usage flusher, whose last report so carries those events.
@@ -128,9 +130,12 @@ pub async fn run(mut cfg: Config, listener: TcpListener, shutdown: CancellationT
     }
 
     info!(addr = %addr, edge_id = %edge_id, metering = state.meter.mode(), "edge listening");
-    let served = axum::serve(listener, router(state).into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await;
+    let limits = serve::Limits {
+        header_read: cfg.header_read_timeout,
+        body_read: cfg.body_read_timeout,
+        max_connections: cfg.max_connections,
+    };
+    let served = serve::serve(listener, router(state), limits, shutdown).await;
     serving.shutdown(DRAIN_GRACE).await;
     reporting.shutdown(DRAIN_GRACE).await;
     served

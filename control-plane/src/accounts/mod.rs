@@ -29,9 +29,9 @@ pub struct Accounts {
     pub(crate) public_url: String,
     /// Wakes the mail outbox once a mail is queued.
     pub(crate) mail_wake: Arc<Notify>,
-    /// Failed logins per account.
+    /// Login attempts per account.
     pub(crate) account_throttle: Throttle,
-    /// Failed logins per client address.
+    /// Login attempts per client address.
     pub(crate) ip_throttle: Throttle,
     /// Signs and verifies access tokens.
     pub(crate) tokens: TokenSigner,

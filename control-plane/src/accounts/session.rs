@@ -59,26 +59,39 @@ fn login_response(accounts: &Accounts, user: users::Model, now: DateTime<Utc>, r
 }
 
 /// Logs in. A wrong password and an unknown address take the same path (a dummy argon2
-/// verification) and give the same answer; failures are throttled per account and per
-/// client address.
+/// verification) and give the same answer. Attempts are throttled per account and per
+/// client address, and counted before the password is checked, so a burst of parallel
+/// guesses gets no more than the throttle's limit evaluated. An attempt that ends without
+/// a verdict (the hashing gate is full, the database failed) is given back; a success
+/// clears the account's count and gives the address's attempt back.
 pub(crate) async fn login(accounts: &Accounts, req: LoginRequest) -> Result<LoginResponse> {
     let now = accounts.clock.now();
     let account_key: String = req.email.trim().to_lowercase().chars().take(254).collect();
     let ip_key = req.client_ip.clone();
-    if let Err(secs) = accounts.account_throttle.check(&account_key, now).and(accounts.ip_throttle.check(&ip_key, now)) {
+    let admitted = accounts.account_throttle.attempt(&account_key, now).and_then(|()| {
+        accounts.ip_throttle.attempt(&ip_key, now).inspect_err(|_| accounts.account_throttle.undo(&account_key))
+    });
+    if let Err(secs) = admitted {
         audit::record(&accounts.db, now, Event::LoginFailure, None, &req.client_ip, json!({"reason": "throttled"})).await?;
         return Err(throttled(secs));
     }
-    let user = match rules::normalize_email(&req.email) {
-        Ok(email) => users::Entity::find().filter(users::Column::Email.eq(email)).one(&accounts.db).await?,
-        Err(_) => None,
-    };
-    let ok = password::verify(req.password, user.as_ref().map(|u| u.password_hash.clone())).await?;
-    let user = match (ok, user) {
-        (true, Some(u)) => u,
-        (_, user) => {
-            accounts.account_throttle.failure(&account_key, now);
-            accounts.ip_throttle.failure(&ip_key, now);
+    let verdict = async {
+        let user = match rules::normalize_email(&req.email) {
+            Ok(email) => users::Entity::find().filter(users::Column::Email.eq(email)).one(&accounts.db).await?,
+            Err(_) => None,
+        };
+        let ok = password::verify(req.password, user.as_ref().map(|u| u.password_hash.clone())).await?;
+        Ok::<_, Error>((ok, user))
+    }
+    .await;
+    let user = match verdict {
+        Err(e) => {
+            accounts.account_throttle.undo(&account_key);
+            accounts.ip_throttle.undo(&ip_key);
+            return Err(e);
+        }
+        Ok((true, Some(u))) => u,
+        Ok((_, user)) => {
             let user_id = user.map(|u| u.id);
             audit::record(&accounts.db, now, Event::LoginFailure, user_id, &req.client_ip, json!({"reason": "bad_credentials"}))
                 .await?;
@@ -86,6 +99,7 @@ pub(crate) async fn login(accounts: &Accounts, req: LoginRequest) -> Result<Logi
         }
     };
     accounts.account_throttle.success(&account_key);
+    accounts.ip_throttle.undo(&ip_key);
     let refresh = tokens::issue_refresh(&accounts.db, user.id, None, now).await?;
     audit::record(&accounts.db, now, Event::Login, Some(user.id), &req.client_ip, json!({})).await?;
     info!(user_id = %user.id, "login");
@@ -136,20 +150,22 @@ pub async fn set_password(db: &impl ConnectionTrait, user: users::Model, hash: S
     tokens::revoke_all_refresh(db, id, now).await
 }
 
-/// Changes the caller's password, given the current one.
+/// Changes the caller's password, given the current one; wrong current passwords count
+/// against the account's login throttle, before they are checked.
 pub(crate) async fn change_password(accounts: &Accounts, token: Option<&str>, req: ChangePasswordRequest) -> Result<MessageResponse> {
     let user = caller(accounts, token).await?;
     let now = accounts.clock.now();
     let key = user.email.clone();
-    if let Err(secs) = accounts.account_throttle.check(&key, now) {
-        return Err(throttled(secs));
-    }
-    if !password::verify(req.current_password, Some(user.password_hash.clone())).await? {
-        accounts.account_throttle.failure(&key, now);
+    accounts.account_throttle.attempt(&key, now).map_err(throttled)?;
+    let ok = password::verify(req.current_password, Some(user.password_hash.clone()))
+        .await
+        .inspect_err(|_| accounts.account_throttle.undo(&key))?;
+    if !ok {
         audit::record(&accounts.db, now, Event::LoginFailure, Some(user.id), &req.client_ip, json!({"reason": "change_password"}))
             .await?;
         return Err(Error::kind(Kind::Forbidden, "the current password is wrong"));
     }
+    accounts.account_throttle.success(&key);
     rules::check_password(&req.new_password, &user.email).map_err(|e| match e {
         Error::Wire(w) => Error::Wire(WireError { field: Some("new_password".into()), ..w }),
         other => other,

@@ -19,7 +19,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
     MessageBody, grpc,
-    openapi::{BadRequest, Forbidden, Gone, TooManyRequests, Unauthorized, Unprocessable},
+    openapi::{BadRequest, Forbidden, Gone, TooManyRequests, Unauthorized, Unavailable, Unprocessable},
 };
 use crate::{
     AppState,
@@ -170,7 +170,7 @@ pub struct ChangeBody {
 
 /// Creates an account. The answer is the same whether or not the address was taken.
 #[utoipa::path(post, path = "/api/v1/auth/signup", request_body = SignupBody, tag = "auth",
-    responses((status = 202, body = MessageBody), Unprocessable))]
+    responses((status = 202, body = MessageBody), Unprocessable, Unavailable))]
 pub async fn signup(
     State(state): State<AppState>,
     ClientIp(client_ip): ClientIp,
@@ -183,11 +183,12 @@ pub async fn signup(
     Ok((StatusCode::ACCEPTED, axum::Json(MessageBody { message: resp.message })))
 }
 
-/// Logs in; wrong password and unknown email give the same 401. Repeated failures are
-/// throttled with 429 and `Retry-After`.
+/// Logs in; wrong password and unknown email give the same 401. Attempts are counted
+/// before the password is checked: past the limit, 429 with `Retry-After`. When every
+/// password check of the control plane is busy, 503 with `Retry-After` at once.
 #[utoipa::path(post, path = "/api/v1/auth/login", request_body = LoginBody, tag = "auth",
     responses((status = 200, body = TokenBody), Unauthorized,
-        TooManyRequests))]
+        TooManyRequests, Unavailable))]
 pub async fn login(
     State(state): State<AppState>,
     ClientIp(client_ip): ClientIp,
@@ -241,7 +242,7 @@ pub async fn forgot_password(
 /// voids every earlier session.
 #[utoipa::path(post, path = "/api/v1/auth/reset-password", request_body = ResetBody, tag = "auth",
     responses((status = 200, body = MessageBody), BadRequest,
-        Gone, Unprocessable))]
+        Gone, Unprocessable, Unavailable))]
 pub async fn reset_password(
     State(state): State<AppState>,
     ClientIp(client_ip): ClientIp,
@@ -255,7 +256,7 @@ pub async fn reset_password(
 /// Changes the caller's password; every earlier session stops working.
 #[utoipa::path(post, path = "/api/v1/auth/change-password", request_body = ChangeBody, tag = "auth", security(("bearer" = [])),
     responses((status = 200, body = MessageBody), Unauthorized,
-        Forbidden, Unprocessable))]
+        Forbidden, Unprocessable, TooManyRequests, Unavailable))]
 pub async fn change_password(
     State(state): State<AppState>,
     caller: Caller,

@@ -1,8 +1,15 @@
 //! An API's logs: the recent lines of its instances as JSON, or, with `follow=true`, those
-//! and then new lines as server-sent events until the client goes away.
-use std::{convert::Infallible, time::Duration};
+//! and then new lines as server-sent events until the client goes away. Follows are
+//! capped per user and in total ([`FollowSlots`]).
+use std::{
+    collections::HashMap,
+    convert::Infallible,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use axum::{
+    Extension,
     extract::{RawQuery, State},
     response::{
         IntoResponse, Response,
@@ -39,6 +46,85 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_FOLLOW: Duration = Duration::from_secs(3600);
 /// How often an idle follow sends a comment, so proxies keep it open.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// Most follows one user may hold open at once (429 beyond).
+pub const MAX_FOLLOWS_PER_USER: usize = 5;
+/// Most follows open at once on this edge (429 beyond).
+pub const MAX_FOLLOWS: usize = 1_000;
+/// The `Retry-After` of a refused follow, in seconds.
+const FOLLOW_RETRY_AFTER: u64 = 30;
+
+/// The open follows of this edge, per user and in total.
+#[derive(Debug)]
+pub struct FollowSlots {
+    per_user: usize,
+    total: usize,
+    open: Mutex<(HashMap<String, usize>, usize)>,
+}
+
+impl Default for FollowSlots {
+    fn default() -> Self {
+        FollowSlots::new(MAX_FOLLOWS_PER_USER, MAX_FOLLOWS)
+    }
+}
+
+impl FollowSlots {
+    /// At most `per_user` follows per user and `total` in all.
+    pub fn new(per_user: usize, total: usize) -> Self {
+        FollowSlots { per_user, total, open: Mutex::default() }
+    }
+
+    /// A slot for `user`, held until the guard drops; `None` when the user or the edge
+    /// is at its cap.
+    pub fn try_acquire(self: &Arc<Self>, user: &str) -> Option<FollowGuard> {
+        let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (users, total) = &mut *open;
+        let mine = users.get(user).copied().unwrap_or(0);
+        if mine >= self.per_user || *total >= self.total {
+            return None;
+        }
+        users.insert(user.to_owned(), mine + 1);
+        *total += 1;
+        Some(FollowGuard { slots: self.clone(), user: user.to_owned() })
+    }
+
+    /// How many follows are open: `user`'s and in total.
+    pub fn open(&self, user: &str) -> (usize, usize) {
+        let open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        (open.0.get(user).copied().unwrap_or(0), open.1)
+    }
+}
+
+/// One open follow; dropping it (when the event stream ends or is dropped) frees the slot.
+#[derive(Debug)]
+pub struct FollowGuard {
+    slots: Arc<FollowSlots>,
+    user: String,
+}
+
+impl Drop for FollowGuard {
+    fn drop(&mut self) {
+        let mut open = self.slots.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (users, total) = &mut *open;
+        *total = total.saturating_sub(1);
+        if let Some(n) = users.get_mut(&self.user) {
+            *n -= 1;
+            if *n == 0 {
+                users.remove(&self.user);
+            }
+        }
+    }
+}
+
+fn too_many_follows() -> ApiError {
+    let mut e = ApiError::new(
+        axum::http::StatusCode::TOO_MANY_REQUESTS,
+        "rate-limited",
+        format!("too many log follows open (at most {MAX_FOLLOWS_PER_USER} per user); close one and retry"),
+    );
+    e.retry_after = Some(FOLLOW_RETRY_AFTER);
+    e
+}
 
 /// What to send.
 #[derive(Debug, PartialEq, Eq)]
@@ -99,7 +185,8 @@ pub struct LinesBody {
 }
 
 /// The API's recent log lines; with `follow=true`, a `text/event-stream` whose events'
-/// `data` is one line as JSON (an `error` event with a problem ends it early).
+/// `data` is one line as JSON (an `error` event with a problem ends it early). A user
+/// may hold [`MAX_FOLLOWS_PER_USER`] follows open, the edge [`MAX_FOLLOWS`]; 429 beyond.
 #[utoipa::path(get, path = "/api/v1/apis/{id}/logs", tag = "apis", security(("bearer" = [])),
     params(("id" = String, Path, description = "The API's id"),
         ("tail" = Option<u32>, Query, description = "Most recent lines to send first: 1 to 1000, default 100"),
@@ -107,21 +194,24 @@ pub struct LinesBody {
     responses((status = 200, description = "The lines, or with follow=true an event stream of LineBody", body = LinesBody),
         Unauthorized,
         NotFound,
-        Unprocessable))]
+        Unprocessable,
+        (status = 429, description = "Too many log follows open", content_type = "application/problem+json")))]
 pub async fn logs(
     State(state): State<AppState>,
+    Extension(slots): Extension<Arc<FollowSlots>>,
     caller: Caller,
     ApiId(api_id): ApiId,
     RawQuery(raw): RawQuery,
 ) -> Result<Response> {
     let q = logs_query(raw.as_deref())?;
+    let slot = if q.follow { Some(slots.try_acquire(&caller.user_id).ok_or_else(too_many_follows)?) } else { None };
     let lifetime = if q.follow { MAX_FOLLOW } else { TIMEOUT };
     let req = grpc(ApiLogsRequest { api_id, tail: q.tail, follow: q.follow }, Some(&caller.token), lifetime);
     let mut client = state.apis.clone();
     let started = tokio::time::timeout(TIMEOUT, client.api_logs(req)).await.map_err(|_| too_slow())?;
     let stream = started?.into_inner();
     if q.follow {
-        return Ok(follow(stream, state.shutdown.clone()).into_response());
+        return Ok(follow(stream, state.shutdown.clone(), slot).into_response());
     }
     let lines = tokio::time::timeout(TIMEOUT, collect(stream)).await.map_err(|_| too_slow())??;
     Ok(axum::Json(LinesBody { lines }).into_response())
@@ -145,12 +235,16 @@ async fn collect(mut stream: Streaming<LogLine>) -> Result<Vec<LineBody>> {
 
 /// The lines as server-sent events, ending when the control plane ends the stream, on
 /// an error (sent as an `error` event), at shutdown, or after [`MAX_FOLLOW`]. When the
-/// client goes away, the response is dropped and with it the gRPC stream.
-fn follow(stream: Streaming<LogLine>, shutdown: tokio_util::sync::CancellationToken) -> impl IntoResponse {
-    let events = futures_util::stream::unfold(Some(stream), |state| async move {
-        let mut stream = state?;
+/// client goes away, the response is dropped and with it the gRPC stream and `slot`.
+fn follow(
+    stream: Streaming<LogLine>,
+    shutdown: tokio_util::sync::CancellationToken,
+    slot: Option<FollowGuard>,
+) -> impl IntoResponse {
+    let events = futures_util::stream::unfold(Some((stream, slot)), |state| async move {
+        let (mut stream, slot) = state?;
         match stream.message().await {
-            Ok(Some(line)) => Some((line_event(line), Some(stream))),
+            Ok(Some(line)) => Some((line_event(line), Some((stream, slot)))),
             Ok(None) => None,
             Err(status) => Some((error_event(ApiError::from(status)), None)),
         }
@@ -191,6 +285,25 @@ mod tests {
             assert_eq!(logs_query(Some(bad)).err().and_then(|e| e.field).as_deref(), Some("tail"), "{bad}");
         }
         assert_eq!(logs_query(Some("follow=yes")).err().and_then(|e| e.field).as_deref(), Some("follow"));
+    }
+
+    #[test]
+    fn follows_are_capped_per_user_and_in_total_and_freed_on_drop() {
+        let slots = Arc::new(FollowSlots::new(2, 3));
+        let a1 = slots.try_acquire("a").expect("a1");
+        let a2 = slots.try_acquire("a").expect("a2");
+        assert!(slots.try_acquire("a").is_none(), "a is at its cap");
+        let b1 = slots.try_acquire("b").expect("b1");
+        assert!(slots.try_acquire("c").is_none(), "the edge is at its cap");
+        assert_eq!(slots.open("a"), (2, 3));
+        drop(a1);
+        assert_eq!(slots.open("a"), (1, 2));
+        let c1 = slots.try_acquire("c").expect("a slot freed");
+        drop((a2, b1, c1));
+        assert_eq!(slots.open("a"), (0, 0));
+        assert!(slots.open.lock().expect("lock").0.is_empty(), "no empty entries linger");
+        let e = too_many_follows();
+        assert_eq!((e.status, e.retry_after), (axum::http::StatusCode::TOO_MANY_REQUESTS, Some(FOLLOW_RETRY_AFTER)));
     }
 
     #[test]
