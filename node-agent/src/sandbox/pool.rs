@@ -151,9 +151,17 @@ impl Pools {
         stdin: &[u8],
         timeout: Duration,
     ) -> Result<ExecuteResult> {
-        let slot = self.slot(user, runtime)?;
+        let key = (user.to_owned(), runtime);
         // One run at a time per user and runtime: the sandbox's limits are that user's share.
-        let mut held = slot.lock().await;
+        let (slot, mut held) = loop {
+            let slot = self.slot(user, runtime)?;
+            let held = Arc::clone(&slot).lock_owned().await;
+            // A slot released while this run waited for it is no longer in `assigned`:
+            // a sandbox put in it would count against nothing and never be destroyed.
+            if self.is_current(&key, &slot) {
+                break (slot, held);
+            }
+        };
         if held.is_none() {
             let over = self.assigned.lock().map(|a| a.len()).unwrap_or(0).saturating_sub(self.cfg.max_sessions);
             for (_, key) in self.idle_assigned().into_iter().take(over) {
@@ -161,7 +169,13 @@ impl Pools {
             }
             let session = match self.take_idle(runtime) {
                 Some(s) => s,
-                None => self.template.start(docker, runtime).await?,
+                None => match self.template.start(docker, runtime).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        self.release(&key, &slot);
+                        return Err(e);
+                    }
+                },
             };
             *held = Some(session);
         }
@@ -169,9 +183,28 @@ impl Pools {
         let outcome = session.run(code, stdin, timeout, self.template.limits.output_bytes).await;
         let retire = !outcome.reusable || session.uses >= self.cfg.max_uses;
         if retire && let Some(s) = held.take() {
+            // The entry goes with its sandbox, before the slot is unlocked; kept, it would
+            // count against `max_sessions` for ever.
+            self.release(&key, &slot);
+            drop(held);
             s.destroy().await;
         }
         Ok(outcome.result)
+    }
+
+    /// Whether `slot` is still the one `assigned` holds for `key`.
+    fn is_current(&self, key: &(String, Runtime), slot: &Slot) -> bool {
+        self.assigned.lock().is_ok_and(|a| a.get(key).is_some_and(|s| Arc::ptr_eq(s, slot)))
+    }
+
+    /// Removes `key`'s entry if it is still `slot`; called, with the slot locked, when
+    /// its sandbox is gone.
+    fn release(&self, key: &(String, Runtime), slot: &Slot) {
+        if let Ok(mut assigned) = self.assigned.lock()
+            && assigned.get(key).is_some_and(|s| Arc::ptr_eq(s, slot))
+        {
+            assigned.remove(key);
+        }
     }
 
     /// Keeps `size` idle sandboxes per runtime, one start at a time, and destroys users'
@@ -226,5 +259,61 @@ impl Pools {
         if started > 0 {
             info!(started, levels = ?self.levels(), "warm pools refilled");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pools() -> Pools {
+        let template = SessionTemplate {
+            node: "n".into(),
+            images: crate::docker::Images::new(),
+            limits: Limits::default(),
+            channels: PathBuf::from("/nonexistent"),
+        };
+        Pools::new(PoolConfig { max_sessions: 2, ..PoolConfig::DEFAULT }, template)
+    }
+
+    fn assigned(p: &Pools) -> usize {
+        p.assigned.lock().unwrap().len()
+    }
+
+    #[tokio::test]
+    async fn a_released_slot_no_longer_counts_against_max_sessions() {
+        let p = pools();
+        let key = ("u".to_owned(), Runtime::Python);
+        let slot = p.slot("u", Runtime::Python).unwrap();
+        let other = p.slot("v", Runtime::Python).unwrap();
+        assert_eq!(assigned(&p), 2);
+        // A run waits for the slot while its sandbox is retired.
+        let waiting = p.slot("u", Runtime::Python).unwrap();
+        {
+            let _held = slot.clone().lock_owned().await;
+            assert!(p.is_current(&key, &slot));
+            p.release(&key, &slot);
+        }
+        assert_eq!(assigned(&p), 1, "the retired user's entry is gone");
+        assert!(!p.is_current(&key, &waiting), "the waiting run must take a fresh slot");
+        let fresh = p.slot("u", Runtime::Python).unwrap();
+        assert!(!Arc::ptr_eq(&fresh, &slot) && p.is_current(&key, &fresh));
+        // Releasing a stale slot leaves the fresh entry alone.
+        p.release(&key, &slot);
+        assert!(p.is_current(&key, &fresh));
+        assert!(p.is_current(&("v".to_owned(), Runtime::Python), &other));
+        assert_eq!(assigned(&p), 2);
+    }
+
+    #[tokio::test]
+    async fn a_failed_start_leaves_no_entry() {
+        let p = pools();
+        // No image for the runtime: the start fails before any Docker call.
+        let docker = Docker::connect_with_http("http://127.0.0.1:9", 1, bollard::API_DEFAULT_VERSION).unwrap();
+        for i in 0..5 {
+            let user = format!("u{i}");
+            assert!(p.execute(&docker, &user, Runtime::Python, "", b"", Duration::from_secs(1)).await.is_err());
+        }
+        assert_eq!(assigned(&p), 0, "failed starts count against no one");
     }
 }
