@@ -44,6 +44,9 @@ def attempt(fn):
 res["channel unlink"] = attempt(lambda: os.unlink("/run/souq/shim.sock"))
 res["channel create"] = attempt(lambda: open("/run/souq/evil", "w"))
 res["channel rename"] = attempt(lambda: os.rename("/run/souq/shim.sock", "/run/souq/x"))
+# The directory is 0711: the shim reaches its socket by name, nobody can list it.
+res["channel listing"] = attempt(lambda: os.listdir("/run/souq"))
+res["channel socket present"] = stat.S_ISSOCK(os.stat("/run/souq/shim.sock").st_mode)
 res["socket paths"] = [p for p in ["/var/run/docker.sock", "/run/docker.sock", "/run/containerd/containerd.sock",
     "/var/run/docker/containerd/containerd.sock", "/run/podman/podman.sock"] if os.path.lexists(p)]
 status = dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines())
@@ -136,8 +139,11 @@ async fn python_gets_no_privilege() {
     shown.as_object_mut().unwrap().remove("environ text");
     eprintln!("python privileges: {shown:#}");
 
-    // The only socket is the agent's channel, in a directory mounted read-only.
-    assert_eq!(r["sockets"], json!(["/run/souq/shim.sock"]), "socket files in the sandbox");
+    // The only socket is the agent's channel, in a directory mounted read-only that the
+    // sandbox cannot even list (0711): a walk of the whole tree finds no socket at all.
+    assert_eq!(r["sockets"], json!([]), "socket files in the sandbox");
+    assert_eq!(r["channel listing"], "EACCES", "{r}");
+    assert_eq!(r["channel socket present"], true, "{r}");
     for what in ["channel unlink", "channel create", "channel rename"] {
         assert_eq!(r[what], "EROFS", "{what}: {r}");
     }
