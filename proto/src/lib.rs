@@ -10,68 +10,43 @@ pub mod problem;
 pub mod runtime;
 pub mod tasks;
 
-#[allow(clippy::all, missing_docs)]
-mod generated {
-    pub mod souq {
-        pub mod accounts {
-            pub mod v1 {
-                tonic::include_proto!("souq.accounts.v1");
+/// Declares each package's generated code (`souq.<name>.v1`, compiled by `build.rs`,
+/// nested as the package path so cross-package references resolve) and re-exports it at
+/// the crate root as `<name>`.
+macro_rules! packages {
+    ($($(#[doc = $doc:literal])+ $name:ident;)+) => {
+        #[allow(clippy::all, missing_docs)]
+        mod generated {
+            pub mod souq {
+                $(pub mod $name {
+                    pub mod v1 {
+                        include!(concat!(env!("OUT_DIR"), "/souq.", stringify!($name), ".v1.rs"));
+                    }
+                })+
             }
         }
-        pub mod agent {
-            pub mod v1 {
-                tonic::include_proto!("souq.agent.v1");
-            }
-        }
-        pub mod apis {
-            pub mod v1 {
-                tonic::include_proto!("souq.apis.v1");
-            }
-        }
-        pub mod execute {
-            pub mod v1 {
-                tonic::include_proto!("souq.execute.v1");
-            }
-        }
-        pub mod market {
-            pub mod v1 {
-                tonic::include_proto!("souq.market.v1");
-            }
-        }
-        pub mod metering {
-            pub mod v1 {
-                tonic::include_proto!("souq.metering.v1");
-            }
-        }
-        pub mod registry {
-            pub mod v1 {
-                tonic::include_proto!("souq.registry.v1");
-            }
-        }
-        pub mod routes {
-            pub mod v1 {
-                tonic::include_proto!("souq.routes.v1");
-            }
-        }
-    }
+        $($(#[doc = $doc])+ pub use generated::souq::$name::v1 as $name;)+
+    };
 }
 
-/// `souq.accounts.v1`: signup, login, sessions and passwords, for the edge.
-pub use generated::souq::accounts::v1 as accounts;
-/// `souq.agent.v1`: the node agent's service.
-pub use generated::souq::agent::v1 as agent;
-/// `souq.apis.v1`: deployed APIs, their versions, desired state, status and logs, for the edge.
-pub use generated::souq::apis::v1 as apis;
-/// `souq.execute.v1`: one-shot execution of a snippet, for the edge.
-pub use generated::souq::execute::v1 as execute;
-/// `souq.market.v1`: plans, the catalogue, subscriptions, keys and usage, for the edge.
-pub use generated::souq::market::v1 as market;
-/// `souq.metering.v1`: the data path's access table and usage reports, for the edge.
-pub use generated::souq::metering::v1 as metering;
-/// `souq.registry.v1`: node registration and heartbeats.
-pub use generated::souq::registry::v1 as registry;
-/// `souq.routes.v1`: the data path's route table, for the edge.
-pub use generated::souq::routes::v1 as routes;
+packages! {
+    /// `souq.accounts.v1`: signup, login, sessions and passwords, for the edge.
+    accounts;
+    /// `souq.agent.v1`: the node agent's service.
+    agent;
+    /// `souq.apis.v1`: deployed APIs, their versions, desired state, status and logs, for the edge.
+    apis;
+    /// `souq.execute.v1`: one-shot execution of a snippet, for the edge.
+    execute;
+    /// `souq.market.v1`: plans, the catalogue, subscriptions, keys and usage, for the edge.
+    market;
+    /// `souq.metering.v1`: the data path's access table and usage reports, for the edge.
+    metering;
+    /// `souq.registry.v1`: node registration and heartbeats.
+    registry;
+    /// `souq.routes.v1`: the data path's route table, for the edge.
+    routes;
+}
 
 pub use claims::Claims;
 pub use problem::{Kind, WireError};

@@ -102,12 +102,22 @@ pub fn df_used_kib(dir: &str) -> u64 {
     String::from_utf8_lossy(&out.stdout).lines().nth(1).unwrap().trim().parse().unwrap()
 }
 
-/// The host's primary IPv4 address: the source address of its route to 1.1.1.1.
+/// The host's primary IPv4 address: the first global address of the interface that
+/// carries the default route (read from the routing table; no packet is sent).
 pub fn host_ipv4() -> String {
-    let out = Command::new("ip").args(["-4", "route", "get", "1.1.1.1"]).output().unwrap();
+    let route = Command::new("ip").args(["-4", "route", "show", "default"]).output().unwrap();
+    let route = String::from_utf8_lossy(&route.stdout).into_owned();
+    let mut words = route.split_whitespace();
+    let dev = words.find(|w| *w == "dev").and_then(|_| words.next()).unwrap_or_else(|| panic!("no default route: {route:?}"));
+    let out = Command::new("ip").args(["-4", "-o", "addr", "show", "dev", dev, "scope", "global"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let mut words = text.split_whitespace();
-    words.find(|w| *w == "src").and_then(|_| words.next()).unwrap_or_else(|| panic!("no src in {text:?}")).to_owned()
+    words
+        .find(|w| *w == "inet")
+        .and_then(|_| words.next())
+        .and_then(|a| a.split('/').next())
+        .unwrap_or_else(|| panic!("no global IPv4 address on {dev}: {text:?}"))
+        .to_owned()
 }
 
 /// The docker0 bridge's gateway address.

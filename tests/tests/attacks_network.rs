@@ -23,7 +23,7 @@ use tokio::{
     task::JoinHandle,
 };
 
-// The cloud-metadata refusal (169.254.169.254) is tested by policy with the egress proxy.
+// The cloud-metadata refusal is tested by policy with the egress proxy, never by sending to it.
 
 /// Lists interfaces and nameservers, then tries every `[host, port]` of stdin's `tcp`
 /// and `udp`; only when `lo` is the sole interface (so no packet can leave) it also asks
