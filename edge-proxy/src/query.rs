@@ -13,15 +13,21 @@ pub fn parse_query(raw: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Decodes one `application/x-www-form-urlencoded` component. A `%` not followed by two
-/// hex digits is kept as it is.
+/// Decodes one `application/x-www-form-urlencoded` component: `+` is a space.
 fn form_decode(s: &str) -> String {
+    percent_decode(s, true)
+}
+
+/// `s` with every `%XX` decoded (a `%` not followed by two hex digits is kept as it is);
+/// with `plus_is_space` a `+` becomes a space, as in a form, otherwise it stays, as in a
+/// path. Bytes that are not UTF-8 after decoding are replaced.
+pub fn percent_decode(s: &str, plus_is_space: bool) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while let Some(&b) = bytes.get(i) {
         match b {
-            b'+' => out.push(b' '),
+            b'+' if plus_is_space => out.push(b' '),
             b'%' => {
                 let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
                 if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {

@@ -105,29 +105,7 @@ pub fn redact_keys(path: &str) -> Cow<'_, str> {
 }
 
 fn path_holds_key(path: &str) -> bool {
-    looks_like_key(path) || (path.contains('%') && looks_like_key(&percent_decode(path)))
-}
-
-/// `s` with every `%XX` decoded (a `%` not followed by two hex digits is kept); `+` stays
-/// a `+`, as in a path. Bytes that are not UTF-8 are replaced.
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
-        match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-            Some(v) if b == b'%' => {
-                out.push(v);
-                i += 3;
-            }
-            _ => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    looks_like_key(path) || (path.contains('%') && looks_like_key(&crate::query::percent_decode(path, false)))
 }
 
 fn no_such_api() -> ApiError {
