@@ -28,10 +28,14 @@ async fn replicas_spread_over_agents_and_status_lists_each() {
     let nodes: BTreeSet<&str> = replicas.iter().map(|r| r["node"].as_str().unwrap()).collect();
     assert_eq!(nodes, c.nodes.iter().map(String::as_str).collect(), "one replica per agent: {st}");
     assert!(replicas.iter().all(|r| r["state"] == "running"), "{st}");
-    // The edge balances over both.
+    // The edge balances over both, once its route table (streamed a moment after the
+    // status shows both running) lists them.
     let mut hosts = BTreeSet::new();
-    for _ in 0..20 {
-        hosts.insert(c.call_ok(&token, &api, "/").await["host"].as_str().unwrap().to_owned());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while hosts.len() < 2 && tokio::time::Instant::now() < deadline {
+        for _ in 0..20 {
+            hosts.insert(c.call_ok(&token, &api, "/").await["host"].as_str().unwrap().to_owned());
+        }
     }
     assert_eq!(hosts.len(), 2, "calls reached {hosts:?}");
     c.stop().await;
