@@ -2,7 +2,9 @@
 # Souq's whole test suite, from a fresh machine or a prepared one:
 #   1. installs and starts what the tests need (Docker Engine, PostgreSQL, Redis),
 #   2. builds the sandbox runtime images if they are missing,
-#   3. runs every test on SQLite (the embedded default), then again on PostgreSQL.
+#   3. builds, lints, checks module cycles, tests the Helm chart offline and runs it in
+#      Docker from Souq's own image (once, on PostgreSQL in containers),
+#   4. runs every test on SQLite (the embedded default), then again on PostgreSQL.
 # Idempotent. Set CARGO_TARGET_DIR to share a build cache between checkouts.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -24,6 +26,12 @@ if cargo tree -p souq --locked -e features -i souq-edge-proxy | grep -q fault-in
     echo "the souq binary would carry the fault-injection hooks" >&2
     exit 1
 fi
+
+step "Helm chart, offline (no database: runs once)"
+SOUQ_BIN="$(realpath "${CARGO_TARGET_DIR:-target}")/debug/souq" bash scripts/test-chart.sh
+
+step "Helm chart, run in Docker by a kubelet stand-in (runs once)"
+SOUQ_BIN="$(realpath "${CARGO_TARGET_DIR:-target}")/debug/souq" bash scripts/test-chart-run.sh
 
 step "tests on SQLite"
 cargo test --workspace --locked

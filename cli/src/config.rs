@@ -4,6 +4,8 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 use souq_node_agent::{Limits, PoolConfig};
+use souq_proto::tls::{Role, Transport};
+use tracing::warn;
 
 /// Souq: API hosting, execution and marketplace.
 #[derive(Debug, Parser)]
@@ -27,6 +29,8 @@ pub enum Command {
     Edge(EdgeArgs),
     /// Apply the database migrations and exit.
     Migrate(DbArgs),
+    /// Issue a certificate for a role's internal gRPC links, from a CA made on first use.
+    Certs(CertsArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -41,6 +45,8 @@ pub enum BenchCommand {
     Invoke(crate::bench::invoke::InvokeArgs),
     /// The throughput cost of metering and rate limiting: off, in memory, and in Redis.
     Metering(crate::bench::metering::MeteringArgs),
+    /// Bursts of wrong-password logins: guesses evaluated per account, and peak memory.
+    Logins(crate::bench::logins::LoginsArgs),
 }
 
 /// A configuration error: the option and what is wrong with it.
@@ -100,6 +106,39 @@ pub struct MailArgs {
     /// The edge's public URL, e.g. https://api.example.com; links in mail are built from it.
     #[arg(long, env = "SOUQ_PUBLIC_URL")]
     pub public_url: Option<String>,
+    #[command(flatten)]
+    pub accounts: AccountLimitArgs,
+}
+
+/// Limits on the anonymous writes that send mail (signup, forgotten passwords), and how
+/// long the audit log keeps its rows; the control plane's `Config::validate` checks them.
+#[derive(Debug, Args, Clone)]
+pub struct AccountLimitArgs {
+    /// Most signups one client address may make an hour (429 with Retry-After beyond).
+    #[arg(long, env = "SOUQ_SIGNUP_PER_CLIENT_PER_HOUR", default_value_t = souq_control_plane::accounts::SIGNUP_LIMIT.per_client)]
+    pub signup_per_client_per_hour: u32,
+    /// Most signups from all clients together an hour.
+    #[arg(long, env = "SOUQ_SIGNUPS_PER_HOUR", default_value_t = souq_control_plane::accounts::SIGNUP_LIMIT.global)]
+    pub signups_per_hour: u32,
+    /// Most forgotten-password requests one client address may make an hour.
+    #[arg(long, env = "SOUQ_FORGOT_PER_CLIENT_PER_HOUR", default_value_t = souq_control_plane::accounts::FORGOT_LIMIT.per_client)]
+    pub forgot_per_client_per_hour: u32,
+    /// Most forgotten-password requests from all clients together an hour.
+    #[arg(long, env = "SOUQ_FORGOTS_PER_HOUR", default_value_t = souq_control_plane::accounts::FORGOT_LIMIT.global)]
+    pub forgots_per_hour: u32,
+    /// Days the audit log keeps a row; older rows are deleted hourly.
+    #[arg(long, env = "SOUQ_AUDIT_RETENTION_DAYS", default_value_t = souq_control_plane::accounts::AUDIT_RETENTION.as_secs() / 86_400)]
+    pub audit_retention_days: u64,
+}
+
+impl AccountLimitArgs {
+    /// Sets the limits and the retention on a control plane's configuration.
+    pub fn apply(&self, cfg: &mut souq_control_plane::Config) {
+        use souq_control_plane::config::RateConfig;
+        cfg.signup_limit = RateConfig::per_hour(self.signup_per_client_per_hour, self.signups_per_hour);
+        cfg.forgot_limit = RateConfig::per_hour(self.forgot_per_client_per_hour, self.forgots_per_hour);
+        cfg.audit_retention = std::time::Duration::from_secs(self.audit_retention_days.saturating_mul(86_400));
+    }
 }
 
 impl MailArgs {
@@ -119,8 +158,44 @@ impl MailArgs {
         }
         cfg.mail_from = self.mail_from.clone();
         cfg.max_replicas = max_replicas;
+        self.accounts.apply(&mut cfg);
         cfg.validate().map_err(|e| ConfigError(e.to_string()))?;
         Ok(cfg)
+    }
+}
+
+/// What one user may hold and start; the control plane's `Config::validate` checks them.
+#[derive(Debug, Args, Clone)]
+pub struct QuotaArgs {
+    /// Most APIs one user may own.
+    #[arg(long, env = "SOUQ_QUOTA_APIS", default_value_t = souq_control_plane::Quotas::DEFAULT.apis)]
+    pub quota_apis: u32,
+    /// Most replicas one user's running deployments may ask for in total.
+    #[arg(long, env = "SOUQ_QUOTA_REPLICAS", default_value_t = souq_control_plane::Quotas::DEFAULT.replicas)]
+    pub quota_replicas: u32,
+    /// Most instance memory one user's running deployments may reserve in total, in MiB
+    /// (replicas × the sandbox memory a node reserves per instance).
+    #[arg(long, env = "SOUQ_QUOTA_INSTANCE_MEMORY_MB", default_value_t = souq_control_plane::Quotas::DEFAULT.instance_memory_mb)]
+    pub quota_instance_memory_mb: u64,
+    /// Most versions one API keeps (at least 2); the oldest that no deployment uses are deleted.
+    #[arg(long, env = "SOUQ_QUOTA_VERSIONS_PER_API", default_value_t = souq_control_plane::Quotas::DEFAULT.versions_per_api)]
+    pub quota_versions_per_api: u32,
+    /// Most executes one user may start a minute (429 with Retry-After past it).
+    #[arg(long, env = "SOUQ_QUOTA_EXECUTES_PER_MINUTE", default_value_t = souq_control_plane::Quotas::DEFAULT.executes_per_minute)]
+    pub quota_executes_per_minute: u32,
+}
+
+impl QuotaArgs {
+    /// Applies the quotas to a control plane's configuration and checks it again.
+    pub fn apply(&self, cfg: &mut souq_control_plane::Config) -> Result<(), ConfigError> {
+        cfg.quotas = souq_control_plane::Quotas {
+            apis: self.quota_apis,
+            replicas: self.quota_replicas,
+            instance_memory_mb: self.quota_instance_memory_mb,
+            versions_per_api: self.quota_versions_per_api,
+            executes_per_minute: self.quota_executes_per_minute,
+        };
+        cfg.validate().map_err(|e| ConfigError(e.to_string()))
     }
 }
 
@@ -164,6 +239,21 @@ pub struct EdgeLimitArgs {
     /// Most connections the edge holds open; more wait in the listen backlog.
     #[arg(long, env = "SOUQ_MAX_CONNECTIONS", default_value_t = souq_edge_proxy::config::DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
+    /// Longest a response may wait on a client that reads nothing, in seconds; the
+    /// connection is then closed (a quiet log follow, with nothing to send, is not cut).
+    #[arg(long, env = "SOUQ_WRITE_TIMEOUT_S", default_value_t = souq_edge_proxy::config::DEFAULT_WRITE_TIMEOUT.as_secs())]
+    pub write_timeout_s: u64,
+    /// Proxies in front of the edge, as addresses or CIDRs (10.0.0.0/8,2001:db8::/32):
+    /// only from these peers is X-Forwarded-For believed, its right-most untrusted hop
+    /// being the client. Unset: the TCP peer is the client.
+    #[arg(long, env = "SOUQ_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
+    /// Serve HTTPS with this PEM certificate chain (with --edge-tls-key).
+    #[arg(long, env = "SOUQ_EDGE_TLS_CERT", requires = "edge_tls_key")]
+    pub edge_tls_cert: Option<PathBuf>,
+    /// The PEM private key of --edge-tls-cert.
+    #[arg(long, env = "SOUQ_EDGE_TLS_KEY", requires = "edge_tls_cert")]
+    pub edge_tls_key: Option<PathBuf>,
 }
 
 impl EdgeLimitArgs {
@@ -172,6 +262,12 @@ impl EdgeLimitArgs {
         cfg.header_read_timeout = std::time::Duration::from_secs(self.header_read_timeout_s);
         cfg.body_read_timeout = std::time::Duration::from_secs(self.body_read_timeout_s);
         cfg.max_connections = self.max_connections;
+        cfg.write_timeout = std::time::Duration::from_secs(self.write_timeout_s);
+        cfg.trusted_proxies = self.trusted_proxies.iter().map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect();
+        cfg.tls = match (&self.edge_tls_cert, &self.edge_tls_key) {
+            (Some(cert), Some(key)) => Some(souq_edge_proxy::tls::TlsFiles { cert: cert.clone(), key: key.clone() }),
+            _ => None,
+        };
     }
 }
 
@@ -194,6 +290,8 @@ pub struct UpArgs {
     #[arg(long, env = "SOUQ_MAX_REPLICAS", default_value_t = 8)]
     pub max_replicas: u32,
     #[command(flatten)]
+    pub quotas: QuotaArgs,
+    #[command(flatten)]
     pub meter: MeterArgs,
     #[command(flatten)]
     pub limits: EdgeLimitArgs,
@@ -210,6 +308,8 @@ pub struct ControlPlaneArgs {
     /// Secret that node agents present to register (at least 16 characters).
     #[arg(long, env = "SOUQ_JOIN_TOKEN", hide_env_values = true)]
     pub join_token: String,
+    #[command(flatten)]
+    pub grpc: GrpcTlsArgs,
     /// PKCS#8 PEM Ed25519 key that signs access tokens; made on first start if missing.
     #[arg(long, env = "SOUQ_SIGNING_KEY_FILE")]
     pub signing_key_file: Option<PathBuf>,
@@ -218,6 +318,8 @@ pub struct ControlPlaneArgs {
     /// Most replicas one deployment may ask for.
     #[arg(long, env = "SOUQ_MAX_REPLICAS", default_value_t = 8)]
     pub max_replicas: u32,
+    #[command(flatten)]
+    pub quotas: QuotaArgs,
 }
 
 /// `souq agent`.
@@ -235,6 +337,8 @@ pub struct AgentArgs {
     /// Secret that admits this node.
     #[arg(long, env = "SOUQ_JOIN_TOKEN", hide_env_values = true)]
     pub join_token: String,
+    #[command(flatten)]
+    pub grpc: GrpcTlsArgs,
     /// Unique name of this node.
     #[arg(long, env = "SOUQ_NODE_NAME")]
     pub node_name: Option<String>,
@@ -284,6 +388,10 @@ pub struct SandboxArgs {
     /// Most executes waiting for a slot; past it the answer is 503 with Retry-After.
     #[arg(long, env = "SOUQ_QUEUE_DEPTH", default_value_t = 32)]
     pub queue_depth: usize,
+    /// Most executes of one user on this node at once, running or waiting; past it the
+    /// answer is 429 (too-many-concurrent) with Retry-After, before a slot is taken.
+    #[arg(long, env = "SOUQ_MAX_CONCURRENT_PER_USER", default_value_t = souq_node_agent::config::DEFAULT_MAX_CONCURRENT_PER_USER)]
+    pub max_concurrent_per_user: usize,
     /// Warm sandboxes kept waiting per runtime.
     #[arg(long, env = "SOUQ_POOL_SIZE", default_value_t = PoolConfig::DEFAULT.size)]
     pub pool_size: usize,
@@ -342,9 +450,12 @@ impl SandboxArgs {
             limits: self.limits(),
             max_concurrent: self.max_concurrent,
             queue_depth: self.queue_depth,
+            max_concurrent_per_user: self.max_concurrent_per_user,
             pool: self.pool(),
             channel_dir: channel_dir(&base.data_dir)?,
             cpu_overcommit: self.cpu_overcommit,
+            // Set by the role from its --tls-* options, once they are checked.
+            grpc_tls: souq_proto::tls::Transport::Insecure,
         };
         cfg.validate().map_err(ConfigError)?;
         Ok(cfg)
@@ -386,6 +497,8 @@ pub struct EdgeArgs {
     /// The cluster's secret, presented to the control plane's route stream and to the agents.
     #[arg(long, env = "SOUQ_JOIN_TOKEN", hide_env_values = true)]
     pub join_token: String,
+    #[command(flatten)]
+    pub grpc: GrpcTlsArgs,
     /// Unique name of this edge; names its metering stream in Redis, so a restarted edge
     /// flushes what it left. `<hostname>-<edge-addr>` when unset.
     #[arg(long, env = "SOUQ_EDGE_ID")]
@@ -394,6 +507,76 @@ pub struct EdgeArgs {
     pub meter: MeterArgs,
     #[command(flatten)]
     pub limits: EdgeLimitArgs,
+}
+
+/// Mutual TLS between the roles (`souq certs` makes the files); plain text only with
+/// `--insecure-grpc`.
+#[derive(Debug, Args, Clone)]
+pub struct GrpcTlsArgs {
+    /// This role's certificate (PEM), issued by the --tls-ca CA for this role (`souq certs`).
+    #[arg(long, env = "SOUQ_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "SOUQ_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// The cluster's CA certificate (PEM): every peer must hold a certificate it issued.
+    #[arg(long, env = "SOUQ_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Speak plain-text gRPC to the other roles, on a trusted network only: tokens then
+    /// cross it in clear and only the join token tells the roles from anyone else.
+    #[arg(long, env = "SOUQ_INSECURE_GRPC")]
+    pub insecure_grpc: bool,
+}
+
+impl GrpcTlsArgs {
+    /// The transport of a role: its certificate checked (it must be a `role` certificate
+    /// of the CA), or plain text when asked for, with a warning.
+    pub fn transport(&self, role: Role) -> Result<Transport, ConfigError> {
+        match (&self.tls_cert, &self.tls_key, &self.tls_ca, self.insecure_grpc) {
+            (None, None, None, true) => {
+                warn!(
+                    "--insecure-grpc: the internal gRPC links are plain text; tokens cross the network in clear \
+                     and any peer holding the join token can act as any role. Use on a trusted network only."
+                );
+                Ok(Transport::Insecure)
+            }
+            (Some(cert), Some(key), Some(ca), false) => {
+                let t = Transport::load(cert, key, ca).map_err(|e| ConfigError(format!("invalid value for {e}")))?;
+                match t.role() {
+                    Some(r) if r == role => Ok(t),
+                    other => Err(ConfigError(format!(
+                        "invalid value for --tls-cert: a {} certificate; the {role} needs a {role} one (souq certs --role {role})",
+                        other.map_or("role-less", Role::as_str)
+                    ))),
+                }
+            }
+            (_, _, _, true) => Err(ConfigError("--insecure-grpc excludes --tls-cert, --tls-key and --tls-ca".into())),
+            _ => Err(ConfigError(
+                "missing --tls-cert, --tls-key and --tls-ca (issue them with `souq certs`), \
+                 or --insecure-grpc for plain-text gRPC on a trusted network"
+                    .into(),
+            )),
+        }
+    }
+}
+
+/// `souq certs`: issues a certificate for one role.
+#[derive(Debug, Args)]
+pub struct CertsArgs {
+    /// The directory of the CA (`ca.pem`, `ca.key`; made on first use) and of the
+    /// certificates it issues.
+    #[arg(long, env = "SOUQ_CERTS_DIR", default_value = ".souq/tls")]
+    pub dir: PathBuf,
+    /// The role the certificate is for: control-plane, agent or edge.
+    #[arg(long)]
+    pub role: String,
+    /// The files' name: `<name>.pem` and `<name>.key` (kept if it exists, so the
+    /// identity an agent's node is pinned to survives a renewal); the role when unset.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// How many days the certificate is valid.
+    #[arg(long, default_value_t = 365)]
+    pub days: u32,
 }
 
 /// This host's name, for a default node name.

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod certs;
 mod config;
 mod roles;
 mod signals;
@@ -46,9 +47,11 @@ fn main() -> ExitCode {
             Command::Agent(a) => roles::agent(a, shutdown).await,
             Command::Edge(a) => roles::edge(a, shutdown).await,
             Command::Migrate(a) => roles::migrate(a).await,
+            Command::Certs(a) => certs::run(a),
             Command::Bench(config::BenchCommand::Execute(a)) => bench::execute::run(a).await,
             Command::Bench(config::BenchCommand::Invoke(a)) => bench::invoke::run(a).await,
             Command::Bench(config::BenchCommand::Metering(a)) => bench::metering::run(a).await,
+            Command::Bench(config::BenchCommand::Logins(a)) => bench::logins::run(a).await,
         }
     });
     match result {

@@ -6,6 +6,8 @@ use tokio::{io::{AsyncReadExt, AsyncWriteExt}, net::TcpListener, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use souq_proto::tls::Role;
+
 use crate::config::{self, AgentArgs, ConfigError, ControlPlaneArgs, DbArgs, EdgeArgs, UpArgs};
 
 /// How long in-flight work may take to finish after a shutdown signal.
@@ -92,6 +94,7 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
         args.mail.public_url.clone().unwrap_or_else(|| format!("http://{}", args.edge_addr)),
         args.max_replicas,
     )?;
+    args.quotas.apply(&mut cp_cfg)?;
     let mut edge_cfg = souq_edge_proxy::Config::new(placeholder.clone(), join_token.clone());
     args.meter.apply(&mut edge_cfg)?;
     args.limits.apply(&mut edge_cfg);
@@ -105,6 +108,8 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
         data_dir: args.db.data_dir.clone(),
     })?;
     args.db.prepare()?;
+    // Mutual TLS between the roles, as when they run apart: a CA in the data dir.
+    [cp_cfg.grpc_tls, agent_cfg.grpc_tls, edge_cfg.grpc_tls] = crate::certs::up(&args.db.data_dir)?;
     agent_cfg.images = runtime_images(&args.db.data_dir, args.sandbox.docker_host.as_deref()).await?;
 
     let cp_listener = bind("127.0.0.1:0".parse()?, "control plane").await?;
@@ -147,7 +152,9 @@ pub async fn control_plane(args: ControlPlaneArgs, shutdown: CancellationToken) 
     let key = args.signing_key_file.clone().unwrap_or_else(|| args.db.data_dir.join("jwt-ed25519.pem"));
     // Every other option is checked first; then a missing --public-url gets its own message.
     let public_url = args.mail.public_url.clone().unwrap_or_else(|| "http://public-url.invalid".into());
-    let cfg = args.mail.control_plane_config(&args.db, key, args.join_token.clone(), public_url, args.max_replicas)?;
+    let mut cfg = args.mail.control_plane_config(&args.db, key, args.join_token.clone(), public_url, args.max_replicas)?;
+    args.quotas.apply(&mut cfg)?;
+    cfg.grpc_tls = args.grpc.transport(Role::ControlPlane)?;
     if args.mail.public_url.is_none() {
         return Err(ConfigError("missing --public-url: mail links are built from it".into()).into());
     }
@@ -169,6 +176,7 @@ pub async fn agent(args: AgentArgs, shutdown: CancellationToken) -> anyhow::Resu
         advertise_addr: args.advertise_addr.clone(),
         data_dir: args.data_dir.clone(),
     })?;
+    cfg.grpc_tls = args.grpc.transport(Role::Agent)?;
     std::fs::create_dir_all(&args.data_dir)
         .map_err(|e| ConfigError(format!("invalid value for --data-dir: {}: {e}", args.data_dir.display())))?;
     cfg.images = runtime_images(&args.data_dir, args.sandbox.docker_host.as_deref()).await?;
@@ -186,6 +194,7 @@ pub async fn edge(args: EdgeArgs, shutdown: CancellationToken) -> anyhow::Result
     args.limits.apply(&mut cfg);
     cfg.edge_id = args.edge_id;
     cfg.validate().map_err(ConfigError)?;
+    cfg.grpc_tls = args.grpc.transport(Role::Edge)?;
     let listener = bind(args.edge_addr, "edge (--edge-addr)").await?;
     let mut tasks = JoinSet::new();
     let s = shutdown.clone();

@@ -6,6 +6,11 @@ use crate::{clock, mail};
 
 /// Most replicas an operator may allow one deployment.
 pub const MAX_REPLICAS_LIMIT: u32 = 64;
+/// Highest an operator may set the per-user quotas of APIs, replicas, versions per API
+/// and executes a minute.
+pub const MAX_QUOTA: u32 = 100_000;
+/// Highest an operator may set a user's instance memory, in MiB (64 TiB).
+pub const MAX_QUOTA_MEMORY_MB: u64 = 64 << 20;
 
 /// The control plane's configuration; [`Config::validate`] checks it.
 #[derive(Clone)]
@@ -36,6 +41,48 @@ pub struct Config {
     pub clock: Arc<dyn clock::Clock>,
     /// Most replicas one deployment may ask for.
     pub max_replicas: u32,
+    /// What one user may hold and start.
+    pub quotas: Quotas,
+    /// Signups per client address and in all, per window.
+    pub signup_limit: RateConfig,
+    /// Forgotten-password requests per client address and in all, per window.
+    pub forgot_limit: RateConfig,
+    /// How long audit-log rows are kept.
+    pub audit_retention: Duration,
+    /// How the gRPC services are served and the agents dialed: mutual TLS with the
+    /// control plane's certificate, or plain text (the default of this library; `souq`
+    /// refuses it without `--insecure-grpc`).
+    pub grpc_tls: souq_proto::tls::Transport,
+}
+
+/// The per-user quotas; [`Config::validate`] checks them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quotas {
+    /// Most APIs one user may own (`--quota-apis`).
+    pub apis: u32,
+    /// Most replicas one user's running deployments may ask for in total (`--quota-replicas`).
+    pub replicas: u32,
+    /// Most instance memory, in MiB, one user's running deployments may reserve in total:
+    /// replicas × the memory a node reserves per instance (`--quota-instance-memory-mb`).
+    pub instance_memory_mb: u64,
+    /// Most versions one API keeps; past it the oldest that no deployment or instance
+    /// uses are deleted (`--quota-versions-per-api`).
+    pub versions_per_api: u32,
+    /// Most executes one user may start a minute (`--quota-executes-per-minute`).
+    pub executes_per_minute: u32,
+}
+
+impl Quotas {
+    /// The defaults: 20 APIs, 10 replicas and 2 GiB of instance memory in total (eight
+    /// instances at the agents' default 256 MiB), 50 versions per API, 60 executes a minute.
+    pub const DEFAULT: Quotas =
+        Quotas { apis: 20, replicas: 10, instance_memory_mb: 2048, versions_per_api: 50, executes_per_minute: 60 };
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
 }
 
 /// Where the control plane sends mail.
@@ -57,6 +104,10 @@ impl fmt::Debug for Config {
             .field("default_timeout", &self.default_timeout)
             .field("public_url", &self.public_url)
             .field("max_replicas", &self.max_replicas)
+            .field("quotas", &self.quotas)
+            .field("signup_limit", &self.signup_limit)
+            .field("forgot_limit", &self.forgot_limit)
+            .field("audit_retention", &self.audit_retention)
             .finish_non_exhaustive()
     }
 }
@@ -76,6 +127,61 @@ fn bad(option: &'static str, problem: impl Into<String>) -> ConfigError {
     ConfigError { option, problem: problem.into() }
 }
 
+/// How many requests a window admits, per client address and in all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateConfig {
+    /// Requests per client address per window.
+    pub per_client: u32,
+    /// Requests from every client together per window.
+    pub global: u32,
+    /// The window.
+    pub window: Duration,
+}
+
+impl RateConfig {
+    /// `per_client` and `global` requests per hour.
+    pub const fn per_hour(per_client: u32, global: u32) -> Self {
+        RateConfig { per_client, global, window: Duration::from_secs(3600) }
+    }
+}
+
+/// Signups per client address and in all, per hour, unless configured.
+pub const SIGNUP_LIMIT: RateConfig = RateConfig::per_hour(100, 1000);
+/// Forgotten-password requests per client address and in all, per hour, unless configured.
+pub const FORGOT_LIMIT: RateConfig = RateConfig::per_hour(30, 1000);
+/// How long audit rows are kept, unless configured.
+pub const AUDIT_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
+
+/// Most an operator may set a signup or forgotten-password limit to, per hour.
+pub const MAX_RATE_LIMIT: u32 = 1_000_000;
+/// Longest audit retention, in days (ten years).
+pub const MAX_AUDIT_RETENTION_DAYS: u64 = 3650;
+
+/// The signup and forgotten-password limits and the audit retention.
+fn check_account_limits(cfg: &Config) -> Result<(), ConfigError> {
+    let limits = [
+        ("--signup-per-client-per-hour", cfg.signup_limit.per_client),
+        ("--signups-per-hour", cfg.signup_limit.global),
+        ("--forgot-per-client-per-hour", cfg.forgot_limit.per_client),
+        ("--forgots-per-hour", cfg.forgot_limit.global),
+    ];
+    for (option, n) in limits {
+        if !(1..=MAX_RATE_LIMIT).contains(&n) {
+            return Err(bad(option, format!("must be 1 to {MAX_RATE_LIMIT}")));
+        }
+    }
+    for (option, limit) in [("signup_limit", cfg.signup_limit), ("forgot_limit", cfg.forgot_limit)] {
+        if limit.window.is_zero() {
+            return Err(bad(option, "the window must be more than 0"));
+        }
+    }
+    let day = Duration::from_secs(24 * 3600);
+    if cfg.audit_retention < day || cfg.audit_retention > day * 3650 {
+        return Err(bad("--audit-retention-days", format!("must be 1 to {MAX_AUDIT_RETENTION_DAYS}")));
+    }
+    Ok(())
+}
+
 impl Config {
     /// Defaults suited to `souq up`, around the given database and key file.
     /// Mail goes to files in `mail_dir` until [`Config::mail`] says otherwise.
@@ -93,6 +199,11 @@ impl Config {
             mail_from: "Souq <no-reply@localhost>".into(),
             clock: Arc::new(clock::SystemClock),
             max_replicas: 8,
+            grpc_tls: souq_proto::tls::Transport::Insecure,
+            quotas: Quotas::DEFAULT,
+            signup_limit: SIGNUP_LIMIT,
+            forgot_limit: FORGOT_LIMIT,
+            audit_retention: AUDIT_RETENTION,
         }
     }
 
@@ -112,6 +223,8 @@ impl Config {
         if !(1..=MAX_REPLICAS_LIMIT).contains(&self.max_replicas) {
             return Err(bad("--max-replicas", format!("must be 1 to {MAX_REPLICAS_LIMIT}")));
         }
+        check_quotas(&self.quotas)?;
+        check_account_limits(self)?;
         check_public_url(&self.public_url)?;
         mail::check_sender(&self.mail_from).map_err(|e| bad("--mail-from", e.to_string()))?;
         if let MailConfig::Smtp(url) = &self.mail {
@@ -134,6 +247,26 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Every quota is at least 1 and bounded; an API keeps at least 2 versions, so one can be
+/// deployed while the next is stored.
+fn check_quotas(q: &Quotas) -> Result<(), ConfigError> {
+    let counts = [
+        ("--quota-apis", q.apis, 1),
+        ("--quota-replicas", q.replicas, 1),
+        ("--quota-versions-per-api", q.versions_per_api, 2),
+        ("--quota-executes-per-minute", q.executes_per_minute, 1),
+    ];
+    for (option, value, least) in counts {
+        if !(least..=MAX_QUOTA).contains(&value) {
+            return Err(bad(option, format!("must be {least} to {MAX_QUOTA}")));
+        }
+    }
+    if !(1..=MAX_QUOTA_MEMORY_MB).contains(&q.instance_memory_mb) {
+        return Err(bad("--quota-instance-memory-mb", format!("must be 1 to {MAX_QUOTA_MEMORY_MB}")));
+    }
+    Ok(())
 }
 
 /// An http:// or https:// URL with a host: mail links are built from it.
@@ -186,6 +319,12 @@ mod tests {
         assert_eq!(option_of(|c| c.heartbeat_interval = Duration::ZERO), "heartbeat_interval");
         assert_eq!(option_of(|c| c.node_ttl = c.heartbeat_interval), "node_ttl");
         assert_eq!(option_of(|c| c.default_timeout = Duration::ZERO), "default_timeout");
+        assert_eq!(option_of(|c| c.quotas.apis = 0), "--quota-apis");
+        assert_eq!(option_of(|c| c.quotas.replicas = MAX_QUOTA + 1), "--quota-replicas");
+        assert_eq!(option_of(|c| c.quotas.versions_per_api = 1), "--quota-versions-per-api");
+        assert_eq!(option_of(|c| c.quotas.versions_per_api = 2), "");
+        assert_eq!(option_of(|c| c.quotas.executes_per_minute = 0), "--quota-executes-per-minute");
+        assert_eq!(option_of(|c| c.quotas.instance_memory_mb = 0), "--quota-instance-memory-mb");
 
         let mut cfg = good();
         cfg.database_url = "mysql://root:hunter2@db/souq".into();
@@ -196,5 +335,17 @@ mod tests {
         cfg.mail = MailConfig::Smtp("smtp://user:hunter2@mail.example.com:notaport".into());
         let shown = cfg.validate().unwrap_err().to_string();
         assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
+    fn account_limits_and_audit_retention_are_bounded() {
+        assert_eq!(option_of(|c| c.signup_limit.per_client = 0), "--signup-per-client-per-hour");
+        assert_eq!(option_of(|c| c.signup_limit.global = MAX_RATE_LIMIT + 1), "--signups-per-hour");
+        assert_eq!(option_of(|c| c.forgot_limit.per_client = 0), "--forgot-per-client-per-hour");
+        assert_eq!(option_of(|c| c.forgot_limit.global = 0), "--forgots-per-hour");
+        assert_eq!(option_of(|c| c.forgot_limit.window = Duration::ZERO), "forgot_limit");
+        assert_eq!(option_of(|c| c.audit_retention = Duration::from_secs(3600)), "--audit-retention-days");
+        assert_eq!(option_of(|c| c.audit_retention = Duration::from_secs(3651 * 24 * 3600)), "--audit-retention-days");
+        assert_eq!(option_of(|c| c.audit_retention = Duration::from_secs(3650 * 24 * 3600)), "");
     }
 }

@@ -18,10 +18,12 @@ pub mod deploy;
 pub mod entity;
 pub mod error;
 pub mod execute;
+mod identity;
 pub mod mail;
 pub mod market;
 pub mod nodes;
 pub mod outbox;
+pub mod quotas;
 mod services;
 mod state;
 #[cfg(test)]
@@ -40,7 +42,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{Config, ConfigError, MailConfig};
+pub use config::{Config, ConfigError, MailConfig, Quotas};
 pub use db::{connect, migrate};
 pub use error::{Error, Result};
 
@@ -86,18 +88,34 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: CancellationToken
     tasks.spawn("mail outbox", outbox::run(state.db.clone(), Arc::new(mailer), cfg.clock.clone(), mail_wake, token.clone()));
     tasks.spawn("reconciler", deploy::reconciler::run(state.deployer.clone(), shutdown.child_token()));
     tasks.spawn("access feed", market::access::run(state.market.clone(), token.clone()));
+    tasks.spawn("accounts upkeep", accounts::upkeep::run(state.accounts.clone(), token.clone()));
     tasks.spawn("agent client pruning", nodes::agents::forget_gone(state.nodes.clone(), token));
 
     let addr = listener.local_addr().map_err(|e| Error::Internal(e.to_string()))?;
     info!(%addr, "control plane listening");
-    let served = tonic::transport::Server::builder()
-        .add_service(AccountsServer::new(services::accounts::AccountsService { state: state.clone() }))
-        .add_service(ApisServer::new(services::apis::ApisService { state: state.clone() }))
-        .add_service(MarketServer::new(services::market::MarketService { state: state.clone() }))
-        .add_service(ExecuteServer::new(services::execute::ExecuteService { state: state.clone() }))
-        .add_service(RegistryServer::new(services::registry::RegistryService { state: state.clone() }))
-        .add_service(RoutesServer::new(services::routes::RoutesService { state: state.clone() }))
-        .add_service(MeteringServer::new(services::metering::MeteringService { state }))
+    // Every service admits only its callers' role (mutual TLS); in plain text, only the
+    // join token (agents' and edges' feeds) and the users' tokens stand guard.
+    let tls = cfg.grpc_tls.clone();
+    let (edges, agents) = (tls.only(identity::EDGES), tls.only(identity::AGENTS));
+    let served = tls
+        .server(tonic::transport::Server::builder())
+        .map_err(Error::Internal)?
+        .add_service(AccountsServer::with_interceptor(
+            services::accounts::AccountsService { state: state.clone() },
+            edges.clone(),
+        ))
+        .add_service(ApisServer::with_interceptor(services::apis::ApisService { state: state.clone() }, edges.clone()))
+        .add_service(MarketServer::with_interceptor(
+            services::market::MarketService { state: state.clone() },
+            edges.clone(),
+        ))
+        .add_service(ExecuteServer::with_interceptor(
+            services::execute::ExecuteService { state: state.clone() },
+            edges.clone(),
+        ))
+        .add_service(RegistryServer::with_interceptor(services::registry::RegistryService { state: state.clone() }, agents))
+        .add_service(RoutesServer::with_interceptor(services::routes::RoutesService { state: state.clone() }, edges.clone()))
+        .add_service(MeteringServer::with_interceptor(services::metering::MeteringService { state }, edges))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled())
         .await;
     tasks.shutdown(SHUTDOWN_GRACE).await;

@@ -6,7 +6,15 @@ use sea_orm::DatabaseConnection;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::{accounts::Accounts, auth::token::TokenSigner, config::Config, deploy::Deployer, market::Market, nodes::Nodes};
+use crate::{
+    accounts::Accounts,
+    auth::token::TokenSigner,
+    config::Config,
+    deploy::Deployer,
+    market::Market,
+    nodes::Nodes,
+    quotas::{ExecuteRate, Quotas},
+};
 
 /// Every area's state, and what the services need besides.
 pub(crate) struct State {
@@ -24,6 +32,10 @@ pub(crate) struct State {
     pub(crate) deployer: Arc<Deployer>,
     /// Plans, keys, subscriptions, usage and the access table.
     pub(crate) market: Arc<Market>,
+    /// What one user may hold and start.
+    pub(crate) quotas: Quotas,
+    /// Executes started per user per minute.
+    pub(crate) execute_rate: ExecuteRate,
     /// Cancelled when shutdown starts: the table streams to the edges end then, so the
     /// server's drain does not wait on them (the edges keep their last tables).
     pub(crate) draining: CancellationToken,
@@ -39,8 +51,14 @@ impl State {
         mail_wake: Arc<Notify>,
         draining: CancellationToken,
     ) -> State {
-        let accounts = Accounts::new(db.clone(), cfg.clock.clone(), &cfg.public_url, tokens, mail_wake);
-        let nodes = Arc::new(Nodes::new(db.clone(), &cfg.join_token, cfg.heartbeat_interval, cfg.node_ttl));
+        let accounts = Accounts::new(db.clone(), cfg.clock.clone(), &cfg.public_url, tokens, mail_wake).with_limits(
+            cfg.signup_limit,
+            cfg.forgot_limit,
+            cfg.audit_retention,
+        );
+        let nodes = Arc::new(
+            Nodes::new(db.clone(), &cfg.join_token, cfg.heartbeat_interval, cfg.node_ttl).with_transport(cfg.grpc_tls.clone()),
+        );
         let deployer = Deployer::new(db.clone(), nodes.clone(), cfg.default_timeout, cfg.max_replicas);
         let market = Market::new(db.clone(), cfg.clock.clone());
         State {
@@ -51,6 +69,8 @@ impl State {
             nodes,
             deployer: Arc::new(deployer),
             market: Arc::new(market),
+            quotas: cfg.quotas,
+            execute_rate: ExecuteRate::new(cfg.quotas.executes_per_minute, cfg.clock.clone()),
             draining,
         }
     }

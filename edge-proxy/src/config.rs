@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::edge_id;
+use crate::{client_addr::TrustedProxies, edge_id, tls};
 
 /// Default largest body of a call to a deployed API, in bytes.
 pub const DEFAULT_CALL_BODY_LIMIT: usize = 1024 * 1024;
@@ -18,9 +18,12 @@ pub const MAX_FLUSH_INTERVAL: Duration = Duration::from_secs(60);
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default longest a request body may go silent (see [`Config::body_read_timeout`]).
 pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default longest a write may wait on a client that reads nothing (see
+/// [`Config::write_timeout`]).
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default most connections open at once (see [`Config::max_connections`]).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
-/// Longest `header_read_timeout` and `body_read_timeout` allowed.
+/// Longest `header_read_timeout`, `body_read_timeout` and `write_timeout` allowed.
 pub const MAX_READ_TIMEOUT: Duration = Duration::from_secs(300);
 /// Largest `max_connections` allowed.
 pub const MAX_MAX_CONNECTIONS: usize = 1_000_000;
@@ -58,8 +61,21 @@ pub struct Config {
     /// Longest a request body may go without sending data; reading it then fails.
     /// Responses (log follows, calls to deployed APIs) are not limited by it.
     pub body_read_timeout: Duration,
+    /// Longest a write may wait on a client that reads nothing; the connection is then
+    /// closed. A response with nothing to send yet (a quiet log follow) is not limited.
+    pub write_timeout: Duration,
     /// Most connections open at once; past it, new ones wait in the listen backlog.
     pub max_connections: usize,
+    /// Peers (addresses or CIDRs) whose `X-Forwarded-For` names the client; the
+    /// right-most hop that is not itself trusted is taken. Empty: the TCP peer is the
+    /// client and `X-Forwarded-For` is ignored.
+    pub trusted_proxies: Vec<String>,
+    /// Serve HTTPS with this certificate and key; plain HTTP when `None`.
+    pub tls: Option<tls::TlsFiles>,
+    /// How the control plane and the agents are dialed: mutual TLS with this edge's
+    /// certificate, or plain text (this library's default; `souq` refuses it without
+    /// `--insecure-grpc`).
+    pub grpc_tls: souq_proto::tls::Transport,
     /// TEST HOOK: fault injection into the usage flusher; inert unless armed. Only in
     /// tests and builds with the `fault-injection` feature.
     #[cfg(any(test, feature = "fault-injection"))]
@@ -79,7 +95,11 @@ impl std::fmt::Debug for Config {
             .field("flush_interval", &self.flush_interval)
             .field("header_read_timeout", &self.header_read_timeout)
             .field("body_read_timeout", &self.body_read_timeout)
+            .field("write_timeout", &self.write_timeout)
             .field("max_connections", &self.max_connections)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("tls", &self.tls)
+            .field("grpc_tls", &self.grpc_tls)
             .finish_non_exhaustive()
     }
 }
@@ -90,6 +110,7 @@ impl Config {
         Config {
             control_plane_url,
             join_token,
+            grpc_tls: souq_proto::tls::Transport::Insecure,
             revocation_poll: Duration::from_secs(10),
             call_body_limit: DEFAULT_CALL_BODY_LIMIT,
             redis_url: None,
@@ -98,7 +119,10 @@ impl Config {
             flush_interval: Duration::from_secs(1),
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            trusted_proxies: Vec::new(),
+            tls: None,
             #[cfg(any(test, feature = "fault-injection"))]
             flush_faults: Arc::default(),
         }
@@ -130,6 +154,7 @@ impl Config {
         for (flag, t) in [
             ("--header-read-timeout-s", self.header_read_timeout),
             ("--body-read-timeout-s", self.body_read_timeout),
+            ("--write-timeout-s", self.write_timeout),
         ] {
             if t.is_zero() || t > MAX_READ_TIMEOUT {
                 return Err(format!("{flag} must be more than 0 and at most {} s", MAX_READ_TIMEOUT.as_secs()));
@@ -137,6 +162,12 @@ impl Config {
         }
         if !(1..=MAX_MAX_CONNECTIONS).contains(&self.max_connections) {
             return Err(format!("--max-connections must be 1 to {MAX_MAX_CONNECTIONS}"));
+        }
+        TrustedProxies::parse(&self.trusted_proxies)?;
+        if let Some(files) = &self.tls {
+            // Reads the files (no key material in the error), so a bad path or PEM
+            // stops the edge before it binds.
+            tls::acceptor(files)?;
         }
         Ok(())
     }
@@ -175,6 +206,7 @@ mod tests {
         cfg.redis_url = Some("redis://:secret@127.0.0.1:6379/2".into());
         cfg.edge_id = Some("edge-eu-1".into());
         cfg.control_plane_url = "https://cp.example:443".into();
+        cfg.trusted_proxies = vec!["10.0.0.0/8".into(), "2001:db8::/32".into(), "192.0.2.7".into()];
         assert_eq!(cfg.validate(), Ok(()));
     }
 
@@ -197,6 +229,10 @@ mod tests {
         assert!(refused(|c| c.header_read_timeout = Duration::ZERO).starts_with("--header-read-timeout-s"));
         assert!(refused(|c| c.header_read_timeout = Duration::from_secs(301)).starts_with("--header-read-timeout-s"));
         assert!(refused(|c| c.body_read_timeout = Duration::ZERO).starts_with("--body-read-timeout-s"));
+        assert!(refused(|c| c.write_timeout = Duration::ZERO).starts_with("--write-timeout-s"));
+        assert!(refused(|c| c.trusted_proxies = vec!["10.0.0.0/33".into()]).starts_with("--trusted-proxies"));
+        let missing = tls::TlsFiles { cert: "/nonexistent/cert.pem".into(), key: "/nonexistent/key.pem".into() };
+        assert!(refused(|c| c.tls = Some(missing)).starts_with("--edge-tls-cert"));
         assert!(refused(|c| c.max_connections = 0).starts_with("--max-connections"));
         assert!(refused(|c| c.max_connections = MAX_MAX_CONNECTIONS + 1).starts_with("--max-connections"));
     }

@@ -19,6 +19,8 @@ pub struct ApiError {
     pub field: Option<String>,
     /// Seconds for `Retry-After` on 429 and 503.
     pub retry_after: Option<u64>,
+    /// For quota errors (and per-user rates), the limit that was reached.
+    pub limit: Option<String>,
 }
 
 /// The edge's result type.
@@ -32,7 +34,7 @@ pub fn problem_type(slug: &str) -> String {
 impl ApiError {
     /// An error with a status and problem slug.
     pub fn new(status: StatusCode, kind: &'static str, detail: impl Into<String>) -> Self {
-        ApiError { status, kind, detail: detail.into(), field: None, retry_after: None }
+        ApiError { status, kind, detail: detail.into(), field: None, retry_after: None, limit: None }
     }
 
     /// A 422 naming `field`.
@@ -51,17 +53,18 @@ impl From<WireError> for ApiError {
         let status = match e.kind {
             Kind::Validation => StatusCode::UNPROCESSABLE_ENTITY,
             Kind::Unauthenticated => StatusCode::UNAUTHORIZED,
-            Kind::Forbidden => StatusCode::FORBIDDEN,
+            Kind::Forbidden | Kind::Quota => StatusCode::FORBIDDEN,
             Kind::NotFound => StatusCode::NOT_FOUND,
             Kind::Conflict => StatusCode::CONFLICT,
-            Kind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Kind::RateLimited | Kind::TooManyConcurrent => StatusCode::TOO_MANY_REQUESTS,
             Kind::TokenMalformed | Kind::TokenUnknown => StatusCode::BAD_REQUEST,
             Kind::TokenExpired | Kind::TokenUsed => StatusCode::GONE,
             Kind::DockerUnavailable | Kind::NoCapacity | Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Kind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            Kind::ResponseTooLarge => StatusCode::BAD_GATEWAY,
             Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        ApiError { status, kind: e.kind.slug(), detail: e.message, field: e.field, retry_after: e.retry_after }
+        ApiError { status, kind: e.kind.slug(), detail: e.message, field: e.field, retry_after: e.retry_after, limit: e.limit }
     }
 }
 
@@ -89,6 +92,9 @@ pub struct Problem {
     /// For validation errors, the request field at fault.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// For `quota` problems (and per-user rates), the limit that was reached, e.g. `apis`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
 }
 
 impl ApiError {
@@ -100,6 +106,7 @@ impl ApiError {
             status: self.status.as_u16(),
             detail: self.detail.clone(),
             field: self.field.clone(),
+            limit: self.limit.clone(),
         }
     }
 }

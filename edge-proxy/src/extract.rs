@@ -62,20 +62,18 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
     }
 }
 
-/// The client's address as this edge saw it (the TCP peer; forwarding headers, which a
-/// client can forge, are not trusted). Empty when unknown.
+/// The key of the client's address (see [`crate::client_addr::key`]: an IPv6 client's
+/// /64): the TCP peer, or behind a trusted proxy the address it forwarded for, as the
+/// accept loop settled it. Empty when unknown.
 pub struct ClientIp(pub String);
 
 impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let ip = parts
-            .extensions
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|c| c.0.ip().to_string())
-            .unwrap_or_default();
-        Ok(ClientIp(ip))
+        let settled = parts.extensions.get::<crate::client_addr::ClientAddr>().map(|c| c.0);
+        let peer = || parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+        Ok(ClientIp(settled.or_else(peer).map(crate::client_addr::key).unwrap_or_default()))
     }
 }
 

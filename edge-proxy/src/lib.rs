@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
+pub mod client_addr;
 pub mod config;
 pub mod edge_id;
 pub mod error;
@@ -18,9 +19,11 @@ pub mod rest;
 pub mod route_table;
 pub mod serve;
 pub mod state;
+pub mod tls;
 pub mod token_cache;
 pub mod upstream;
 pub mod verifier;
+pub mod write_timeout;
 
 #[cfg(test)]
 mod redis_tests;
@@ -90,6 +93,12 @@ pub const DRAIN_GRACE: Duration = Duration::from_secs(5);
 /// Dropping the future (a crash, in tests) aborts every task at once.
 pub async fn run(mut cfg: Config, listener: TcpListener, shutdown: CancellationToken) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
+    let front = serve::Front {
+        trusted_proxies: std::sync::Arc::new(
+            client_addr::TrustedProxies::parse(&cfg.trusted_proxies).map_err(std::io::Error::other)?,
+        ),
+        tls: cfg.tls.as_ref().map(tls::acceptor).transpose().map_err(std::io::Error::other)?,
+    };
     let edge_id = cfg.edge_id.get_or_insert_with(|| edge_id::derive(&edge_id::hostname(), Some(addr))).clone();
     let state = AppState::new(&cfg, shutdown.clone()).map_err(std::io::Error::other)?;
     let mut serving = Tasks::new(CancellationToken::new());
@@ -129,13 +138,15 @@ pub async fn run(mut cfg: Config, listener: TcpListener, shutdown: CancellationT
         reporting.spawn("usage flusher", flusher.supervise(reporting.token()));
     }
 
-    info!(addr = %addr, edge_id = %edge_id, metering = state.meter.mode(), "edge listening");
+    let scheme = if front.tls.is_some() { "https" } else { "http" };
+    info!(addr = %addr, scheme, edge_id = %edge_id, metering = state.meter.mode(), "edge listening");
     let limits = serve::Limits {
         header_read: cfg.header_read_timeout,
         body_read: cfg.body_read_timeout,
+        write: cfg.write_timeout,
         max_connections: cfg.max_connections,
     };
-    let served = serve::serve(listener, router(state), limits, shutdown).await;
+    let served = serve::serve(listener, router(state), limits, front, shutdown).await;
     serving.shutdown(DRAIN_GRACE).await;
     reporting.shutdown(DRAIN_GRACE).await;
     served

@@ -9,7 +9,7 @@ use souq_proto::{
     execute::execute_client::ExecuteClient, market::market_client::MarketClient,
 };
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::{
     access::AccessTable, config::Config, edge_id, followed::Followed, limit, meter, route_table::RouteTable,
@@ -84,8 +84,10 @@ impl AppState {
                 (meter::Meter::in_redis(conn.clone(), &edge_id), limit::Limiter::with_redis(conn, LIMIT_TIMEOUT))
             }
         };
-        let agents = AgentClients::new(&cfg.join_token, DIALING)?;
-        let channel = Endpoint::from_shared(cfg.control_plane_url.clone())
+        let agents = AgentClients::new(&cfg.join_token, DIALING)?.with_transport(cfg.grpc_tls.clone());
+        let channel = cfg
+            .grpc_tls
+            .endpoint(&cfg.control_plane_url, souq_proto::tls::Role::ControlPlane)
             .map_err(|e| format!("--control-plane-url: {e}"))?
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)

@@ -74,6 +74,12 @@ impl Verifier {
         Ok(verified.sub)
     }
 
+    /// `user_id`'s revocation cut-off (tokens issued before it are void); 0 when none.
+    /// It only grows: a follow that saw it grow knows its session was ended.
+    pub fn cut_off(&self, user_id: &str) -> u64 {
+        self.revoked.read().ok().and_then(|r| r.get(user_id).copied()).unwrap_or(0)
+    }
+
     /// Records that `user_id`'s tokens issued before `not_before` are void.
     pub fn revoke(&self, user_id: String, not_before: u64) {
         if let Ok(mut r) = self.revoked.write() {

@@ -51,6 +51,7 @@ async fn half_headers_are_closed_while_normal_calls_succeed() {
     let shutdown = CancellationToken::new();
     let edge = tokio::spawn(run(cfg, listener, shutdown.clone()));
 
+    let opened = std::time::Instant::now();
     let mut slow = Vec::with_capacity(SLOW + SILENT);
     for i in 0..SLOW + SILENT {
         let mut conn = TcpStream::connect(addr).await.expect("connect");
@@ -62,13 +63,16 @@ async fn half_headers_are_closed_while_normal_calls_succeed() {
 
     let http = reqwest::Client::new();
     for _ in 0..3 {
+        let asked = std::time::Instant::now();
         let resp = http.get(format!("http://{addr}/healthz")).send().await.expect("healthz while under slowloris");
         assert_eq!(resp.status(), 200);
+        eprintln!("healthz under slowloris: {:?}", asked.elapsed());
     }
 
     let closed = join_all(slow.into_iter().map(closed_by_server)).await;
     let open = closed.iter().filter(|c| !**c).count();
     assert_eq!(open, 0, "{open} slow connections were still open after {CLOSED_WITHIN:?}");
+    eprintln!("{} slow connections opened and all closed by the edge {:?} after the first", SLOW + SILENT, opened.elapsed());
 
     // A new connection: the pooled one idled past the 1 s header timeout, and the edge
     // may close it just as a request is sent on it.

@@ -9,6 +9,9 @@ mod m0003_execution_signal;
 mod m0004_node_warm;
 mod m0005_apis;
 mod m0006_marketplace;
+mod m0007_plan_history;
+mod m0008_node_identity;
+mod m0009_accounts_hardening;
 
 /// Applies Souq's migrations in order.
 pub struct Migrator;
@@ -23,6 +26,9 @@ impl MigratorTrait for Migrator {
             Box::new(m0004_node_warm::Migration),
             Box::new(m0005_apis::Migration),
             Box::new(m0006_marketplace::Migration),
+            Box::new(m0007_plan_history::Migration),
+            Box::new(m0008_node_identity::Migration),
+            Box::new(m0009_accounts_hardening::Migration),
         ]
     }
 }

@@ -20,6 +20,7 @@ use crate::{
     error::{Error, Result},
     instances::{log_stream, spec},
     node::Node,
+    sandbox::pool::Job,
 };
 
 /// Implements `souq.agent.v1.Agent`.
@@ -62,15 +63,28 @@ impl AgentService {
             Error::Wire(WireError::new(Kind::NoCapacity, format!("this node has no image for {runtime}")))
         })?;
         let docker = self.node.docker()?;
+        let user = if req.user_id.is_empty() { "anonymous" } else { req.user_id.as_str() };
+        // The user's own place first: a user at their cap is refused without taking one of
+        // the node's, so the node's slots and queue stay open to everyone else.
+        let _turn = self.node.per_user.enter(user).ok_or_else(|| {
+            let cap = self.node.per_user.cap();
+            Error::Wire(WireError {
+                retry_after: Some(1),
+                ..WireError::new(
+                    Kind::TooManyConcurrent,
+                    format!("you have {cap} executes running or waiting on this node, the most one user may; try again when one ends"),
+                )
+            })
+        })?;
         let ticket = self.node.admission.enter().ok_or_else(|| {
             Error::Wire(WireError {
                 retry_after: Some(1),
                 ..WireError::new(Kind::NoCapacity, "this node is at capacity; try again shortly")
             })
         })?;
-        let _slot = ticket.slot().await.ok_or_else(|| Error::Internal("shutting down".into()))?;
-        let user = if req.user_id.is_empty() { "anonymous" } else { req.user_id.as_str() };
-        self.node.pools.execute(&docker, user, runtime, &req.code, &req.stdin, Duration::from_millis(timeout_ms)).await
+        // The running slot is taken inside, once the user's sandbox is free.
+        let job = Job { code: &req.code, stdin: &req.stdin, timeout: Duration::from_millis(timeout_ms) };
+        self.node.pools.execute(&docker, user, runtime, job, &ticket).await
     }
 }
 

@@ -11,6 +11,8 @@ use crate::{
 
 /// The default of [`Config::cpu_overcommit`].
 pub const DEFAULT_CPU_OVERCOMMIT: u32 = 4;
+/// The default of [`Config::max_concurrent_per_user`].
+pub const DEFAULT_MAX_CONCURRENT_PER_USER: usize = 2;
 /// Longest node name; the control plane's registry refuses longer ones.
 pub const MAX_NODE_NAME: usize = 128;
 /// Longest region; deployments can only ask for regions up to this long.
@@ -41,6 +43,10 @@ pub struct Config {
     pub max_concurrent: usize,
     /// Most executes waiting for a slot; further ones are turned away with 503.
     pub queue_depth: usize,
+    /// Most executes of one user on this node at once, running or waiting
+    /// ([`DEFAULT_MAX_CONCURRENT_PER_USER`]); further ones are turned away with 429
+    /// before they take a place of the node's.
+    pub max_concurrent_per_user: usize,
     /// Warm sandboxes.
     pub pool: PoolConfig,
     /// An absolute directory, owned by the agent and seen at the same path by the Docker
@@ -51,6 +57,10 @@ pub struct Config {
     /// idle most of the time, so the scheduler may place more of them than the cores
     /// would hold at full load. Memory is never overcommitted.
     pub cpu_overcommit: u32,
+    /// How the `Agent` service is served and the control plane dialed: mutual TLS with
+    /// this agent's certificate, or plain text (this library's default; `souq` refuses it
+    /// without `--insecure-grpc`).
+    pub grpc_tls: souq_proto::tls::Transport,
 }
 
 impl std::fmt::Debug for Config {
@@ -171,6 +181,7 @@ impl Config {
     fn check_capacity(&self) -> Result<(), String> {
         in_range("--max-concurrent", wide(self.max_concurrent), 1..=1024)?;
         in_range("--queue-depth", wide(self.queue_depth), 0..=100_000)?;
+        in_range("--max-concurrent-per-user", wide(self.max_concurrent_per_user), 1..=1024)?;
         let p = &self.pool;
         in_range("--pool-size", wide(p.size), 0..=64)?;
         in_range("--pool-max-uses", u64::from(p.max_uses), 1..=1_000_000)?;
@@ -198,9 +209,11 @@ mod tests {
             limits: Limits::DEFAULT,
             max_concurrent: 8,
             queue_depth: 32,
+            max_concurrent_per_user: DEFAULT_MAX_CONCURRENT_PER_USER,
             pool: PoolConfig::DEFAULT,
             channel_dir: "/var/lib/souq/channels".into(),
             cpu_overcommit: DEFAULT_CPU_OVERCOMMIT,
+            grpc_tls: souq_proto::tls::Transport::Insecure,
         }
     }
 
@@ -241,6 +254,8 @@ mod tests {
             (Config { limits: Limits { output_bytes: 10, ..Limits::DEFAULT }, ..good() }, "--output-limit-bytes"),
             (Config { max_concurrent: 0, ..good() }, "--max-concurrent"),
             (Config { queue_depth: 100_001, ..good() }, "--queue-depth"),
+            (Config { max_concurrent_per_user: 0, ..good() }, "--max-concurrent-per-user"),
+            (Config { max_concurrent_per_user: 1025, ..good() }, "--max-concurrent-per-user"),
             (Config { pool: PoolConfig { size: 65, ..PoolConfig::DEFAULT }, ..good() }, "--pool-size"),
             (Config { pool: PoolConfig { max_uses: 0, ..PoolConfig::DEFAULT }, ..good() }, "--pool-max-uses"),
             (Config { pool: PoolConfig { idle_ttl: Duration::from_millis(500), ..PoolConfig::DEFAULT }, ..good() }, "--pool-idle-s"),

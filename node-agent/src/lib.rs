@@ -1,6 +1,8 @@
 //! Souq's node agent: one per host. It registers with the control plane, serves the
 //! `Agent` gRPC service and runs every sandbox on the local Docker Engine through bollard:
-//! warm sessions for executes, and the instances of deployed APIs.
+//! warm sessions for executes, and the instances of deployed APIs. Both its gRPC links
+//! (to the control plane, and its own `Agent` service) use the configured transport:
+//! mutual TLS with an agent certificate, or plain text when the operator insists.
 //!
 //! The layers, each using only those below it: `docker` (the Engine and the runtime
 //! images), `sandbox` (the container profile, the shim channel, warm sessions and their
@@ -19,11 +21,10 @@ pub mod sandbox;
 
 use std::{sync::Arc, time::Duration};
 
-use souq_proto::{agent::agent_server::AgentServer, registry::registry_client::RegistryClient, tasks::Tasks};
+use souq_proto::{agent::agent_server::AgentServer, registry::registry_client::RegistryClient, tasks::Tasks, tls::Role};
 use tokio::net::TcpListener;
 use tokio_stream::{StreamExt, wrappers::TcpListenerStream};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Endpoint;
 use tracing::info;
 
 pub use config::{Config, DEFAULT_CPU_OVERCOMMIT};
@@ -47,7 +48,9 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub async fn run(cfg: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<()> {
     cfg.validate().map_err(Error::Config)?;
     let local = listener.local_addr().map_err(|e| Error::Internal(e.to_string()))?;
-    let control_plane = Endpoint::from_shared(cfg.control_plane_url.clone())
+    let tls = cfg.grpc_tls.clone();
+    let control_plane = tls
+        .endpoint(&cfg.control_plane_url, Role::ControlPlane)
         .map_err(|e| Error::Config(format!("invalid value for --control-plane-url: {e}")))?
         .connect_timeout(Duration::from_secs(2))
         .connect_lazy();
@@ -83,8 +86,13 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: CancellationToken
     let token = tasks.token();
     let service = AgentService { node: node.clone(), shutdown: token.clone() };
     let join_token = node.join_token.clone();
-    let served = tonic::transport::Server::builder()
+    // The control plane and the edges call agents; an agent or anyone else is refused.
+    let mut callers = tls.only(&[Role::ControlPlane, Role::Edge]);
+    let served = tls
+        .server(tonic::transport::Server::builder())
+        .map_err(Error::Config)?
         .add_service(AgentServer::with_interceptor(service, move |req: tonic::Request<()>| {
+            let req = callers(req)?;
             agent_service::authorize(&join_token, &req).map(|()| req)
         }))
         .serve_with_incoming_shutdown(incoming, token.cancelled())

@@ -26,9 +26,11 @@ fn config(dir: &std::path::Path) -> Config {
         limits: Limits::DEFAULT,
         max_concurrent: 1,
         queue_depth: 0,
+        max_concurrent_per_user: souq_node_agent::config::DEFAULT_MAX_CONCURRENT_PER_USER,
         pool: PoolConfig::DEFAULT,
         channel_dir: dir.join("ch"),
         cpu_overcommit: DEFAULT_CPU_OVERCOMMIT,
+        grpc_tls: Default::default(),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Clients of the node agents' `Agent` service: one lazily connected channel per agent
-//! address, made on first use and shared by every call, and the cluster's join token that
-//! every call must carry. The control plane and the edge's data path each keep one cache
+//! address, made on first use and shared by every call, dialed over the role's
+//! [`Transport`] (mutual TLS, the agents holding agent certificates), and the cluster's
+//! join token that every call must carry. The control plane and the edge's data path each keep one cache
 //! and drop the clients of agents that are gone.
 use std::{
     collections::{HashMap, HashSet},
@@ -13,7 +14,10 @@ use tonic::{
     transport::{Channel, Endpoint},
 };
 
-use crate::agent::agent_client::AgentClient;
+use crate::{
+    agent::agent_client::AgentClient,
+    tls::{Role, Transport},
+};
 
 /// How a cache dials its agents.
 #[derive(Debug, Clone, Copy)]
@@ -39,6 +43,7 @@ pub struct AgentClients {
     /// `Bearer <join token>`, parsed once.
     authorization: MetadataValue<Ascii>,
     dialing: Dialing,
+    transport: Transport,
 }
 
 impl std::fmt::Debug for AgentClients {
@@ -54,7 +59,13 @@ impl AgentClients {
     pub fn new(join_token: &str, dialing: Dialing) -> Result<Self, String> {
         let authorization =
             format!("Bearer {join_token}").parse().map_err(|_| "the join token must be printable ASCII".to_owned())?;
-        Ok(AgentClients { clients: RwLock::default(), authorization, dialing })
+        Ok(AgentClients { clients: RwLock::default(), authorization, dialing, transport: Transport::Insecure })
+    }
+
+    /// Dials the agents over `transport` (plain text until told).
+    pub fn with_transport(mut self, transport: Transport) -> Self {
+        self.transport = transport;
+        self
     }
 
     /// A request carrying the join token, as agents require.
@@ -75,8 +86,8 @@ impl AgentClients {
         if let Some(c) = self.clients.read().ok().and_then(|m| m.get(address).cloned()) {
             return Ok(c);
         }
-        let endpoint =
-            Endpoint::from_shared(address.to_owned()).map_err(|e| format!("agent address {address:?}: {e}"))?;
+        let endpoint: Endpoint =
+            self.transport.endpoint(address, Role::Agent).map_err(|e| format!("agent address {e}"))?;
         let mut endpoint = endpoint.connect_timeout(self.dialing.connect_timeout).tcp_nodelay(true);
         if let Some((interval, patience)) = self.dialing.keepalive {
             endpoint = endpoint.http2_keep_alive_interval(interval).keep_alive_timeout(patience);

@@ -9,6 +9,7 @@ pub mod limits;
 pub mod problem;
 pub mod runtime;
 pub mod tasks;
+pub mod tls;
 
 /// Declares each package's generated code (`souq.<name>.v1`, compiled by `build.rs`,
 /// nested as the package path so cross-package references resolve) and re-exports it at

@@ -6,6 +6,7 @@ use tonic::{Code, Status, metadata::MetadataValue};
 const KIND_KEY: &str = "souq-kind";
 const FIELD_KEY: &str = "souq-field";
 const RETRY_AFTER_KEY: &str = "souq-retry-after";
+const LIMIT_KEY: &str = "souq-limit";
 
 /// What went wrong, as far as a client needs to know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,6 +17,8 @@ pub enum Kind {
     Unauthenticated,
     /// Authenticated but not allowed (403).
     Forbidden,
+    /// Over one of the caller's quotas; `limit` names it (403).
+    Quota,
     /// No such thing (404).
     NotFound,
     /// Conflicts with existing state (409).
@@ -38,6 +41,10 @@ pub enum Kind {
     Unavailable,
     /// Took too long (504).
     Timeout,
+    /// A deployed handler's answer is over the node's output cap (502).
+    ResponseTooLarge,
+    /// The caller already has as many executes in flight on the node as one user may (429).
+    TooManyConcurrent,
     /// A bug or an unexpected failure; the message is generic (500).
     Internal,
 }
@@ -49,6 +56,7 @@ impl Kind {
             Kind::Validation => "validation",
             Kind::Unauthenticated => "unauthenticated",
             Kind::Forbidden => "forbidden",
+            Kind::Quota => "quota",
             Kind::NotFound => "not-found",
             Kind::Conflict => "conflict",
             Kind::RateLimited => "rate-limited",
@@ -60,6 +68,8 @@ impl Kind {
             Kind::NoCapacity => "no-capacity",
             Kind::Unavailable => "unavailable",
             Kind::Timeout => "timeout",
+            Kind::ResponseTooLarge => "response-too-large",
+            Kind::TooManyConcurrent => "too-many-concurrent",
             Kind::Internal => "internal",
         }
     }
@@ -68,10 +78,10 @@ impl Kind {
         match self {
             Kind::Validation => Code::InvalidArgument,
             Kind::Unauthenticated => Code::Unauthenticated,
-            Kind::Forbidden => Code::PermissionDenied,
+            Kind::Forbidden | Kind::Quota => Code::PermissionDenied,
             Kind::NotFound => Code::NotFound,
             Kind::Conflict => Code::AlreadyExists,
-            Kind::RateLimited => Code::ResourceExhausted,
+            Kind::RateLimited | Kind::ResponseTooLarge | Kind::TooManyConcurrent => Code::ResourceExhausted,
             Kind::TokenMalformed | Kind::TokenUnknown => Code::InvalidArgument,
             Kind::TokenExpired | Kind::TokenUsed => Code::FailedPrecondition,
             Kind::DockerUnavailable | Kind::NoCapacity | Kind::Unavailable => Code::Unavailable,
@@ -81,7 +91,7 @@ impl Kind {
     }
 
     fn from_slug(s: &str) -> Option<Kind> {
-        const ALL: [Kind; 15] = [
+        const ALL: [Kind; 18] = [
             Kind::Validation,
             Kind::TokenMalformed,
             Kind::TokenUnknown,
@@ -89,6 +99,7 @@ impl Kind {
             Kind::TokenUsed,
             Kind::Unauthenticated,
             Kind::Forbidden,
+            Kind::Quota,
             Kind::NotFound,
             Kind::Conflict,
             Kind::RateLimited,
@@ -96,6 +107,8 @@ impl Kind {
             Kind::NoCapacity,
             Kind::Unavailable,
             Kind::Timeout,
+            Kind::ResponseTooLarge,
+            Kind::TooManyConcurrent,
             Kind::Internal,
         ];
         ALL.into_iter().find(|k| k.slug() == s)
@@ -129,17 +142,24 @@ pub struct WireError {
     pub field: Option<String>,
     /// For [`Kind::RateLimited`]: seconds until a retry may succeed.
     pub retry_after: Option<u64>,
+    /// For [`Kind::Quota`] (and a per-user rate): the name of the limit, e.g. `apis`.
+    pub limit: Option<String>,
 }
 
 impl WireError {
     /// An error of `kind` with a client-safe message.
     pub fn new(kind: Kind, message: impl Into<String>) -> Self {
-        WireError { kind, message: message.into(), field: None, retry_after: None }
+        WireError { kind, message: message.into(), field: None, retry_after: None, limit: None }
     }
 
     /// A 429 that may be retried after `seconds`.
     pub fn rate_limited(message: impl Into<String>, seconds: u64) -> Self {
         WireError { retry_after: Some(seconds), ..WireError::new(Kind::RateLimited, message) }
+    }
+
+    /// Over the caller's quota `limit` (403 at the edge).
+    pub fn quota(limit: &str, message: impl Into<String>) -> Self {
+        WireError { limit: Some(limit.to_owned()), ..WireError::new(Kind::Quota, message) }
     }
 
     /// A validation error naming `field`.
@@ -159,6 +179,9 @@ impl From<WireError> for Status {
         if let Some(secs) = e.retry_after {
             meta.insert(RETRY_AFTER_KEY, MetadataValue::from(secs));
         }
+        if let Some(limit) = e.limit.and_then(|l| l.parse::<MetadataValue<_>>().ok()) {
+            meta.insert(LIMIT_KEY, limit);
+        }
         status
     }
 }
@@ -172,6 +195,7 @@ impl From<&Status> for WireError {
                 message: s.message().to_owned(),
                 field: get(FIELD_KEY).map(str::to_owned),
                 retry_after: get(RETRY_AFTER_KEY).and_then(|v| v.parse().ok()),
+                limit: get(LIMIT_KEY).map(str::to_owned),
             },
             // A status Souq did not make (a transport error): never pass its text on.
             None => {
@@ -199,6 +223,9 @@ mod tests {
         assert_eq!(back, WireError::invalid("timeout_ms", "too long"));
         let status: Status = WireError::rate_limited("slow down", 42).into();
         assert_eq!(WireError::from(&status), WireError::rate_limited("slow down", 42));
+        let status: Status = WireError::quota("apis", "at most 20 APIs").into();
+        assert_eq!(status.code(), Code::PermissionDenied);
+        assert_eq!(WireError::from(&status), WireError::quota("apis", "at most 20 APIs"));
         let status: Status = WireError::new(Kind::TokenExpired, "expired").into();
         assert_eq!(WireError::from(&status).kind, Kind::TokenExpired);
     }

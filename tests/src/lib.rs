@@ -14,6 +14,7 @@ use souq_control_plane::ManualClock;
 
 use serde_json::{Value, json};
 use souq_node_agent::{Images, Limits};
+use souq_proto::tls::{self, Transport};
 use tokio::{net::TcpListener, sync::OnceCell, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -36,12 +37,18 @@ pub async fn images() -> Images {
         .clone()
 }
 
+/// The per-user cap of the harness's agents unless a test sets one ([`Builder::per_user`]):
+/// the most the agent accepts, so tests that burst from one user meet the node's own
+/// slots and queue. `souq agent`'s default is 2.
+pub const NO_PER_USER_CAP: usize = 1024;
+
 /// How to start a cluster.
 pub struct Builder {
     agents: usize,
     pool: souq_node_agent::PoolConfig,
     max_concurrent: usize,
     queue_depth: usize,
+    max_concurrent_per_user: usize,
     smtp_url: String,
     docker_host: Option<String>,
     limits: Limits,
@@ -49,6 +56,8 @@ pub struct Builder {
     heartbeat: Duration,
     call_timeout: Option<Duration>,
     redis_url: Option<String>,
+    quotas: Option<souq_control_plane::Quotas>,
+    insecure_grpc: bool,
 }
 
 /// A role's task and its own shutdown switch.
@@ -80,6 +89,8 @@ pub struct TestCluster {
     pub database_url: String,
     /// The data dir (signing key, SQLite).
     pub data_dir: PathBuf,
+    /// The CA and the roles' certificates of the internal gRPC links.
+    pub tls_dir: PathBuf,
     /// The HTTP client.
     pub http: reqwest::Client,
     cp: Option<Role>,
@@ -96,7 +107,7 @@ impl TestCluster {
         // By default no sandbox waits and none is reused, so a test sees exactly the
         // containers its own runs make; tests of warm execution ask for a pool.
         let pool = souq_node_agent::PoolConfig { size: 0, max_uses: 1, ..Default::default() };
-        Builder { agents: 1, pool, max_concurrent: 8, queue_depth: 32, smtp_url: mail::SMTP_URL.into(), docker_host: None, limits: Limits::default(), regions: Vec::new(), heartbeat: Duration::from_millis(500), call_timeout: None, redis_url: None }
+        Builder { agents: 1, pool, max_concurrent: 8, queue_depth: 32, max_concurrent_per_user: NO_PER_USER_CAP, smtp_url: mail::SMTP_URL.into(), docker_host: None, limits: Limits::default(), regions: Vec::new(), heartbeat: Duration::from_millis(500), call_timeout: None, redis_url: None, quotas: None, insecure_grpc: false }
     }
 }
 
@@ -123,6 +134,12 @@ impl Builder {
     pub fn capacity(mut self, running: usize, queue: usize) -> Self {
         self.max_concurrent = running;
         self.queue_depth = queue;
+        self
+    }
+
+    /// Sets how many executes one user may have on an agent at once, running or waiting.
+    pub fn per_user(mut self, n: usize) -> Self {
+        self.max_concurrent_per_user = n;
         self
     }
 
@@ -163,6 +180,19 @@ impl Builder {
         self
     }
 
+    /// Runs the internal gRPC links in plain text, as `--insecure-grpc` does (mutual TLS
+    /// otherwise, as `souq up` sets it up).
+    pub fn insecure_grpc(mut self) -> Self {
+        self.insecure_grpc = true;
+        self
+    }
+
+    /// Sets the control plane's per-user quotas (the defaults otherwise).
+    pub fn quotas(mut self, quotas: souq_control_plane::Quotas) -> Self {
+        self.quotas = Some(quotas);
+        self
+    }
+
     /// Starts every role and waits until the edge is ready and the agents registered.
     pub async fn start(self) -> TestCluster {
         let id = Uuid::new_v4().simple().to_string();
@@ -178,6 +208,14 @@ impl Builder {
             Err(_) => (format!("sqlite://{}?mode=rwc", data_dir.join("souq.db").display()), None),
         };
         let join_token = format!("test-join-token-{id}");
+        // Mutual TLS between the roles, as `souq up` sets it up: a CA in the data dir and
+        // a certificate per role (one per agent, each its own identity).
+        let tls_dir = data_dir.join("tls");
+        let pki = tls::Pki::open_or_create(&tls_dir).unwrap();
+        let insecure = self.insecure_grpc;
+        let issue = |role: tls::Role, name: &str| {
+            if insecure { Transport::Insecure } else { pki.issue(role, name, 30).unwrap().load().unwrap() }
+        };
 
         let cp_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let cp_url = format!("http://{}", cp_listener.local_addr().unwrap());
@@ -193,10 +231,14 @@ impl Builder {
         );
         cfg.mail = souq_control_plane::MailConfig::Smtp(self.smtp_url.clone());
         cfg.clock = clock.clone();
+        cfg.grpc_tls = issue(tls::Role::ControlPlane, "control-plane");
         // Agents report often, so a lost instance is noticed within a second or two.
         cfg.heartbeat_interval = self.heartbeat;
         if let Some(t) = self.call_timeout {
             cfg.default_timeout = t;
+        }
+        if let Some(q) = self.quotas {
+            cfg.quotas = q;
         }
         let stop = CancellationToken::new();
         let s = stop.clone();
@@ -232,9 +274,11 @@ impl Builder {
                 limits: self.limits.clone(),
                 max_concurrent: self.max_concurrent,
                 queue_depth: self.queue_depth,
+                max_concurrent_per_user: self.max_concurrent_per_user,
                 pool: self.pool.clone(),
                 channel_dir: data_dir.join(format!("channels-{i}")),
                 cpu_overcommit: souq_node_agent::DEFAULT_CPU_OVERCOMMIT,
+                grpc_tls: issue(tls::Role::Agent, &format!("agent-{i}")),
             };
             agent_cfgs.push(cfg.clone());
             agents.push(start_agent(cfg, listener));
@@ -247,6 +291,7 @@ impl Builder {
         edge_cfg.revocation_poll = Duration::from_millis(200);
         edge_cfg.redis_url = self.redis_url.clone();
         edge_cfg.edge_id = Some(format!("test-edge-{id}"));
+        edge_cfg.grpc_tls = issue(tls::Role::Edge, "edge");
         let cfg = edge_cfg.clone();
         let edge = Role { stop, task: tokio::spawn(async move { souq_edge_proxy::run(cfg, edge_listener, s).await.unwrap() }) };
         let cluster = TestCluster {
@@ -263,6 +308,7 @@ impl Builder {
             edge: Some(edge),
             edge_cfg,
             data_dir,
+            tls_dir,
             pg_db,
         };
         cluster.wait_ready().await;
@@ -271,6 +317,19 @@ impl Builder {
 }
 
 impl TestCluster {
+    /// A new certificate of `role` from the cluster's CA, with a key of its own (a new
+    /// identity) unless `name` was issued before.
+    pub fn issue(&self, role: tls::Role, name: &str) -> Transport {
+        let pki = tls::Pki::open_or_create(&self.tls_dir).unwrap();
+        pki.issue(role, name, 30).unwrap().load().unwrap()
+    }
+
+    /// A channel to the gRPC server at `url`, which holds a `server` certificate, dialed
+    /// over `transport`.
+    pub fn channel(transport: &Transport, url: &str, server: tls::Role) -> tonic::transport::Channel {
+        transport.endpoint(url, server).unwrap().connect_timeout(Duration::from_secs(5)).connect_lazy()
+    }
+
     async fn wait_ready(&self) {
         for _ in 0..300 {
             let ready = self.http.get(format!("{}/readyz", self.url)).send().await.is_ok_and(|r| r.status() == 200);
@@ -289,8 +348,15 @@ impl TestCluster {
         format!("u-{}@example.com", Uuid::new_v4().simple())
     }
 
-    /// Signs up and logs in a fresh user; returns the access token.
+    /// A fresh user with a verified address, who may deploy and create keys; returns the
+    /// access token.
     pub async fn user(&self) -> String {
+        self.verified_user().await
+    }
+
+    /// Signs up and logs in a fresh user without verifying the address: they may execute
+    /// and create APIs, but not publish, deploy or create keys. Returns the access token.
+    pub async fn unverified_user(&self) -> String {
         let email = Self::email();
         let pw = "a long enough password";
         let r = self.post("/api/v1/auth/signup", None, json!({"email": email, "password": pw})).await;
@@ -387,6 +453,11 @@ impl TestCluster {
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();
         (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// The cluster's join token.
+    pub fn join_token(&self) -> &str {
+        &self.edge_cfg.join_token
     }
 
     /// The edge's test hook that makes its usage flusher die at a chosen point.

@@ -75,14 +75,20 @@ fn peak_rss_kib() -> u64 {
     line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
-/// Signs `email` up, waiting out the hashing gate's 503s.
-async fn sign_up(c: &TestCluster, email: &str) {
+/// Signs `email` up from `ip`, waiting out the hashing gate's 503s. Signups are limited
+/// per client address, so each account signs up from the address it is attacked from,
+/// on a connection of its own (a pooled one would idle past the edge's timeout while the
+/// other accounts sign up).
+async fn sign_up(c: &TestCluster, ip: IpAddr, email: &str) {
+    let url = format!("{}/api/v1/auth/signup", c.url);
+    let client = reqwest::Client::builder().local_address(ip).pool_max_idle_per_host(0).build().expect("a client");
     loop {
-        let (status, body) = c.post("/api/v1/auth/signup", None, json!({"email": email, "password": PASSWORD})).await;
+        let resp = client.post(&url).json(&json!({"email": email, "password": PASSWORD})).send().await.expect("the edge answers");
+        let status = resp.status().as_u16();
         match status {
             202 => return,
             503 => tokio::time::sleep(Duration::from_millis(100)).await,
-            _ => panic!("signup: {status} {body}"),
+            _ => panic!("signup: {status} {}", resp.text().await.unwrap_or_default()),
         }
     }
 }
@@ -100,7 +106,7 @@ async fn login_bursts_evaluate_at_most_the_limit_per_account() {
 
     // 2,000 parallel wrong guesses at one account.
     let email = TestCluster::email();
-    sign_up(&c, &email).await;
+    sign_up(&c, IpAddr::V4(Ipv4Addr::LOCALHOST), &email).await;
     let client = client_from(IpAddr::V4(Ipv4Addr::LOCALHOST));
     let logins = (0..BURST).map(|_| (client.clone(), email.clone())).collect();
     let answers = tokio::time::timeout(Duration::from_secs(600), burst(&c.url, logins)).await.expect("the burst hung");
@@ -117,13 +123,13 @@ async fn login_bursts_evaluate_at_most_the_limit_per_account() {
 
     // 2,000 across 200 accounts, 10 each, each account from its own address.
     let accounts: Vec<String> = (0..BURST / 10).map(|_| TestCluster::email()).collect();
-    for email in &accounts {
-        sign_up(&c, email).await;
+    let ips: Vec<IpAddr> = (0..accounts.len()).map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 1, u8::try_from(i + 1).unwrap()))).collect();
+    for (email, ip) in accounts.iter().zip(&ips) {
+        sign_up(&c, *ip, email).await;
     }
     let hwm_signed_up = peak_rss_kib();
     eprintln!("{} signups: VmHWM {hwm_one} kB -> {hwm_signed_up} kB", accounts.len());
-    let clients: Vec<reqwest::Client> =
-        (0..accounts.len()).map(|i| client_from(IpAddr::V4(Ipv4Addr::new(127, 0, 1, u8::try_from(i + 1).unwrap())))).collect();
+    let clients: Vec<reqwest::Client> = ips.into_iter().map(client_from).collect();
     let logins = (0..BURST).map(|i| (clients[i % accounts.len()].clone(), accounts[i % accounts.len()].clone())).collect();
     let answers = tokio::time::timeout(Duration::from_secs(600), burst(&c.url, logins)).await.expect("the burst hung");
     let many = tally(&answers);

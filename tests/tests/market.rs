@@ -222,7 +222,7 @@ async fn tenants_never_see_each_others_keys_plans_or_usage() {
     let (s, r) = c.post(&format!("/api/v1/marketplace/{}/subscribe", private.slug), Some(&stranger), json!({})).await;
     assert_eq!(s, 404, "{r}");
     // Publishing needs a verified address.
-    let unverified = c.user().await;
+    let unverified = c.unverified_user().await;
     let mine = c.create_api(&unverified, "Unverified", "python", HELLO).await;
     let (s, r) = c.patch(&format!("/api/v1/apis/{}", mine.id), Some(&unverified), json!({"public": true})).await;
     assert_eq!(s, 403, "{r}");

@@ -27,7 +27,8 @@ async fn forged_tokens_are_401() {
     let good = sign(&claims(&sub, "souq", "souq-api", 600));
     assert_eq!(c.get("/api/v1/auth/me", Some(&good)).await.0, 200);
 
-    let mut cp = AccountsClient::connect(c.control_plane_url.clone()).await.unwrap();
+    let edge = c.issue(souq_proto::tls::Role::Edge, "edge");
+    let mut cp = AccountsClient::new(TestCluster::channel(&edge, &c.control_plane_url, souq_proto::tls::Role::ControlPlane));
     let public = cp.get_verifying_key(GetVerifyingKeyRequest {}).await.unwrap().into_inner().ed25519_public;
     let hs256 = jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),

@@ -2,6 +2,7 @@
 //! run (or a running edge). Shared here: starting it, users, percentiles.
 pub mod execute;
 pub mod invoke;
+pub mod logins;
 pub mod metering;
 
 use std::{
@@ -18,6 +19,13 @@ pub struct Up {
     child: Child,
     /// Its data dir (mail is written under `mail/` there).
     pub dir: std::path::PathBuf,
+}
+
+impl Up {
+    /// The process id of this `souq up`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for Up {

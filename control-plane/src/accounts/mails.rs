@@ -1,5 +1,7 @@
 //! The account mails: rendered in the user's locale with links built from the configured
-//! public URL (never from a request's Host header), then queued in the outbox.
+//! public URL (never from a request's Host header), then queued in the outbox. A mail to
+//! an address nobody has confirmed greets nobody by name: whoever signed up chose that
+//! name, and it must not carry their text into a stranger's inbox.
 use chrono::{DateTime, Utc};
 use sea_orm::ConnectionTrait;
 
@@ -16,6 +18,7 @@ fn kind_name(kind: MailKind) -> &'static str {
         MailKind::AlreadyRegistered => "already-registered",
         MailKind::Welcome => "welcome",
         MailKind::Reset => "reset",
+        MailKind::PasswordChanged => "password-changed",
     }
 }
 
@@ -40,21 +43,45 @@ pub async fn queue(
     kind: MailKind,
     token: &str,
 ) -> Result<()> {
+    queue_with(db, now, public_url, user, kind, token, 0).await
+}
+
+/// Queues the "your password was changed" mail, which says how many API keys are live.
+pub async fn queue_password_changed(
+    db: &impl ConnectionTrait,
+    now: DateTime<Utc>,
+    public_url: &str,
+    user: &users::Model,
+    live_keys: u64,
+) -> Result<()> {
+    queue_with(db, now, public_url, user, MailKind::PasswordChanged, "", live_keys).await
+}
+
+async fn queue_with(
+    db: &impl ConnectionTrait,
+    now: DateTime<Utc>,
+    public_url: &str,
+    user: &users::Model,
+    kind: MailKind,
+    token: &str,
+    live_keys: u64,
+) -> Result<()> {
     let base = public_url.trim_end_matches('/');
     let link = match kind {
         MailKind::Verify => verify_link(base, token),
         MailKind::Reset => reset_link(base, token),
-        MailKind::AlreadyRegistered | MailKind::Welcome => String::new(),
+        MailKind::AlreadyRegistered | MailKind::Welcome | MailKind::PasswordChanged => String::new(),
     };
     let login_url = format!("{base}/");
     let forgot_url = format!("{base}/reset-password");
     let vars = MailVars {
-        name: user.name.as_deref(),
+        name: user.name.as_deref().filter(|_| user.email_verified),
         email: &user.email,
         link: &link,
         token: if kind == MailKind::Reset { token } else { "" },
         login_url: &login_url,
         forgot_url: &forgot_url,
+        live_keys,
     };
     let mail = render(kind, &user.locale, &vars);
     outbox::enqueue(db, now, &user.email, kind_name(kind), mail).await

@@ -5,16 +5,23 @@ pub mod rules;
 pub mod session;
 pub mod signup;
 pub mod tokens;
+pub mod upkeep;
 
 use std::{sync::Arc, time::Duration};
 
 use sea_orm::DatabaseConnection;
 use tokio::sync::Notify;
 
+pub use crate::config::{AUDIT_RETENTION, FORGOT_LIMIT, SIGNUP_LIMIT};
 pub use rules::{check_locale, check_name, check_password, normalize_email, to_wire};
 
 use crate::{
-    auth::{throttle::Throttle, token::TokenSigner},
+    audit,
+    auth::{
+        lockout::LoginThrottle,
+        rate::{RateConfig, RateLimit},
+        token::TokenSigner,
+    },
     clock::Clock,
 };
 
@@ -29,26 +36,43 @@ pub struct Accounts {
     pub(crate) public_url: String,
     /// Wakes the mail outbox once a mail is queued.
     pub(crate) mail_wake: Arc<Notify>,
-    /// Login attempts per account.
-    pub(crate) account_throttle: Throttle,
-    /// Login attempts per client address.
-    pub(crate) ip_throttle: Throttle,
+    /// Password checks per (account, client), per account and per client.
+    pub(crate) logins: LoginThrottle,
+    /// Signups per client and in all.
+    pub(crate) signups: RateLimit,
+    /// Forgotten-password requests per client and in all.
+    pub(crate) forgots: RateLimit,
+    /// Throttled logins not yet written to the audit log.
+    pub(crate) throttled: audit::Tally,
+    /// How long audit rows are kept.
+    pub(crate) audit_retention: Duration,
     /// Signs and verifies access tokens.
     pub(crate) tokens: TokenSigner,
 }
 
 impl Accounts {
-    /// The accounts area over `db`; queued mails wake `mail_wake`.
+    /// The accounts area over `db`, with the default limits; queued mails wake `mail_wake`.
     pub fn new(db: DatabaseConnection, clock: Arc<dyn Clock>, public_url: &str, tokens: TokenSigner, mail_wake: Arc<Notify>) -> Self {
-        let minute = Duration::from_secs(60);
         Accounts {
             db,
             clock,
             public_url: public_url.trim_end_matches('/').to_owned(),
             mail_wake,
-            account_throttle: Throttle::new(5, 15 * minute, minute, 15 * minute),
-            ip_throttle: Throttle::new(50, 15 * minute, minute, 15 * minute),
+            logins: LoginThrottle::default(),
+            signups: RateLimit::new(SIGNUP_LIMIT),
+            forgots: RateLimit::new(FORGOT_LIMIT),
+            throttled: audit::Tally::default(),
+            audit_retention: AUDIT_RETENTION,
             tokens,
         }
+    }
+
+    /// The same area with these limits on signups and forgotten passwords, and this
+    /// audit retention.
+    pub fn with_limits(mut self, signup: RateConfig, forgot: RateConfig, audit_retention: Duration) -> Self {
+        self.signups = RateLimit::new(signup);
+        self.forgots = RateLimit::new(forgot);
+        self.audit_retention = audit_retention;
+        self
     }
 }

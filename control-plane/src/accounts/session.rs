@@ -16,12 +16,13 @@ use souq_proto::{
 use tracing::info;
 use uuid::Uuid;
 
-use super::{Accounts, rules, tokens};
+use super::{Accounts, mails, rules, tokens};
 use crate::{
     audit::{self, Event},
     auth::password,
     entity::users,
     error::{Error, Result},
+    market::keys,
 };
 
 /// Most revocations sent in one answer.
@@ -58,21 +59,33 @@ fn login_response(accounts: &Accounts, user: users::Model, now: DateTime<Utc>, r
     })
 }
 
+/// The user's row, locked until the transaction ends (PostgreSQL; SQLite runs one writer
+/// at a time anyway). A password reset or change updates this row first, so a session
+/// being issued under the lock either sees the reset or finishes before it, and then the
+/// reset's revocation sees the session.
+async fn lock_user(db: &impl ConnectionTrait, id: Uuid) -> Result<Option<users::Model>> {
+    Ok(users::Entity::find_by_id(id).lock_exclusive().one(db).await?)
+}
+
+/// When a session issued now for `user` counts as made: never before the user's cut-off,
+/// so a session begun after a reset in the same second survives it.
+fn issued_at(user: &users::Model, now: DateTime<Utc>) -> DateTime<Utc> {
+    user.tokens_valid_after.map_or(now, |cut| cut.max(now))
+}
+
 /// Logs in. A wrong password and an unknown address take the same path (a dummy argon2
-/// verification) and give the same answer. Attempts are throttled per account and per
-/// client address, and counted before the password is checked, so a burst of parallel
-/// guesses gets no more than the throttle's limit evaluated. An attempt that ends without
-/// a verdict (the hashing gate is full, the database failed) is given back; a success
-/// clears the account's count and gives the address's attempt back.
+/// verification) and give the same answer. Attempts are throttled per (account, client),
+/// per account and per client ([`crate::auth::lockout`]), and counted before the password
+/// is checked, so a burst of parallel guesses gets no more than the throttle's limit
+/// evaluated. An attempt that ends without a verdict (the hashing gate is full, the
+/// database failed) is given back; a success clears the pair. Refused attempts are tallied
+/// for the audit log, not written one row each.
 pub(crate) async fn login(accounts: &Accounts, req: LoginRequest) -> Result<LoginResponse> {
     let now = accounts.clock.now();
     let account_key: String = req.email.trim().to_lowercase().chars().take(254).collect();
-    let ip_key = req.client_ip.clone();
-    let admitted = accounts.account_throttle.attempt(&account_key, now).and_then(|()| {
-        accounts.ip_throttle.attempt(&ip_key, now).inspect_err(|_| accounts.account_throttle.undo(&account_key))
-    });
-    if let Err(secs) = admitted {
-        audit::record(&accounts.db, now, Event::LoginFailure, None, &req.client_ip, json!({"reason": "throttled"})).await?;
+    let ip = req.client_ip.as_str();
+    if let Err(secs) = accounts.logins.attempt(&account_key, ip, now) {
+        accounts.throttled.add(ip);
         return Err(throttled(secs));
     }
     let verdict = async {
@@ -84,43 +97,49 @@ pub(crate) async fn login(accounts: &Accounts, req: LoginRequest) -> Result<Logi
         Ok::<_, Error>((ok, user))
     }
     .await;
-    let user = match verdict {
+    let checked = match verdict {
         Err(e) => {
-            accounts.account_throttle.undo(&account_key);
-            accounts.ip_throttle.undo(&ip_key);
+            accounts.logins.undo(&account_key, ip);
             return Err(e);
         }
         Ok((true, Some(u))) => u,
         Ok((_, user)) => {
             let user_id = user.map(|u| u.id);
-            audit::record(&accounts.db, now, Event::LoginFailure, user_id, &req.client_ip, json!({"reason": "bad_credentials"}))
-                .await?;
+            audit::record(&accounts.db, now, Event::LoginFailure, user_id, ip, json!({"reason": "bad_credentials"})).await?;
             return Err(bad_credentials());
         }
     };
-    accounts.account_throttle.success(&account_key);
-    accounts.ip_throttle.undo(&ip_key);
-    let refresh = tokens::issue_refresh(&accounts.db, user.id, None, now).await?;
-    audit::record(&accounts.db, now, Event::Login, Some(user.id), &req.client_ip, json!({})).await?;
+    accounts.logins.success(&account_key, ip);
+    let txn = accounts.db.begin().await?;
+    // The password was checked against `checked`; a reset that committed since voids it.
+    let user = match lock_user(&txn, checked.id).await? {
+        Some(u) if u.password_hash == checked.password_hash => u,
+        _ => return Err(bad_credentials()),
+    };
+    let refresh = tokens::issue_refresh(&txn, user.id, None, issued_at(&user, now)).await?;
+    audit::record(&txn, now, Event::Login, Some(user.id), ip, json!({})).await?;
+    txn.commit().await?;
     info!(user_id = %user.id, "login");
     login_response(accounts, user, now, refresh)
 }
 
-/// Trades a refresh token for a new pair; a reused one revokes its family.
+/// Trades a refresh token for a new pair; a reused one revokes its family, and one made
+/// before its user's last password reset or change is refused.
 pub(crate) async fn refresh(accounts: &Accounts, req: RefreshRequest) -> Result<LoginResponse> {
     let now = accounts.clock.now();
     let refused = || Error::kind(Kind::Unauthenticated, "invalid, expired or revoked refresh token");
     let txn = accounts.db.begin().await?;
-    let outcome = tokens::rotate_refresh(&txn, req.refresh_token.trim(), now).await?;
-    match outcome {
+    let row = tokens::find_refresh(&txn, req.refresh_token.trim()).await?.ok_or_else(refused)?;
+    // Locked before the token rotates, in the order a reset takes them.
+    let user = lock_user(&txn, row.user_id).await?.ok_or_else(refused)?;
+    match tokens::rotate_refresh(&txn, row, user.tokens_valid_after, now).await? {
         tokens::Rotation::Refused => Err(refused()),
         tokens::Rotation::Reused { user_id } => {
             audit::record(&txn, now, Event::RefreshReuse, Some(user_id), &req.client_ip, json!({})).await?;
             txn.commit().await?;
             Err(refused())
         }
-        tokens::Rotation::Rotated { user_id, refresh_token } => {
-            let user = users::Entity::find_by_id(user_id).one(&txn).await?.ok_or_else(refused)?;
+        tokens::Rotation::Rotated { refresh_token, .. } => {
             txn.commit().await?;
             login_response(accounts, user, now, refresh_token)
         }
@@ -140,32 +159,60 @@ pub(crate) async fn caller(accounts: &Accounts, token: Option<&str>) -> Result<u
     Ok(user)
 }
 
-/// Stores a new password hash and voids every earlier session of the user.
-pub async fn set_password(db: &impl ConnectionTrait, user: users::Model, hash: String, now: DateTime<Utc>) -> Result<()> {
+/// Stores a new password hash and voids every earlier session of the user (the edge ends
+/// their log follows too, from the same cut-off); with `revoke_keys`, revokes every API
+/// key as well. Queues the "password changed" mail, which counts the keys still live.
+/// Returns how many keys were revoked; the caller republishes the access table then.
+pub async fn set_password(
+    db: &impl ConnectionTrait,
+    public_url: &str,
+    user: users::Model,
+    hash: String,
+    revoke_keys: bool,
+    now: DateTime<Utc>,
+) -> Result<u64> {
     let id = user.id;
     let mut am = user.into_active_model();
     am.password_hash = Set(hash);
     am.tokens_valid_after = Set(Some(next_second(now)));
-    am.update(db).await?;
-    tokens::revoke_all_refresh(db, id, now).await
+    let user = am.update(db).await?;
+    tokens::revoke_all_refresh(db, id, now).await?;
+    let (revoked, live) = keys::revoke_all_and_count(db, id, revoke_keys, now).await?;
+    mails::queue_password_changed(db, now, public_url, &user, live).await?;
+    Ok(revoked)
+}
+
+/// The answer to a reset or change, naming the keys it revoked.
+pub(crate) fn password_set(message: &str, revoked_keys: u64) -> MessageResponse {
+    let message = match revoked_keys {
+        0 => message.to_owned(),
+        1 => format!("{message} Your 1 API key is revoked."),
+        n => format!("{message} Your {n} API keys are revoked."),
+    };
+    MessageResponse { message }
 }
 
 /// Changes the caller's password, given the current one; wrong current passwords count
-/// against the account's login throttle, before they are checked.
-pub(crate) async fn change_password(accounts: &Accounts, token: Option<&str>, req: ChangePasswordRequest) -> Result<MessageResponse> {
+/// against the login throttle, before they are checked. Returns the answer and how many
+/// API keys it revoked.
+pub(crate) async fn change_password(
+    accounts: &Accounts,
+    token: Option<&str>,
+    req: ChangePasswordRequest,
+) -> Result<(MessageResponse, u64)> {
     let user = caller(accounts, token).await?;
     let now = accounts.clock.now();
-    let key = user.email.clone();
-    accounts.account_throttle.attempt(&key, now).map_err(throttled)?;
+    let (key, ip) = (user.email.clone(), req.client_ip.clone());
+    accounts.logins.attempt(&key, &ip, now).map_err(throttled)?;
     let ok = password::verify(req.current_password, Some(user.password_hash.clone()))
         .await
-        .inspect_err(|_| accounts.account_throttle.undo(&key))?;
+        .inspect_err(|_| accounts.logins.undo(&key, &ip))?;
     if !ok {
-        audit::record(&accounts.db, now, Event::LoginFailure, Some(user.id), &req.client_ip, json!({"reason": "change_password"}))
+        audit::record(&accounts.db, now, Event::LoginFailure, Some(user.id), &ip, json!({"reason": "change_password"}))
             .await?;
         return Err(Error::kind(Kind::Forbidden, "the current password is wrong"));
     }
-    accounts.account_throttle.success(&key);
+    accounts.logins.success(&key, &ip);
     rules::check_password(&req.new_password, &user.email).map_err(|e| match e {
         Error::Wire(w) => Error::Wire(WireError { field: Some("new_password".into()), ..w }),
         other => other,
@@ -174,10 +221,11 @@ pub(crate) async fn change_password(accounts: &Accounts, token: Option<&str>, re
     let now = accounts.clock.now();
     let id = user.id;
     let txn = accounts.db.begin().await?;
-    set_password(&txn, user, hash, now).await?;
-    audit::record(&txn, now, Event::PasswordChange, Some(id), &req.client_ip, json!({})).await?;
+    let revoked = set_password(&txn, &accounts.public_url, user, hash, req.revoke_api_keys, now).await?;
+    audit::record(&txn, now, Event::PasswordChange, Some(id), &ip, json!({"api_keys_revoked": revoked})).await?;
     txn.commit().await?;
-    Ok(MessageResponse { message: "Your password is changed. Log in again with it.".into() })
+    accounts.mail_wake.notify_one();
+    Ok((password_set("Your password is changed. Log in again with it.", revoked), revoked))
 }
 
 /// Users whose earlier access tokens are void, changed since the given time. Only cut-offs

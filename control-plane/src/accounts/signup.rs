@@ -1,5 +1,6 @@
 //! Signing up and proving the address: signup, email verification, forgotten and reset
-//! passwords. Answers never reveal whether an address has an account.
+//! passwords. Answers never reveal whether an address has an account. Signups and
+//! forgotten-password requests are rate-limited per client address and in all.
 use std::sync::Arc;
 
 use sea_orm::{
@@ -8,7 +9,7 @@ use sea_orm::{
 };
 use serde_json::json;
 use souq_proto::{
-    Kind,
+    Kind, WireError,
     accounts::{
         ForgotPasswordRequest, MessageResponse, ResetPasswordRequest, SignupRequest, SignupResponse,
         VerifyEmailRequest,
@@ -37,9 +38,16 @@ const ALREADY_REGISTERED_EVERY: chrono::Duration = chrono::Duration::hours(1);
 /// How often one address may be sent a reset mail.
 const RESET_EVERY: chrono::Duration = chrono::Duration::seconds(60);
 
+/// 429 with the seconds to wait: `what` came too often from this client or from everybody.
+fn too_many(what: &str, secs: u64) -> Error {
+    WireError::rate_limited(format!("too many {what} requests; try again later"), secs).into()
+}
+
 /// Creates an account. The answer and its timing are the same for a taken address: the
-/// password is hashed either way, and the mail is prepared after answering.
+/// password is hashed either way, and the mail is prepared after answering. Every request
+/// counts against the signup limits, before anything else is done.
 pub(crate) async fn signup(accounts: &Arc<Accounts>, req: SignupRequest) -> Result<SignupResponse> {
+    accounts.signups.admit(&req.client_ip, accounts.clock.now()).map_err(|secs| too_many("signup", secs))?;
     let email = rules::normalize_email(&req.email)?;
     rules::check_password(&req.password, &email)?;
     let name = rules::check_name(req.name)?;
@@ -112,7 +120,9 @@ pub(crate) async fn verify_email(accounts: &Accounts, req: VerifyEmailRequest) -
 }
 
 /// Mails a reset link when the address has an account; answers the same either way.
+/// Every request counts against the forgotten-password limits first.
 pub(crate) async fn forgot_password(accounts: &Arc<Accounts>, req: ForgotPasswordRequest) -> Result<MessageResponse> {
+    accounts.forgots.admit(&req.client_ip, accounts.clock.now()).map_err(|secs| too_many("password reset", secs))?;
     let email = rules::normalize_email(&req.email)?;
     let user = users::Entity::find().filter(users::Column::Email.eq(&email)).one(&accounts.db).await?;
     if let Some(user) = user {
@@ -141,8 +151,10 @@ async fn queue_reset(accounts: &Accounts, user: &users::Model, ip: &str) -> Resu
 }
 
 /// Sets a new password with a mailed token. It does not log the user in, and it voids
-/// every refresh token and every access token issued before it.
-pub(crate) async fn reset_password(accounts: &Accounts, req: ResetPasswordRequest) -> Result<MessageResponse> {
+/// every refresh token and every access token issued before it (and, when asked, every
+/// API key); it lifts every login block on the account. Returns the answer and how many
+/// API keys it revoked.
+pub(crate) async fn reset_password(accounts: &Accounts, req: ResetPasswordRequest) -> Result<(MessageResponse, u64)> {
     let token = req.token.trim();
     let now = accounts.clock.now();
     // Check the token and the new password before using the token, so a rejected
@@ -155,10 +167,14 @@ pub(crate) async fn reset_password(accounts: &Accounts, req: ResetPasswordReques
     rules::check_password(&req.password, &user.email)?;
     let hash = password::hash(req.password).await?;
     let now = accounts.clock.now();
+    let email = user.email.clone();
     let txn = accounts.db.begin().await?;
     tokens::consume_email_token(&txn, token, tokens::Purpose::Reset, now).await?;
-    session::set_password(&txn, user, hash, now).await?;
-    audit::record(&txn, now, Event::PasswordReset, Some(row.user_id), &req.client_ip, json!({})).await?;
+    let revoked = session::set_password(&txn, &accounts.public_url, user, hash, req.revoke_api_keys, now).await?;
+    let detail = json!({"api_keys_revoked": revoked});
+    audit::record(&txn, now, Event::PasswordReset, Some(row.user_id), &req.client_ip, detail).await?;
     txn.commit().await?;
-    Ok(MessageResponse { message: "Your password is set. Log in with it.".into() })
+    accounts.logins.lift(&email);
+    accounts.mail_wake.notify_one();
+    Ok((session::password_set("Your password is set. Log in with it.", revoked), revoked))
 }

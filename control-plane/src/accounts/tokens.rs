@@ -137,28 +137,41 @@ pub enum Rotation {
     Refused,
 }
 
-/// Rotates a refresh token; a second use of one revokes its whole family.
-pub async fn rotate_refresh(db: &impl ConnectionTrait, raw: &str, now: DateTime<Utc>) -> Result<Rotation> {
+/// The stored row of a raw refresh token, if it is well formed and known.
+pub async fn find_refresh(db: &impl ConnectionTrait, raw: &str) -> Result<Option<refresh_tokens::Model>> {
     if !opaque::well_formed(raw) {
-        return Ok(Rotation::Refused);
+        return Ok(None);
     }
-    let Some(row) = refresh_tokens::Entity::find()
-        .filter(refresh_tokens::Column::TokenHash.eq(opaque::hash(raw)))
-        .one(db)
-        .await?
-    else {
-        return Ok(Rotation::Refused);
-    };
-    if row.revoked_at.is_some() || row.expires_at <= now {
+    Ok(refresh_tokens::Entity::find().filter(refresh_tokens::Column::TokenHash.eq(opaque::hash(raw))).one(db).await?)
+}
+
+/// Rotates a refresh token found by [`find_refresh`]; a second use revokes its whole
+/// family. A token created before `not_before` (its user's session cut-off) is refused,
+/// whether or not a revocation reached it: a login in flight during a reset can mint one
+/// after the reset revoked the others. The rotating update requires the token unused and
+/// unrevoked, so a revocation that commits first wins. The new token is stamped no earlier
+/// than the old one, so a session begun after a cut-off stays after it.
+pub async fn rotate_refresh(
+    db: &impl ConnectionTrait,
+    row: refresh_tokens::Model,
+    not_before: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<Rotation> {
+    if row.revoked_at.is_some() || row.expires_at <= now || not_before.is_some_and(|cut| row.created_at < cut) {
         return Ok(Rotation::Refused);
     }
     let used = refresh_tokens::Entity::update_many()
         .col_expr(refresh_tokens::Column::UsedAt, Expr::value(Some(now)))
         .filter(refresh_tokens::Column::Id.eq(row.id))
         .filter(refresh_tokens::Column::UsedAt.is_null())
+        .filter(refresh_tokens::Column::RevokedAt.is_null())
         .exec(db)
         .await?;
     if used.rows_affected != 1 {
+        let revoked = refresh_tokens::Entity::find_by_id(row.id).one(db).await?.is_none_or(|r| r.revoked_at.is_some());
+        if revoked {
+            return Ok(Rotation::Refused);
+        }
         refresh_tokens::Entity::update_many()
             .col_expr(refresh_tokens::Column::RevokedAt, Expr::value(Some(now)))
             .filter(refresh_tokens::Column::FamilyId.eq(row.family_id))
@@ -167,7 +180,7 @@ pub async fn rotate_refresh(db: &impl ConnectionTrait, raw: &str, now: DateTime<
             .await?;
         return Ok(Rotation::Reused { user_id: row.user_id });
     }
-    let refresh_token = issue_refresh(db, row.user_id, Some(row.family_id), now).await?;
+    let refresh_token = issue_refresh(db, row.user_id, Some(row.family_id), now.max(row.created_at)).await?;
     Ok(Rotation::Rotated { user_id: row.user_id, refresh_token })
 }
 

@@ -7,7 +7,7 @@ pub mod versions;
 use chrono::Utc;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, PaginatorTrait,
-    QueryFilter, QueryOrder, sea_query::OnConflict,
+    QueryFilter, QueryOrder, QuerySelect, sea_query::OnConflict,
 };
 use souq_proto::{
     Kind, Runtime,
@@ -18,12 +18,11 @@ use uuid::Uuid;
 
 use crate::{
     clock::rfc3339,
-    entity::{apis, users},
+    entity::apis,
     error::{Error, Result},
+    quotas,
 };
 
-/// Most APIs one user may own.
-pub const MAX_APIS_PER_USER: u64 = 100;
 /// Longest name, in characters.
 pub const MAX_NAME: usize = 64;
 /// Longest description, in characters.
@@ -55,11 +54,7 @@ fn check_description(description: &str) -> Result<()> {
 /// Publishing an API in the marketplace needs a verified email address: the marketplace
 /// must be able to reach whoever sells there.
 async fn check_may_publish(db: &impl ConnectionTrait, owner: Uuid) -> Result<()> {
-    let verified = users::Entity::find_by_id(owner).one(db).await?.is_some_and(|u| u.email_verified);
-    if !verified {
-        return Err(Error::kind(Kind::Forbidden, "verify your email address before publishing"));
-    }
-    Ok(())
+    quotas::require_verified(db, owner, "publishing").await
 }
 
 fn check_name(name: &str) -> Result<String> {
@@ -78,9 +73,10 @@ pub(crate) async fn owned(db: &impl ConnectionTrait, owner: Uuid, id: &str) -> R
     apis::Entity::find_by_id(id).one(db).await?.filter(|a| a.owner_id == owner).ok_or_else(not_found)
 }
 
-/// Creates an API with version 1 and a unique slug, in the caller's transaction: the
-/// caller adds what other areas keep of a new API and commits.
-pub(crate) async fn create(txn: &impl ConnectionTrait, owner: Uuid, req: CreateApiRequest) -> Result<apis::Model> {
+/// Creates an API with version 1 and a unique slug, in the caller's transaction, unless
+/// the owner already has `max_apis` (403 `quota`): the caller adds what other areas keep of
+/// a new API and commits.
+pub(crate) async fn create(txn: &impl ConnectionTrait, owner: Uuid, req: CreateApiRequest, max_apis: u32) -> Result<apis::Model> {
     let name = check_name(&req.name)?;
     let runtime = Runtime::from_request(&req.runtime)?;
     limits::check_code("code", &req.code)?;
@@ -90,8 +86,8 @@ pub(crate) async fn create(txn: &impl ConnectionTrait, owner: Uuid, req: CreateA
         check_may_publish(txn, owner).await?;
     }
     let owned_now = apis::Entity::find().filter(apis::Column::OwnerId.eq(owner)).count(txn).await?;
-    if owned_now >= MAX_APIS_PER_USER {
-        return Err(Error::kind(Kind::Conflict, format!("you already own {MAX_APIS_PER_USER} APIs, the most allowed")));
+    if owned_now >= u64::from(max_apis) {
+        return Err(quotas::exceeded("apis", format!("you own {owned_now} APIs; the quota is {max_apis} (apis)")));
     }
     let base = slug::slugify(&name);
     for attempt in 0..SLUG_ATTEMPTS {
@@ -129,6 +125,17 @@ pub(crate) async fn list(db: &impl ConnectionTrait, owner: Uuid) -> Result<Vec<A
         .all(db)
         .await?;
     Ok(rows.iter().map(to_wire).collect())
+}
+
+/// The ids of the APIs `owner` owns.
+pub(crate) async fn ids_owned_by(db: &impl ConnectionTrait, owner: Uuid) -> Result<Vec<Uuid>> {
+    Ok(apis::Entity::find()
+        .select_only()
+        .column(apis::Column::Id)
+        .filter(apis::Column::OwnerId.eq(owner))
+        .into_tuple()
+        .all(db)
+        .await?)
 }
 
 /// Deletes an API and its versions, in the caller's transaction: the caller deletes what

@@ -104,6 +104,13 @@ impl Throttle {
         }
     }
 
+    /// Forgets every key `matches` picks: their counts and their blocks.
+    pub fn forget_matching(&self, matches: impl Fn(&str) -> bool) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.retain(|k, _| !matches(k));
+        }
+    }
+
     /// Keys remembered.
     pub fn len(&self) -> usize {
         self.entries.lock().map_or(0, |e| e.len())

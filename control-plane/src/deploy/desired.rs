@@ -1,9 +1,13 @@
-//! The desired state of an API: deploy a version on some replicas, or stop; and its
-//! status. The reconciler makes the nodes match.
-use std::collections::HashMap;
+//! The desired state of an API: deploy a version on some replicas (within the owner's
+//! quotas), or stop; its status; and the versions it still needs. The reconciler makes the
+//! nodes match.
+use std::collections::{HashMap, HashSet};
 
 use chrono::Utc;
-use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, sea_query::OnConflict};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect,
+    sea_query::OnConflict,
+};
 use souq_proto::{
     Kind,
     apis::{ApiStatus, DeployApiRequest},
@@ -15,6 +19,7 @@ use crate::{
     apis,
     entity::{deployments, instances, nodes},
     error::{Error, Result},
+    quotas::{self, ASSUMED_INSTANCE_MEMORY_MB, Quotas},
 };
 
 const MAX_REGION: usize = 64;
@@ -41,6 +46,63 @@ pub(crate) async fn forget(txn: &impl ConnectionTrait, api_id: Uuid) -> Result<(
     Ok(())
 }
 
+/// The versions of an API that its deployment names or an instance runs: pruning spares
+/// them.
+pub(crate) async fn versions_in_use(db: &impl ConnectionTrait, api_id: Uuid) -> Result<HashSet<i32>> {
+    let mut used: HashSet<i32> = instances::Entity::find()
+        .select_only()
+        .column(instances::Column::Version)
+        .filter(instances::Column::ApiId.eq(api_id))
+        .into_tuple()
+        .all(db)
+        .await?
+        .into_iter()
+        .collect();
+    used.extend(deployments::Entity::find_by_id(api_id).one(db).await?.map(|d| d.version));
+    Ok(used)
+}
+
+/// Refuses a deployment of `replicas` for `api_id` that would take its owner past the
+/// replica or instance-memory quota, counting the owner's other running deployments. An
+/// instance counts at the most memory any node reserves for one.
+async fn check_quotas(db: &impl ConnectionTrait, owner: Uuid, api_id: Uuid, replicas: u32, quotas: &Quotas) -> Result<()> {
+    let mine = apis::ids_owned_by(db, owner).await?;
+    let others: u64 = deployments::Entity::find()
+        .filter(deployments::Column::ApiId.is_in(mine))
+        .filter(deployments::Column::ApiId.ne(api_id))
+        .filter(deployments::Column::Desired.eq(deployments::RUNNING))
+        .all(db)
+        .await?
+        .iter()
+        .map(|d| u64::try_from(d.replicas).unwrap_or(0))
+        .sum();
+    let total = others + u64::from(replicas);
+    if total > u64::from(quotas.replicas) {
+        return Err(quotas::exceeded(
+            "replicas",
+            format!(
+                "your other deployments run {others} replicas and this one asks for {replicas}; the quota is {} in total (replicas)",
+                quotas.replicas
+            ),
+        ));
+    }
+    let per_node: Vec<i64> =
+        nodes::Entity::find().select_only().column(nodes::Column::InstanceMemoryMb).into_tuple().all(db).await?;
+    let per_instance =
+        per_node.into_iter().max().and_then(|m| u64::try_from(m).ok()).filter(|m| *m > 0).unwrap_or(ASSUMED_INSTANCE_MEMORY_MB);
+    let memory = total.saturating_mul(per_instance);
+    if memory > quotas.instance_memory_mb {
+        return Err(quotas::exceeded(
+            "instance_memory_mb",
+            format!(
+                "{total} replicas at {per_instance} MiB each reserve {memory} MiB; the quota is {} MiB in total (instance_memory_mb)",
+                quotas.instance_memory_mb
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// The API's status now.
 pub(crate) async fn status_of(db: &impl ConnectionTrait, api_id: Uuid) -> Result<ApiStatus> {
     let deployment = deployments::Entity::find_by_id(api_id).one(db).await?;
@@ -51,10 +113,13 @@ pub(crate) async fn status_of(db: &impl ConnectionTrait, api_id: Uuid) -> Result
 
 /// Deploys a version (the latest when none is named) on `replicas` nodes. Deploying an
 /// older version is a rollback; either way the instances of the version before keep
-/// serving until the new ones run.
-pub(crate) async fn deploy(deployer: &Deployer, owner: Uuid, req: DeployApiRequest) -> Result<ApiStatus> {
+/// serving until the new ones run. Only a verified owner deploys, within `quotas`.
+pub(crate) async fn deploy(deployer: &Deployer, owner: Uuid, req: DeployApiRequest, quotas: &Quotas) -> Result<ApiStatus> {
     let db = &deployer.db;
+    // Everything read here (the latest version too) stays true until the write.
+    let held = deployer.checks.lock().await;
     let api = apis::owned(db, owner, &req.api_id).await?;
+    quotas::require_verified(db, owner, "deploying").await?;
     let replicas = req.replicas.unwrap_or(1);
     if replicas == 0 || replicas > deployer.max_replicas {
         return Err(Error::invalid("replicas", format!("must be from 1 to {}", deployer.max_replicas)));
@@ -81,6 +146,7 @@ pub(crate) async fn deploy(deployer: &Deployer, owner: Uuid, req: DeployApiReque
         reason: Set(None),
         updated_at: Set(Utc::now()),
     };
+    check_quotas(db, owner, api.id, replicas, quotas).await?;
     let columns = [
         deployments::Column::Version,
         deployments::Column::Replicas,
@@ -93,6 +159,7 @@ pub(crate) async fn deploy(deployer: &Deployer, owner: Uuid, req: DeployApiReque
         .on_conflict(OnConflict::column(deployments::Column::ApiId).update_columns(columns).to_owned())
         .exec_without_returning(db)
         .await?;
+    drop(held);
     // Instances that failed to load are cleared, so a new deploy tries afresh.
     retire(db, api.id, Some(instances::FAILED)).await?;
     tracing::info!(api_id = %api.id, version, replicas, "deploy requested");

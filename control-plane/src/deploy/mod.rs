@@ -40,6 +40,11 @@ pub struct Deployer {
     calls: Mutex<HashSet<String>>,
     /// Instances agents hold that nobody wants, for the reconciler to stop.
     strays: Mutex<Vec<(String, Candidate)>>,
+    /// Held by a deploy from its version and quota checks to its write, and by a put of
+    /// code while it prunes old versions: concurrent deploys cannot each pass the quota
+    /// with the same headroom, and a version cannot be pruned between a deploy's check
+    /// that it exists and the write that names it.
+    pub(crate) checks: tokio::sync::Mutex<()>,
 }
 
 impl Deployer {
@@ -54,6 +59,7 @@ impl Deployer {
             routes: watch::Sender::new(Arc::new(RouteTable::default())),
             calls: Mutex::default(),
             strays: Mutex::default(),
+            checks: tokio::sync::Mutex::new(()),
         }
     }
 

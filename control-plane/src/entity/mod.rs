@@ -9,6 +9,7 @@ pub mod executions;
 pub mod instances;
 pub mod mail_outbox;
 pub mod nodes;
+pub mod plan_changes;
 pub mod plans;
 pub mod refresh_tokens;
 pub mod subscriptions;

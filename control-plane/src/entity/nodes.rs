@@ -26,6 +26,9 @@ pub struct Model {
     pub instance_memory_mb: i64,
     /// CPU one API instance reserves, in thousandths of a core.
     pub instance_cpus_milli: i32,
+    /// The identity the node was pinned to at its first registration: the SHA-256 of its
+    /// certificate's public key, in hex; `None` for nodes registered in plain text.
+    pub identity: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -9,10 +9,14 @@ pub struct Model {
     pub id: Uuid,
     pub user_id: Uuid,
     pub api_id: Uuid,
-    /// The current plan; switching plans changes it in place.
+    /// The plan in force; an upgrade changes it in place at once.
     pub plan_id: Uuid,
     /// When the user first subscribed to the API.
     pub created_at: DateTimeUtc,
+    /// The plan a downgrade (or any switch that is not an upgrade) moves to ...
+    pub pending_plan_id: Option<Uuid>,
+    /// ... at this time: the start of the month after it was asked for (UTC).
+    pub plan_changes_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

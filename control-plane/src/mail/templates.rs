@@ -1,4 +1,4 @@
-//! The account mails (verify, already registered, welcome, reset) in English and Arabic,
+//! The account mails (verify, already registered, welcome, reset, password changed) in English and Arabic,
 //! rendered as plain text plus a small self-contained HTML document. Pure functions, no I/O.
 
 /// Which mail.
@@ -12,6 +12,8 @@ pub enum MailKind {
     Welcome,
     /// A password reset was requested, with the reset link and token.
     Reset,
+    /// The password was reset or changed; says how many API keys are still live.
+    PasswordChanged,
 }
 
 /// A rendered mail.
@@ -41,6 +43,8 @@ pub struct MailVars<'a> {
     pub login_url: &'a str,
     /// Where to ask for a password reset.
     pub forgot_url: &'a str,
+    /// The account's live API keys (PasswordChanged only).
+    pub live_keys: u64,
 }
 
 /// The API call that consumes a reset token.
@@ -186,6 +190,14 @@ fn english<'a>(kind: MailKind, v: &MailVars<'a>, hello: Block<'a>) -> (&'static 
             Para(vec![Text("If you did not ask for this, ignore this email: your password has not changed.")]),
             bye,
         ]),
+        MailKind::PasswordChanged => ("Your Souq password was changed", vec![
+            hello,
+            Para(vec![Text("The password of the Souq account for "), Ltr(v.email), Text(" was just changed, and every session logged in before the change has been ended.")]),
+            Para(vec![Text("API keys still live on this account: "), Seg::Auto(v.live_keys.to_string()), Text(". A password change does not revoke them unless it asks to; they keep working until you revoke them.")]),
+            Para(vec![Text("If you did not change your password, reset it now, asking to revoke every API key too:")]),
+            Link("Reset my password", v.forgot_url),
+            bye,
+        ]),
     }
 }
 
@@ -229,6 +241,14 @@ fn arabic<'a>(kind: MailKind, v: &MailVars<'a>, hello: Block<'a>) -> (&'static s
             Code(api_call(v.token, "<كلمة المرور الجديدة>")),
             Para(vec![Text("الرابط والرمز صالحان لمدة ساعة واحدة، ولا يعملان إلا مرة واحدة. وإذا طلبت إعادة التعيين مرة أخرى، فسيبطل هذا الرابط وهذا الرمز.")]),
             Para(vec![Text("إذا لم تطلب ذلك، فتجاهل هذه الرسالة؛ فكلمة مرورك لم تتغير.")]),
+            bye,
+        ]),
+        MailKind::PasswordChanged => ("تم تغيير كلمة المرور في سوق", vec![
+            hello,
+            Para(vec![Text("تم للتو تغيير كلمة المرور لحساب سوق المرتبط بالعنوان "), Ltr(v.email), Text("، وأُنهيت كل جلسة سُجّل دخولها قبل التغيير.")]),
+            Para(vec![Text("عدد مفاتيح API السارية في هذا الحساب: "), Seg::Auto(v.live_keys.to_string()), Text(". لا يُلغي تغيير كلمة المرور هذه المفاتيح إلا إذا طُلب ذلك؛ فهي تبقى صالحة حتى تلغيها.")]),
+            Para(vec![Text("إذا لم تغيّر كلمة المرور بنفسك، فأعد تعيينها الآن واطلب إلغاء كل مفاتيح API أيضًا:")]),
+            Link("إعادة تعيين كلمة المرور", v.forgot_url),
             bye,
         ]),
     }
@@ -324,8 +344,8 @@ fn html_of(lang: &Lang, subject: &str, blocks: &[Block<'_>]) -> String {
 mod tests {
     use super::*;
 
-    const KINDS: [MailKind; 4] =
-        [MailKind::Verify, MailKind::AlreadyRegistered, MailKind::Welcome, MailKind::Reset];
+    const KINDS: [MailKind; 5] =
+        [MailKind::Verify, MailKind::AlreadyRegistered, MailKind::Welcome, MailKind::Reset, MailKind::PasswordChanged];
 
     fn vars<'a>(name: Option<&'a str>, link: &'a str) -> MailVars<'a> {
         let (login_url, forgot_url) = ("https://souq.example/login", "https://souq.example/forgot");
@@ -336,6 +356,7 @@ mod tests {
             token: "tok_ABC123",
             login_url,
             forgot_url,
+            live_keys: 3,
         }
     }
 
@@ -418,6 +439,15 @@ mod tests {
         assert!(r.text.starts_with("Hello Sal ma,\n"));
         let r = render(MailKind::Welcome, "en", &vars(Some(" \u{200F} "), ""));
         assert!(r.text.starts_with("Hello,\n"));
+    }
+
+    #[test]
+    fn the_password_changed_mail_counts_the_live_keys() {
+        for locale in ["en", "ar"] {
+            let r = render(MailKind::PasswordChanged, locale, &vars(None, ""));
+            assert!(r.text.contains(": 3."), "{locale}: {}", r.text);
+            assert!(has_line(&r.text, "https://souq.example/forgot"), "{locale}");
+        }
     }
 
     #[test]

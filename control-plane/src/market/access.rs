@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 use uuid::Uuid;
 
-use super::{Market, Month, calls, to_u64};
+use super::{Market, Month, calls, history, to_u64};
 use crate::{
     entity::{api_keys, plans, subscriptions, usage_windows},
     error::Result,
@@ -99,7 +99,10 @@ pub fn build(
 pub(crate) async fn refresh(market: &Market) -> Result<()> {
     let _turn = market.access.rebuilding.lock().await;
     let db = &market.db;
-    let month = Month::of(market.clock.now());
+    let now = market.clock.now();
+    let month = Month::of(now);
+    // A new month puts pending downgrades in force before their limits are published.
+    history::settle(db, now).await?;
     let keys = api_keys::Entity::find().filter(api_keys::Column::RevokedAt.is_null()).all(db).await?;
     let subs = subscriptions::Entity::find().all(db).await?;
     let plans: HashMap<Uuid, plans::Model> = plans::Entity::find().all(db).await?.into_iter().map(|p| (p.id, p)).collect();
@@ -170,7 +173,15 @@ mod tests {
         let keys = [live.clone(), key(true, "cd".repeat(32)), key(false, "not hex".into())];
         let api = Uuid::now_v7();
         let plan = crate::market::plans::free(api, now);
-        let sub = subscriptions::Model { id: Uuid::now_v7(), user_id: user, api_id: api, plan_id: plan.id, created_at: now };
+        let sub = subscriptions::Model {
+            id: Uuid::now_v7(),
+            user_id: user,
+            api_id: api,
+            plan_id: plan.id,
+            created_at: now,
+            pending_plan_id: None,
+            plan_changes_at: None,
+        };
         let orphan = subscriptions::Model { id: Uuid::now_v7(), plan_id: Uuid::now_v7(), ..sub.clone() };
         let plans = HashMap::from([(plan.id, plan.clone())]);
         let used = HashMap::from([(sub.id.to_string(), 42)]);

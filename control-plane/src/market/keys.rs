@@ -17,6 +17,7 @@ use crate::{
     clock::rfc3339,
     entity::api_keys,
     error::{Error, Result},
+    quotas,
 };
 
 /// Most live (unrevoked) keys one user may hold.
@@ -76,8 +77,10 @@ fn is_unique_violation(e: &Error) -> bool {
     matches!(e, Error::Db(e) if matches!(e.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_))))
 }
 
-/// Makes a key for the caller; the answer is the only time the whole key is shown.
+/// Makes a key for the caller, whose address must be verified; the answer is the only
+/// time the whole key is shown.
 pub(crate) async fn create(market: &Market, user: Uuid, name: &str) -> Result<KeyCreated> {
+    quotas::require_verified(&market.db, user, "creating API keys").await?;
     let name = check_label("name", name)?;
     let live = api_keys::Entity::find()
         .filter(api_keys::Column::UserId.eq(user))
@@ -152,6 +155,31 @@ pub(crate) async fn revoke(market: &Market, user: Uuid, id: &str) -> Result<()> 
     tracing::info!(key_id = %key.id, prefix = %key.prefix, user_id = %user, "API key revoked");
     access::publish_now(market).await;
     Ok(())
+}
+
+/// After a password reset or change, inside its transaction: revokes every live key of
+/// `user` when `revoke_all`, then counts the live keys left. Returns (revoked, live). The
+/// caller republishes the access table once the transaction commits.
+pub async fn revoke_all_and_count(
+    db: &impl ConnectionTrait,
+    user: Uuid,
+    revoke_all: bool,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(u64, u64)> {
+    let mut revoked = 0;
+    if revoke_all {
+        revoked = api_keys::Entity::update_many()
+            .col_expr(api_keys::Column::RevokedAt, Expr::value(Some(now)))
+            .filter(api_keys::Column::UserId.eq(user))
+            .filter(api_keys::Column::RevokedAt.is_null())
+            .exec(db)
+            .await?
+            .rows_affected;
+        tracing::info!(user_id = %user, keys = revoked, "every API key of the user revoked");
+    }
+    let live =
+        api_keys::Entity::find().filter(api_keys::Column::UserId.eq(user)).filter(api_keys::Column::RevokedAt.is_null()).count(db).await?;
+    Ok((revoked, live))
 }
 
 #[cfg(test)]

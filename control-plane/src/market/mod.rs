@@ -1,14 +1,16 @@
-//! The marketplace: plans, API keys and subscriptions, the access table the edges enforce,
-//! and metered usage (its exactly-once intake and the views built on it). Builds on
-//! `apis`; knows nothing of deployments.
+//! The marketplace: plans, API keys and subscriptions with their plan history, the access
+//! table the edges enforce, and metered usage (its exactly-once intake, the views and the
+//! statements built on it). Builds on `apis`; knows nothing of deployments.
 pub mod access;
 pub mod batch;
 pub mod calls;
 pub mod catalog;
 pub mod histogram;
+pub mod history;
 pub mod keys;
 pub mod plans;
 pub mod report;
+pub mod statement;
 pub mod subscriptions;
 pub mod usage;
 
@@ -41,9 +43,12 @@ impl Market {
     }
 }
 
-/// Forgets an API about to be deleted (in the caller's transaction): its subscriptions
-/// and plans go; the caller republishes the access table once it commits.
-pub(crate) async fn forget_api(txn: &impl ConnectionTrait, api_id: Uuid) -> Result<()> {
+/// Forgets an API about to be deleted at `now` (in the caller's transaction): its
+/// subscriptions and plans go, and their plan history ends at `now` but stays, so
+/// consumers' statements keep its lines; the caller republishes the access table once it
+/// commits.
+pub(crate) async fn forget_api(txn: &impl ConnectionTrait, api_id: Uuid, now: DateTime<Utc>) -> Result<()> {
+    history::end_of_api(txn, api_id, now).await?;
     subscriptions::delete_of_api(txn, api_id).await?;
     plans::delete_of_api(txn, api_id).await
 }

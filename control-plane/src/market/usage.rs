@@ -1,14 +1,13 @@
-//! Usage views built on the committed windows: the provider's view of one API, the
-//! consumer's view of this month, and a consumer's monthly statement. A plan's price is a
-//! flat monthly fee: a subscription costs its current plan's price for any month it existed.
+//! Usage views built on the committed windows: the provider's view of one API and the
+//! consumer's view of this month (statements are in `statement`). A plan's price is a flat
+//! monthly fee; downgrades wait for the next month and upgrades pay the difference, so this
+//! month costs the price of the plan in force now.
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, DurationRound, Utc};
 use futures_util::TryStreamExt;
 use sea_orm::{ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter};
-use souq_proto::market::{
-    ApiUsage, ConsumerUsage, CurrencyTotal, KeyUsage, Statement, StatementLine, SubscriptionUsage, UsageWindow,
-};
+use souq_proto::market::{ApiUsage, ConsumerUsage, KeyUsage, SubscriptionUsage, UsageWindow};
 use uuid::Uuid;
 
 use super::{Market, Month, calls, histogram::Histogram, keys, subscriptions, to_u64};
@@ -90,11 +89,12 @@ pub(crate) async fn of_api(market: &Market, owner: Uuid, id: &str, hours: u32) -
 }
 
 /// The caller's view of this month: calls per key (live keys, and revoked ones that made
-/// calls), and per subscription with its quota left and its cost so far (the plan's flat
-/// monthly price).
+/// calls), and per subscription with its quota left and its cost so far (the flat monthly
+/// price of the plan in force, the month's dearest; a pending switch is shown with it).
 pub(crate) async fn mine(market: &Market, user: Uuid) -> Result<ConsumerUsage> {
     let month = Month::of(market.clock.now());
     let db = &market.db;
+    subscriptions::settle(market).await?;
     let own = Condition::all().add(usage_windows::Column::UserId.eq(user.to_string())).add(usage_windows::Column::KeyId.ne(""));
     let key_calls = calls::in_month(db, usage_windows::Column::KeyId, own, month).await?;
     let keys = keys::listed(db, user)
@@ -112,7 +112,7 @@ pub(crate) async fn mine(market: &Market, user: Uuid) -> Result<ConsumerUsage> {
         .map(|h| {
             let calls = sub_calls.get(&h.sub.id.to_string()).copied().unwrap_or(0);
             SubscriptionUsage {
-                subscription: Some(subscriptions::to_wire(&h.sub, &h.slug, &h.plan)),
+                subscription: Some(subscriptions::to_wire(&h.sub, &h.slug, &h.plan, h.pending.as_ref())),
                 calls,
                 quota_left: to_u64(h.plan.monthly_quota).saturating_sub(calls),
                 cost_minor: to_u64(h.plan.price_minor),
@@ -130,45 +130,6 @@ async fn calls_of(db: &impl ConnectionTrait, held: &[subscriptions::Held], month
     let ids: Vec<String> = held.iter().map(|h| h.sub.id.to_string()).collect();
     let only = Condition::all().add(usage_windows::Column::SubscriptionId.is_in(ids));
     calls::in_month(db, usage_windows::Column::SubscriptionId, only, month).await
-}
-
-/// One total per currency, in currency order; amounts of different currencies never mix.
-fn totals(lines: &[StatementLine]) -> Vec<CurrencyTotal> {
-    let mut sums: BTreeMap<&str, u64> = BTreeMap::new();
-    for l in lines {
-        let sum = sums.entry(l.currency.as_str()).or_default();
-        *sum = sum.saturating_add(l.cost_minor);
-    }
-    sums.into_iter().map(|(currency, amount_minor)| CurrencyTotal { currency: currency.to_owned(), amount_minor }).collect()
-}
-
-/// The caller's statement for `month` (`YYYY-MM`, the current month when empty): a line per
-/// subscription that existed in the month, at its current plan's flat price.
-pub(crate) async fn statement(market: &Market, user: Uuid, month: &str) -> Result<Statement> {
-    let now = Month::of(market.clock.now());
-    let month = match month.trim() {
-        "" => now,
-        m => Month::parse(m).ok_or_else(|| Error::invalid("month", "YYYY-MM"))?,
-    };
-    if month > now {
-        return Err(Error::invalid("month", "must not be in the future"));
-    }
-    let db = &market.db;
-    let held: Vec<_> = subscriptions::of_user(db, user).await?.into_iter().filter(|h| h.sub.created_at < month.end()).collect();
-    let calls = calls_of(db, &held, month).await?;
-    let lines: Vec<StatementLine> = held
-        .iter()
-        .map(|h| StatementLine {
-            subscription_id: h.sub.id.to_string(),
-            api_id: h.sub.api_id.to_string(),
-            slug: h.slug.clone(),
-            plan: h.plan.name.clone(),
-            calls: calls.get(&h.sub.id.to_string()).copied().unwrap_or(0),
-            cost_minor: to_u64(h.plan.price_minor),
-            currency: h.plan.currency.clone(),
-        })
-        .collect();
-    Ok(Statement { month: month.to_string(), totals: totals(&lines), lines })
 }
 
 #[cfg(test)]
@@ -209,14 +170,5 @@ mod tests {
         assert_eq!(w0.start, "1970-01-01T02:00:00Z");
         assert_eq!((w0.calls, w0.p50_ms, w0.p95_ms, w0.bytes_in, w0.bytes_out), (3, 0.25, 50.0, 2, 4));
         assert_eq!(u.windows[1].p95_ms, 5_000.0);
-    }
-
-    #[test]
-    fn totals_never_mix_currencies() {
-        let line = |currency: &str, cost_minor| StatementLine { currency: currency.into(), cost_minor, ..StatementLine::default() };
-        let t = totals(&[line("USD", 500), line("SAR", 1_999), line("USD", 0), line("USD", 250)]);
-        let t: Vec<(&str, u64)> = t.iter().map(|t| (t.currency.as_str(), t.amount_minor)).collect();
-        assert_eq!(t, [("SAR", 1_999), ("USD", 750)]);
-        assert!(totals(&[]).is_empty());
     }
 }

@@ -59,6 +59,7 @@ mod tests {
             warm: "{}".into(),
             instance_memory_mb: 256,
             instance_cpus_milli: 500,
+            identity: None,
         }
     }
 

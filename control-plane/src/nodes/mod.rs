@@ -30,4 +30,9 @@ impl Nodes {
         let agents = AgentClients::new(join_token, Dialing::default()).expect("a validated join token");
         Nodes { db, agents, heartbeat_interval, node_ttl }
     }
+
+    /// Dials the agents over `transport` (mutual TLS with the control plane's certificate).
+    pub fn with_transport(self, transport: souq_proto::tls::Transport) -> Self {
+        Nodes { agents: self.agents.with_transport(transport), ..self }
+    }
 }

@@ -1,11 +1,13 @@
 //! The node registry: agents register with their address, runtimes and capacity, and
-//! heartbeat their capacity and Docker health. A node that registers again keeps its id.
+//! heartbeat their capacity and Docker health. A node that registers again keeps its id,
+//! and its identity: the first agent to register a name (by its certificate's key) holds
+//! it, and no other may register or heartbeat as that node.
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::Utc;
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter};
 use souq_proto::{
-    Runtime,
+    Kind, Runtime,
     registry::{HeartbeatRequest, RegisterRequest},
 };
 use tracing::info;
@@ -47,14 +49,31 @@ impl Nodes {
     }
 }
 
+/// Refuses a caller whose identity is not the one `row` is pinned to. In plain text
+/// (`caller` is `None`) nothing is pinned, and nothing checked.
+fn check_pin(row: &nodes::Model, caller: Option<&str>) -> Result<()> {
+    match (row.identity.as_deref(), caller) {
+        (Some(pinned), Some(caller)) if pinned != caller => Err(Error::kind(
+            Kind::Forbidden,
+            format!("node {} is registered to another agent identity", row.name),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Registers a node, or registers it again after a restart (it keeps its id); returns its
-/// row. A node that moved to a new address loses the client of its old one.
-pub(crate) async fn register(fleet: &Nodes, req: &RegisterRequest) -> Result<nodes::Model> {
+/// row. A node that moved to a new address loses the client of its old one. The first
+/// registration with an `identity` pins it; another identity is refused the name.
+pub(crate) async fn register(fleet: &Nodes, req: &RegisterRequest, identity: Option<String>) -> Result<nodes::Model> {
     let runtimes = validate(req)?;
     let db = &fleet.db;
     let now = Utc::now();
     let cap = req.capacity.clone().unwrap_or_default();
     let existing = nodes::Entity::find().filter(nodes::Column::Name.eq(&req.node_name)).one(db).await?;
+    if let Some(old) = &existing {
+        check_pin(old, identity.as_deref())?;
+    }
+    let identity = existing.as_ref().and_then(|n| n.identity.clone()).or(identity);
     let runtimes = runtimes.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(",");
     let id = existing.as_ref().map_or_else(Uuid::now_v7, |n| n.id);
     let row = nodes::ActiveModel {
@@ -72,6 +91,7 @@ pub(crate) async fn register(fleet: &Nodes, req: &RegisterRequest) -> Result<nod
         warm: Set(warm_json(&cap.warm)),
         instance_memory_mb: Set(i64::try_from(cap.instance_memory_mb).unwrap_or(i64::MAX)),
         instance_cpus_milli: Set(i32::try_from(cap.instance_cpus_milli).unwrap_or(i32::MAX)),
+        identity: Set(identity),
     };
     let row = match &existing {
         Some(old) => {
@@ -88,11 +108,12 @@ pub(crate) async fn register(fleet: &Nodes, req: &RegisterRequest) -> Result<nod
 }
 
 /// Records a heartbeat and the capacity it carries; `None` when the node is unknown (it
-/// must register again).
-pub(crate) async fn heartbeat(fleet: &Nodes, req: &HeartbeatRequest) -> Result<Option<nodes::Model>> {
+/// must register again). Only the node's pinned identity may heartbeat for it.
+pub(crate) async fn heartbeat(fleet: &Nodes, req: &HeartbeatRequest, identity: Option<&str>) -> Result<Option<nodes::Model>> {
     let Ok(id) = req.node_id.parse::<Uuid>() else { return Ok(None) };
     let db = &fleet.db;
     let Some(row) = nodes::Entity::find_by_id(id).one(db).await? else { return Ok(None) };
+    check_pin(&row, identity)?;
     let mut am = row.into_active_model();
     am.last_heartbeat = Set(Utc::now());
     am.docker_ok = Set(req.docker_ok);

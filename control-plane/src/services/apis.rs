@@ -34,12 +34,25 @@ pub struct ApisService {
 /// then the reconciler republishes the routes, which list every API.
 pub(crate) async fn create_api(state: &State, owner: Uuid, req: CreateApiRequest) -> Result<ApiCreated> {
     let txn = state.db.begin().await?;
-    let api = apis::create(&txn, owner, req).await?;
+    let api = apis::create(&txn, owner, req, state.quotas.apis).await?;
     plans::insert(&txn, plans::free(api.id, api.created_at)).await?;
     txn.commit().await?;
     state.deployer.wake();
     tracing::info!(api_id = %api.id, slug = %api.slug, runtime = %api.runtime, "API created");
     Ok(ApiCreated { api: Some(apis::to_wire(&api)), version: 1 })
+}
+
+/// Stores new code as the API's next version and, in the same transaction, prunes the
+/// oldest versions past the owner's quota that its deployment does not use (under the
+/// deployer's check lock, so no deploy names a version while it goes).
+pub(crate) async fn put_code(state: &State, owner: Uuid, req: PutCodeRequest) -> Result<Version> {
+    let _held = state.deployer.checks.lock().await;
+    let txn = state.db.begin().await?;
+    let (api_id, version) = versions::put_code(&txn, owner, &req.api_id, req.code).await?;
+    let in_use = desired::versions_in_use(&txn, api_id).await?;
+    versions::prune(&txn, api_id, state.quotas.versions_per_api, &in_use).await?;
+    txn.commit().await?;
+    Ok(version)
 }
 
 /// Updates an API; a change reaches the routes (they carry the public flag).
@@ -52,13 +65,14 @@ pub(crate) async fn update_api(state: &State, owner: Uuid, req: UpdateApiRequest
 }
 
 /// Deletes an API in one transaction: its instances are retired and its desired state,
-/// subscriptions, plans, versions and row go. Then the reconciler stops the instances
-/// (their agents are told) and the access table drops the subscribers' grants.
+/// subscriptions, plans, versions and row go; its subscriptions' plan history ends now and
+/// stays, so consumers' past statement lines remain. Then the reconciler stops the
+/// instances (their agents are told) and the access table drops the subscribers' grants.
 pub(crate) async fn delete_api(state: &State, owner: Uuid, id: &str) -> Result<()> {
     let api = apis::owned(&state.db, owner, id).await?;
     let txn = state.db.begin().await?;
     desired::forget(&txn, api.id).await?;
-    market::forget_api(&txn, api.id).await?;
+    market::forget_api(&txn, api.id, state.market.clock.now()).await?;
     apis::delete(&txn, api.id).await?;
     txn.commit().await?;
     state.deployer.wake();
@@ -103,8 +117,7 @@ impl apis_server::Apis for ApisService {
     #[instrument(skip_all)]
     async fn put_code(&self, req: Request<PutCodeRequest>) -> Answer<Version> {
         let owner = user(&self.state, &req).await?;
-        let req = req.into_inner();
-        ok(versions::put_code(&self.state.db, owner, &req.api_id, req.code).await)
+        ok(put_code(&self.state, owner, req.into_inner()).await)
     }
 
     #[instrument(skip_all)]
@@ -116,7 +129,7 @@ impl apis_server::Apis for ApisService {
     #[instrument(skip_all)]
     async fn deploy(&self, req: Request<DeployApiRequest>) -> Answer<ApiStatus> {
         let owner = user(&self.state, &req).await?;
-        ok(desired::deploy(&self.state.deployer, owner, req.into_inner()).await)
+        ok(desired::deploy(&self.state.deployer, owner, req.into_inner(), &self.state.quotas).await)
     }
 
     #[instrument(skip_all)]

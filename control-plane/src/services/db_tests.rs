@@ -17,7 +17,7 @@ use crate::{
     clock::Clock,
     entity::users,
     error::{Error, Result},
-    market::{access, catalog, keys, plans, report, subscriptions, usage},
+    market::{access, catalog, keys, plans, report, statement, subscriptions, usage},
     state::State,
     testing::TestDb,
 };
@@ -49,8 +49,10 @@ async fn plans_subscriptions_and_keys_shape_the_access_table() {
     let t = TestDb::new().await;
     let s = &*t.state;
     let seller = t.user(false).await;
-    let buyer = t.user(false).await;
+    let buyer = t.user(true).await;
 
+    // Creating keys needs a verified address.
+    assert_eq!(kind(keys::create(&s.market, seller, "laptop").await).0, Kind::Forbidden);
     // Publishing needs a verified address, at creation and on update.
     assert_eq!(kind(new_api(s, seller, "Gold Prices", true).await).0, Kind::Forbidden);
     let api = new_api(s, seller, "Gold Prices", false).await.unwrap();
@@ -141,11 +143,11 @@ async fn plans_subscriptions_and_keys_shape_the_access_table() {
     assert_eq!(kind(keys::create(&s.market, buyer, "").await), (Kind::Validation, Some("name".into())));
 
     // The statement prices each subscription at its plan, one total per currency.
-    let st = usage::statement(&s.market, buyer, "").await.unwrap();
+    let st = statement::statement(&s.market, buyer, "").await.unwrap();
     assert_eq!(st.lines.len(), 1);
     assert_eq!((st.totals[0].currency.as_str(), st.totals[0].amount_minor), ("SAR", 1999));
-    assert_eq!(kind(usage::statement(&s.market, buyer, "2024-13").await), (Kind::Validation, Some("month".into())));
-    assert_eq!(usage::statement(&s.market, buyer, "2020-01").await.unwrap().lines.len(), 0, "no subscription then");
+    assert_eq!(kind(statement::statement(&s.market, buyer, "2024-13").await), (Kind::Validation, Some("month".into())));
+    assert_eq!(statement::statement(&s.market, buyer, "2020-01").await.unwrap().lines.len(), 0, "no subscription then");
 
     // Deleting the API takes its plans and subscriptions, and their grants, with it.
     apis::delete_api(s, seller, &api.id).await.unwrap();
@@ -159,7 +161,7 @@ async fn usage_is_committed_exactly_once() {
     let t = TestDb::new().await;
     let s = &*t.state;
     let seller = t.user(true).await;
-    let buyer = t.user(false).await;
+    let buyer = t.user(true).await;
     let api = new_api(s, seller, "Echo", true).await.unwrap();
     let sub = subscriptions::subscribe(&s.market, buyer, SubscribeRequest { slug: api.slug.clone(), plan: String::new() }).await.unwrap();
     let key = keys::create(&s.market, buyer, "ci").await.unwrap().key.unwrap();
@@ -213,7 +215,7 @@ async fn usage_is_committed_exactly_once() {
     assert_eq!(mine.keys[0].calls, 5);
     let su = &mine.subscriptions[0];
     assert_eq!((su.calls, su.quota_left, su.cost_minor, su.currency.as_str()), (5, 995, 0, "USD"));
-    let st = usage::statement(&s.market, buyer, &mine.month).await.unwrap();
+    let st = statement::statement(&s.market, buyer, &mine.month).await.unwrap();
     assert_eq!((st.lines[0].calls, st.lines[0].cost_minor), (5, 0));
 
     access::refresh(&s.market).await.unwrap();
@@ -225,7 +227,7 @@ async fn usage_is_committed_exactly_once() {
     let next = usage::mine(&s.market, buyer).await.unwrap();
     assert_ne!(next.month, mine.month);
     assert_eq!((next.subscriptions[0].calls, next.subscriptions[0].quota_left), (0, 1000));
-    assert_eq!(usage::statement(&s.market, buyer, &mine.month).await.unwrap().lines[0].calls, 5);
+    assert_eq!(statement::statement(&s.market, buyer, &mine.month).await.unwrap().lines[0].calls, 5);
     access::refresh(&s.market).await.unwrap();
     let grant = table(s).grants.into_iter().find(|g| g.subscription_id == sub.id).unwrap();
     assert_eq!((grant.used_this_month, grant.month), (0, next.month));
@@ -330,7 +332,7 @@ async fn an_api_comes_with_a_free_plan_and_goes_with_what_every_area_keeps_of_it
         assert_eq!(plans::list(&s.market, None, &api.id).await.unwrap().len(), 1, "created with its free plan");
     }
     let deploy = souq_proto::apis::DeployApiRequest { api_id: a.id.clone(), version: None, replicas: Some(1), region: None };
-    desired::deploy(&s.deployer, owner, deploy).await.unwrap();
+    desired::deploy(&s.deployer, owner, deploy, &s.quotas).await.unwrap();
 
     apis::delete_api(s, owner, &a.id).await.unwrap();
     let id: Uuid = a.id.parse().unwrap();

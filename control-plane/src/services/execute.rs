@@ -1,5 +1,5 @@
-//! `souq.execute.v1.Execute`: one-shot execution for the caller of an access token,
-//! handed to `crate::execute`.
+//! `souq.execute.v1.Execute`: one-shot execution for the caller of an access token, within
+//! the caller's executes a minute, handed to `crate::execute`.
 use std::sync::Arc;
 
 use souq_proto::execute::{ExecuteRequest, ExecuteResponse, execute_server};
@@ -20,6 +20,7 @@ impl execute_server::Execute for ExecuteService {
     #[instrument(skip_all)]
     async fn execute(&self, req: Request<ExecuteRequest>) -> Answer<ExecuteResponse> {
         let caller = user(&self.state, &req).await?;
+        self.state.execute_rate.admit(caller)?;
         ok(execute::run(&self.state.nodes, self.state.default_timeout, caller, req.into_inner()).await)
     }
 }

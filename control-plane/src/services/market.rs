@@ -15,7 +15,7 @@ use tracing::instrument;
 
 use super::{Answer, maybe_user, ok, user};
 use crate::{
-    market::{catalog, keys, plans, subscriptions, usage},
+    market::{catalog, keys, plans, statement, subscriptions, usage},
     state::State,
 };
 
@@ -85,6 +85,6 @@ impl market_server::Market for MarketService {
     #[instrument(skip_all)]
     async fn get_statement(&self, req: Request<StatementRequest>) -> Answer<Statement> {
         let caller = user(&self.state, &req).await?;
-        ok(usage::statement(&self.state.market, caller, &req.get_ref().month).await)
+        ok(statement::statement(&self.state.market, caller, &req.get_ref().month).await)
     }
 }

@@ -5,6 +5,8 @@ pub mod accounts;
 pub mod apis;
 #[cfg(test)]
 mod db_tests;
+#[cfg(test)]
+mod plan_history_db_tests;
 pub mod execute;
 pub mod market;
 pub mod metering;

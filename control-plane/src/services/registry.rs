@@ -1,4 +1,5 @@
-//! `souq.registry.v1.Registry`: node agents register with the join token and heartbeat
+//! `souq.registry.v1.Registry`: node agents register with the join token (and, with
+//! mutual TLS, an agent certificate whose key the node is pinned to) and heartbeat
 //! their capacity, Docker health and instances. The node rows belong to `nodes`; what the
 //! agents say of their instances goes to `deploy`.
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use tonic::{Request, Response, Status};
 use tracing::instrument;
 
 use super::join_token;
-use crate::{deploy::reports, nodes::registry, state::State};
+use crate::{deploy::reports, identity, nodes::registry, state::State};
 
 /// Implements `souq.registry.v1.Registry`.
 pub struct RegistryService {
@@ -21,8 +22,9 @@ impl registry_server::Registry for RegistryService {
     #[instrument(skip_all, fields(node = %req.get_ref().node_name))]
     async fn register(&self, req: Request<RegisterRequest>) -> Result<Response<RegisterResponse>, Status> {
         join_token(&self.state, &req)?;
+        let identity = identity::of(&req);
         let req = req.into_inner();
-        let row = registry::register(&self.state.nodes, &req).await?;
+        let row = registry::register(&self.state.nodes, &req, identity).await?;
         let node_id = row.id.to_string();
         reports::apply(&self.state.deployer, row.into(), &req.instances).await?;
         Ok(Response::new(RegisterResponse { node_id, heartbeat_interval_ms: self.state.nodes.heartbeat_interval_ms() }))
@@ -31,8 +33,9 @@ impl registry_server::Registry for RegistryService {
     #[instrument(skip_all)]
     async fn heartbeat(&self, req: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, Status> {
         join_token(&self.state, &req)?;
+        let identity = identity::of(&req);
         let req = req.into_inner();
-        let Some(row) = registry::heartbeat(&self.state.nodes, &req).await? else {
+        let Some(row) = registry::heartbeat(&self.state.nodes, &req, identity.as_deref()).await? else {
             return Ok(Response::new(HeartbeatResponse { reregister: true }));
         };
         reports::apply(&self.state.deployer, row.into(), &req.instances).await?;

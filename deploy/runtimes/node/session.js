@@ -66,9 +66,17 @@ function session() {
 
   // The spare's program. It raises its own oom_score_adj so that the OOM
   // killer prefers a run (and whatever it forks) over the shim, then waits
-  // for one job.
+  // for one job. Its stdout and stderr write synchronously: on a pipe, Node
+  // queues a write the pipe cannot take at once, and a loop that never yields
+  // (for(;;) process.stdout.write(s)) then fills its own memory, not the pipe,
+  // so the shim never sees the output pass its limit and the run ends in an
+  // OOM kill seconds later. Blocking writes hand every byte to the shim, which
+  // cuts the run at its output limit as soon as the limit is passed.
   const RUNNER_SRC = `'use strict';
 try { require('fs').writeFileSync('/proc/self/oom_score_adj', '1000'); } catch (_) {}
+for (const s of [process.stdout, process.stderr]) {
+  try { s._handle.setBlocking(true); } catch (_) {}
+}
 process.once('message', (job) => {
   process.disconnect();
   for (const k of ['send', 'disconnect', 'connected', 'channel', '_channel']) {

@@ -128,7 +128,7 @@ fn no_such_api() -> ApiError {
         NotFound,
         PayloadTooLarge,
         (status = 429, description = "Over the plan's rate (problem type rate-limited, with Retry-After and RateLimit-*) or its monthly quota (quota-exceeded, Retry-After until next month)", body = Problem, content_type = PROBLEM_JSON),
-        (status = 502, description = "The handler failed (problem type handler-error)", body = Problem, content_type = PROBLEM_JSON),
+        (status = 502, description = "The handler failed (problem type handler-error), or answered past the node's output cap (response-too-large)", body = Problem, content_type = PROBLEM_JSON),
         Unavailable,
         GatewayTimeout))]
 pub async fn call(State(state): State<AppState>, req: Request) -> Result<Response> {
@@ -228,7 +228,7 @@ pub async fn call(State(state): State<AppState>, req: Request) -> Result<Respons
         Ok(Err(e)) => Err(ApiError::from(e)),
         Ok(Ok((result, node))) => {
             debug!(slug, node, duration_ms = result.duration_ms, "call answered");
-            reply::reply(result).map(|mut resp| {
+            reply::reply(result).await.map(|mut resp| {
                 protect(resp.headers_mut());
                 resp
             })

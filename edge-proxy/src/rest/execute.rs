@@ -13,7 +13,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
     grpc,
-    openapi::{PayloadTooLarge, Unauthorized, Unavailable, Unprocessable},
+    openapi::{PayloadTooLarge, TooManyRequests, Unauthorized, Unavailable, Unprocessable},
 };
 use crate::{
     AppState,
@@ -81,6 +81,7 @@ pub struct ExecuteAnswer {
         Unauthorized,
         PayloadTooLarge,
         Unprocessable,
+        TooManyRequests,
         Unavailable))]
 pub async fn execute(
     State(state): State<AppState>,

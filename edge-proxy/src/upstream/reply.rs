@@ -1,21 +1,30 @@
 //! A handler's result as the HTTP answer: a plain value is a 200, the Lambda proxy shape
 //! `{statusCode, headers, body, isBase64Encoded}` sets the status, headers and body, and a
-//! handler error is a 502 problem. Pure.
+//! handler error is a 502 problem. Only the proxy shape's keys are read (`shape`); a
+//! large JSON answer is read on a blocking thread, a few at a time, never on the async
+//! workers.
 use axum::{
     body::Body,
     http::{HeaderName, HeaderValue, StatusCode, header},
     response::Response,
 };
 use base64::Engine;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use souq_proto::agent::{InvokeResult, ResultKind};
+use tokio::sync::Semaphore;
 
+use super::shape::{self, Shape};
 use crate::error::ApiError;
 
 /// Longest handler error message shown to the caller.
 pub const MAX_ERROR_DETAIL: usize = 4096;
-/// Most headers a handler may set.
-const MAX_HEADERS: usize = 100;
+/// JSON answers up to this size are read where they arrive; larger ones on a blocking
+/// thread.
+pub const INLINE_READ_BYTES: usize = 64 * 1024;
+/// Most large answers read at once; further ones wait for a turn (their call's timeout
+/// still bounds them).
+const MAX_BLOCKING_READS: usize = 8;
+static BLOCKING_READS: Semaphore = Semaphore::const_new(MAX_BLOCKING_READS);
 
 const JSON: &str = "application/json";
 const TEXT: &str = "text/plain; charset=utf-8";
@@ -80,8 +89,23 @@ fn handler_error(detail: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_GATEWAY, "handler-error", detail)
 }
 
-/// The HTTP answer of a handler's result.
-pub fn reply(result: InvokeResult) -> Result<Response, ApiError> {
+/// The HTTP answer of a handler's result. A JSON answer over [`INLINE_READ_BYTES`] is
+/// read on a blocking thread, at most [`MAX_BLOCKING_READS`] at once.
+pub async fn reply(result: InvokeResult) -> Result<Response, ApiError> {
+    if result.kind() != ResultKind::Json || result.body.len() <= INLINE_READ_BYTES {
+        return reply_now(result);
+    }
+    // The semaphore is never closed.
+    let _turn = BLOCKING_READS.acquire().await.map_err(|_| unreadable())?;
+    tokio::task::spawn_blocking(move || json(result.body)).await.unwrap_or_else(|_| Err(unreadable()))
+}
+
+fn unreadable() -> ApiError {
+    ApiError::new(StatusCode::BAD_GATEWAY, "bad-gateway", "the API's answer could not be read")
+}
+
+/// [`reply`], on the calling thread.
+fn reply_now(result: InvokeResult) -> Result<Response, ApiError> {
     match result.kind() {
         ResultKind::Error => Err(handler_error(capped_text(&result.body, MAX_ERROR_DETAIL))),
         ResultKind::Text => Ok(plain(StatusCode::OK, Some(TEXT), result.body)),
@@ -96,7 +120,8 @@ pub fn reply(result: InvokeResult) -> Result<Response, ApiError> {
 
 /// At most `max` bytes of `bytes` as text, cut at a character boundary.
 fn capped_text(bytes: &[u8], max: usize) -> String {
-    let text = String::from_utf8_lossy(bytes);
+    // Only what can be shown is decoded (a character is at most 4 bytes).
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(max + 4)]);
     if text.len() <= max {
         return text.into_owned();
     }
@@ -122,28 +147,19 @@ fn json(body: Vec<u8>) -> Result<Response, ApiError> {
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Ok(plain(StatusCode::OK, Some(JSON), body));
     }
-    let value: Value =
-        serde_json::from_slice(&body).map_err(|_| handler_error("the handler's answer is not valid JSON"))?;
-    match value {
-        Value::Object(obj) if proxy_status(&obj).is_some() => proxy(obj),
-        _ => Ok(plain(StatusCode::OK, Some(JSON), body)),
+    match shape::read(&body).map_err(|_| handler_error("the handler's answer is not valid JSON"))? {
+        Some(shape) => proxy(shape),
+        None => Ok(plain(StatusCode::OK, Some(JSON), body)),
     }
 }
 
-/// The integer `statusCode` in 100..=599 that marks the proxy shape.
-fn proxy_status(obj: &Map<String, Value>) -> Option<u16> {
-    let code = obj.get("statusCode")?.as_u64()?;
-    (100..=599).contains(&code).then(|| u16::try_from(code).ok()).flatten()
-}
-
-fn proxy(mut obj: Map<String, Value>) -> Result<Response, ApiError> {
-    let code = proxy_status(&obj).unwrap_or(200);
+fn proxy(shape: Shape) -> Result<Response, ApiError> {
+    let Shape { status: code, headers, body, base64 } = shape;
     if code < 200 {
         return Err(handler_error(format!("statusCode {code} is informational and cannot end a call")));
     }
     let status = StatusCode::from_u16(code).map_err(|_| handler_error(format!("statusCode {code} is not valid")))?;
-    let base64 = obj.get("isBase64Encoded").and_then(Value::as_bool).unwrap_or(false);
-    let (body, default_type) = match obj.remove("body") {
+    let (body, default_type) = match body {
         None | Some(Value::Null) => (Vec::new(), None),
         Some(Value::String(s)) if base64 => {
             let bytes = base64::engine::general_purpose::STANDARD
@@ -155,20 +171,15 @@ fn proxy(mut obj: Map<String, Value>) -> Result<Response, ApiError> {
         Some(other) => (serde_json::to_vec(&other).unwrap_or_default(), Some(JSON)),
     };
     let mut resp = plain(status, None, body);
-    if let Some(Value::Object(headers)) = obj.get("headers") {
-        for (name, value) in headers.iter().take(MAX_HEADERS) {
-            let Value::String(value) = value else {
-                continue;
-            };
-            let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
-                continue;
-            };
-            let Ok(value) = HeaderValue::from_str(value) else {
-                continue;
-            };
-            if handler_may_set(name.as_str()) {
-                resp.headers_mut().insert(name, value);
-            }
+    for (name, value) in headers {
+        let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
+            continue;
+        };
+        let Ok(value) = HeaderValue::from_str(&value) else {
+            continue;
+        };
+        if handler_may_set(name.as_str()) {
+            resp.headers_mut().insert(name, value);
         }
     }
     if let Some(ct) = default_type
@@ -203,14 +214,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_plain_value_is_a_200_json() {
-        let (s, ct, b) = parts(reply(json_result(json!({"hello": "world"}))).expect("ok")).await;
+        let (s, ct, b) = parts(reply_now(json_result(json!({"hello": "world"}))).expect("ok")).await;
         assert_eq!((s, ct.as_deref()), (200, Some(JSON)));
         assert_eq!(serde_json::from_slice::<Value>(&b).expect("json"), json!({"hello": "world"}));
-        let (s, _, b) = parts(reply(json_result(json!([1, 2]))).expect("ok")).await;
+        let (s, _, b) = parts(reply_now(json_result(json!([1, 2]))).expect("ok")).await;
         assert_eq!((s, b.as_slice()), (200, b"[1,2]".as_slice()));
         // statusCode out of range, or not an integer: an ordinary value.
         for v in [json!({"statusCode": 700}), json!({"statusCode": "201"}), json!({"statusCode": 201.5})] {
-            let (s, _, b) = parts(reply(json_result(v.clone())).expect("ok")).await;
+            let (s, _, b) = parts(reply_now(json_result(v.clone())).expect("ok")).await;
             assert_eq!(s, 200);
             assert_eq!(serde_json::from_slice::<Value>(&b).expect("json"), v);
         }
@@ -218,18 +229,18 @@ mod tests {
 
     #[tokio::test]
     async fn text_and_errors() {
-        let (s, ct, b) = parts(reply(result(ResultKind::Text, b"<obj>")).expect("ok")).await;
+        let (s, ct, b) = parts(reply_now(result(ResultKind::Text, b"<obj>")).expect("ok")).await;
         assert_eq!((s, ct.as_deref(), b.as_slice()), (200, Some(TEXT), b"<obj>".as_slice()));
-        let e = reply(result(ResultKind::Error, b"ZeroDivisionError: division by zero")).expect_err("error");
+        let e = reply_now(result(ResultKind::Error, b"ZeroDivisionError: division by zero")).expect_err("error");
         assert_eq!(
             (e.status, e.kind, e.detail.as_str()),
             (StatusCode::BAD_GATEWAY, "handler-error", "ZeroDivisionError: division by zero")
         );
         let long = "é".repeat(3000);
-        let e = reply(result(ResultKind::Error, long.as_bytes())).expect_err("error");
+        let e = reply_now(result(ResultKind::Error, long.as_bytes())).expect_err("error");
         assert!(e.detail.len() <= MAX_ERROR_DETAIL + "…".len());
-        assert!(reply(result(ResultKind::Unspecified, b"")).is_err());
-        assert!(reply(result(ResultKind::Json, b"{not json")).is_err());
+        assert!(reply_now(result(ResultKind::Unspecified, b"")).is_err());
+        assert!(reply_now(result(ResultKind::Json, b"{not json")).is_err());
     }
 
     #[tokio::test]
@@ -240,7 +251,7 @@ mod tests {
                         "x-number": 5, "bad name": "v", "x-request-id": "forged"},
             "body": "created",
         });
-        let resp = reply(json_result(v)).expect("ok");
+        let resp = reply_now(json_result(v)).expect("ok");
         assert_eq!(resp.headers().get("x-custom").and_then(|v| v.to_str().ok()), Some("yes"));
         for absent in ["set-cookie", "connection", "x-number", "x-request-id"] {
             assert!(resp.headers().get(absent).is_none(), "{absent}");
@@ -268,7 +279,7 @@ mod tests {
             },
             "body": "b",
         });
-        let resp = reply(json_result(v)).expect("ok");
+        let resp = reply_now(json_result(v)).expect("ok");
         let mut got: Vec<&str> = resp.headers().keys().map(HeaderName::as_str).collect();
         got.sort_unstable();
         let mut want: Vec<&str> = HANDLER_HEADERS.iter().copied().chain(["x-custom", "x-frame-options"]).collect();
@@ -284,27 +295,45 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn large_answers_are_read_off_the_workers_all_the_same() {
+        let filler = "f".repeat(2 * INLINE_READ_BYTES);
+        // No proxy shape: passed on as it came.
+        let plain = json_result(json!({"filler": filler, "n": 1}));
+        let sent = plain.body.clone();
+        let (s, ct, b) = parts(reply(plain).await.expect("ok")).await;
+        assert_eq!((s, ct.as_deref(), b), (200, Some(JSON), sent));
+        // The proxy shape, its keys after a large one.
+        let v = json!({"filler": filler, "statusCode": 201, "headers": {"x-a": "b"}, "body": "made"});
+        let (s, ct, b) = parts(reply(json_result(v)).await.expect("ok")).await;
+        assert_eq!((s, ct.as_deref(), b.as_slice()), (201, Some(TEXT), b"made".as_slice()));
+        let mut bad = serde_json::to_vec(&json!({"filler": filler})).expect("json");
+        bad.push(b'}');
+        let e = reply(result(ResultKind::Json, &bad)).await.expect_err("invalid");
+        assert_eq!((e.status, e.kind), (StatusCode::BAD_GATEWAY, "handler-error"));
+    }
+
+    #[tokio::test]
     async fn proxy_bodies_by_type() {
         let (s, ct, b) =
-            parts(reply(json_result(json!({"statusCode": 404, "body": {"error": "nope"}}))).expect("ok")).await;
+            parts(reply_now(json_result(json!({"statusCode": 404, "body": {"error": "nope"}}))).expect("ok")).await;
         assert_eq!((s, ct.as_deref()), (404, Some(JSON)));
         assert_eq!(serde_json::from_slice::<Value>(&b).expect("json"), json!({"error": "nope"}));
 
-        let (s, ct, b) = parts(reply(json_result(json!({"statusCode": 204}))).expect("ok")).await;
+        let (s, ct, b) = parts(reply_now(json_result(json!({"statusCode": 204}))).expect("ok")).await;
         assert_eq!((s, ct, b.len()), (204, None, 0));
 
         let v = json!({"statusCode": 200, "body": "/wD+", "isBase64Encoded": true, "headers": {"content-type": "image/png"}});
-        let (s, ct, b) = parts(reply(json_result(v)).expect("ok")).await;
+        let (s, ct, b) = parts(reply_now(json_result(v)).expect("ok")).await;
         assert_eq!((s, ct.as_deref(), b.as_slice()), (200, Some("image/png"), [0xff, 0x00, 0xfe].as_slice()));
 
         let v = json!({"statusCode": 200, "body": "not base64!", "isBase64Encoded": true});
-        assert_eq!(reply(json_result(v)).expect_err("bad base64").status, StatusCode::BAD_GATEWAY);
+        assert_eq!(reply_now(json_result(v)).expect_err("bad base64").status, StatusCode::BAD_GATEWAY);
 
         let v = json!({"statusCode": 100, "body": ""});
-        assert_eq!(reply(json_result(v)).expect_err("1xx").status, StatusCode::BAD_GATEWAY);
+        assert_eq!(reply_now(json_result(v)).expect_err("1xx").status, StatusCode::BAD_GATEWAY);
 
         let v = json!({"statusCode": 302, "headers": {"location": "/elsewhere"}});
-        let resp = reply(json_result(v)).expect("ok");
+        let resp = reply_now(json_result(v)).expect("ok");
         assert_eq!(resp.status(), StatusCode::FOUND);
         assert_eq!(resp.headers().get("location").and_then(|v| v.to_str().ok()), Some("/elsewhere"));
     }

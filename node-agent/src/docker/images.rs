@@ -1,11 +1,19 @@
 //! Runtime images: the `deploy/runtimes` sources are embedded in the binary, so any
 //! `souq` can write them out and run their `build.sh`, which tags each image by a hash of
 //! its inputs. The agent asks the script for the tags rather than computing them twice.
-use std::{collections::BTreeMap, path::Path, process::Stdio};
+//! Souq's own image also carries the built images as a bundle (`deploy/image/build.sh`):
+//! then the tags come from the bundle and missing images are loaded from it, so a node
+//! with only a Docker Engine (no registry, no internet, no build tools) gets them.
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::Stdio,
+};
 
-use bollard::Docker;
+use bollard::{Docker, query_parameters::ImportImageOptionsBuilder};
 use souq_proto::Runtime;
 use tokio::process::Command;
+use tokio_stream::StreamExt;
 use tracing::info;
 
 use crate::error::{Error, Result};
@@ -61,8 +69,81 @@ pub fn parse_tags(text: &str) -> Result<Images> {
     Ok(images)
 }
 
-/// Asks the build script in `dir` which tags the current sources build.
+/// Where Souq's image keeps the runtime images bundle: `tags` (the `build.sh
+/// --print-tags` lines) and `images.tar` (`docker save` of those images).
+pub const BUNDLE_DIR: &str = "/usr/share/souq/runtimes";
+/// Bounds the bundle's `tags` file, which is a few lines.
+const MAX_TAGS_BYTES: u64 = 4096;
+
+/// A runtime images bundle: the images and the `docker save` archive that holds them.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    pub images: Images,
+    pub archive: PathBuf,
+}
+
+impl Bundle {
+    /// Reads the bundle in `dir`; `None` when there is none (no `tags` file), an error
+    /// when it is there but unreadable or incomplete.
+    pub fn read(dir: &Path) -> Result<Option<Self>> {
+        let tags = dir.join("tags");
+        let meta = match std::fs::metadata(&tags) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(&tags, e)),
+        };
+        if meta.len() > MAX_TAGS_BYTES {
+            return Err(Error::Internal(format!("{}: larger than {MAX_TAGS_BYTES} bytes", tags.display())));
+        }
+        let text = std::fs::read_to_string(&tags).map_err(|e| io(&tags, e))?;
+        let archive = dir.join("images.tar");
+        if !archive.is_file() {
+            return Err(Error::Internal(format!("{} names images but {} is missing", tags.display(), archive.display())));
+        }
+        Ok(Some(Self { images: parse_tags(&text)?, archive }))
+    }
+
+    /// The bundle in Souq's image ([`BUNDLE_DIR`]), if this process runs in it.
+    pub fn installed() -> Result<Option<Self>> {
+        Self::read(Path::new(BUNDLE_DIR))
+    }
+
+    /// Loads the archive into the Engine (`docker load`) when any image is missing;
+    /// afterwards every image must be present.
+    pub async fn load_missing(&self, docker: &Docker) -> Result<()> {
+        if present(docker, &self.images).await?.len() == self.images.len() {
+            return Ok(());
+        }
+        info!(archive = %self.archive.display(), "loading the bundled runtime images into the Engine");
+        let file = tokio::fs::File::open(&self.archive).await.map_err(|e| io(&self.archive, e))?;
+        let body = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20);
+        let mut progress = docker.import_image_stream(ImportImageOptionsBuilder::new().quiet(true).build(), body, None);
+        while let Some(step) = progress.next().await {
+            step?;
+        }
+        let have = present(docker, &self.images).await?;
+        let missing: Vec<_> = self.images.iter().filter(|(rt, _)| !have.contains(rt)).map(|(_, i)| i.as_str()).collect();
+        if !missing.is_empty() {
+            return Err(Error::Internal(format!(
+                "{} loaded but these images are still missing: {missing:?}",
+                self.archive.display()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The tags of the runtime images: the installed bundle's when there is one, else what the
+/// build script in `dir` computes for the current sources.
 pub async fn tags(dir: &Path) -> Result<Images> {
+    match Bundle::installed()? {
+        Some(bundle) => Ok(bundle.images),
+        None => script_tags(dir).await,
+    }
+}
+
+/// Asks the build script in `dir` which tags the current sources build.
+pub async fn script_tags(dir: &Path) -> Result<Images> {
     let out = Command::new("bash")
         .arg(dir.join("build.sh"))
         .arg("--print-tags")
@@ -99,10 +180,20 @@ pub async fn exists(docker: &Docker, image: &str) -> Result<bool> {
     }
 }
 
+/// Makes every runtime image present: from the installed bundle when there is one (no
+/// build tools needed), else built with the script in `dir`.
+pub async fn build_missing(docker: &Docker, dir: &Path) -> Result<Images> {
+    if let Some(bundle) = Bundle::installed()? {
+        bundle.load_missing(docker).await?;
+        return Ok(bundle.images);
+    }
+    build_with_script(docker, dir).await
+}
+
 /// Builds every missing image with the script in `dir`, its progress shown on this
 /// process's stdout and stderr.
-pub async fn build_missing(docker: &Docker, dir: &Path) -> Result<Images> {
-    let images = tags(dir).await?;
+pub async fn build_with_script(docker: &Docker, dir: &Path) -> Result<Images> {
+    let images = script_tags(dir).await?;
     if present(docker, &images).await?.len() == images.len() {
         return Ok(images);
     }

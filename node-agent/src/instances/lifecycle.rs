@@ -193,6 +193,10 @@ impl Instance {
             Err(CallError::Unavailable) => {
                 Err(unavailable(format!("instance {} stopped serving during the call", self.spec.instance_id)))
             }
+            Err(CallError::TooLarge { len, limit }) => Err(Error::Wire(WireError::new(
+                Kind::ResponseTooLarge,
+                format!("the handler's answer is {len} bytes, over the limit of {limit} bytes"),
+            ))),
             Err(CallError::Timeout) => Err(Error::Wire(WireError::new(
                 Kind::Timeout,
                 format!("the handler did not answer within {} ms", timeout.as_millis()),

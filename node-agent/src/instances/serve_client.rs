@@ -10,6 +10,11 @@
 //!   compiler's or interpreter's message, after which the shim exits;
 //! - agent → shim, pipelined: `{"id":I,"len":N}` + the event as JSON;
 //! - shim → agent, in request order: `{"id":I,"type":"json"|"text"|"error","len":N}` + N bytes.
+//!
+//! The shim refuses answers over the output limit itself, but the shim runs in the
+//! handler's own process, which can patch it or write frames of its own. So the reader
+//! enforces the limit too: a longer answer is read and dropped, a chunk at a time, and
+//! its call fails with [`CallError::TooLarge`]; the channel serves on.
 use std::{
     fmt,
     io::Write as _,
@@ -31,8 +36,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::sandbox::frame::{FrameError, FrameReader};
 
-/// Largest answer read; a header claiming more breaks the channel. (The shim itself turns
-/// an answer over the output limit into an error.)
+/// Largest answer the channel reads past, whatever the output limit; a header claiming
+/// more breaks the channel. (Answers over the output limit are dropped unbuffered.)
 pub const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
 /// Most bytes of a load error read; the rest is cut.
 pub const MAX_LOAD_ERROR: usize = 64 * 1024;
@@ -71,6 +76,14 @@ pub enum CallError {
     Unavailable,
     /// No answer within the timeout. The channel is broken now (see [`Broken::Timeout`]).
     Timeout,
+    /// The answer was `len` bytes, over the output limit of `limit`: it was dropped
+    /// unread. Only a handler that went around its shim can send one.
+    TooLarge {
+        /// The answer's length, as its header said.
+        len: usize,
+        /// The output limit.
+        limit: usize,
+    },
 }
 
 /// Why a channel stopped serving.
@@ -162,14 +175,14 @@ impl Shared {
 /// so it bounds the calls the shim has not answered, not only those waiting here.
 struct Request {
     event: Vec<u8>,
-    reply: oneshot::Sender<Answer>,
+    reply: oneshot::Sender<Result<Answer, CallError>>,
     permit: OwnedSemaphorePermit,
 }
 
 /// A call sent, waiting for its answer.
 struct Pending {
     id: u64,
-    reply: oneshot::Sender<Answer>,
+    reply: oneshot::Sender<Result<Answer, CallError>>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -220,18 +233,18 @@ pub async fn load(stream: UnixStream, code: &[u8], limits: ServeLimits) -> Resul
     match tokio::time::timeout(limits.load_timeout, handshake).await {
         Err(_) => Err(LoadError::Broken(Broken::LoadTimeout(limits.load_timeout))),
         Ok(Err(e)) => Err(e),
-        Ok(Ok(())) => Ok(ServeClient::spawn(reader, write, limits.max_in_flight)),
+        Ok(Ok(())) => Ok(ServeClient::spawn(reader, write, limits)),
     }
 }
 
 impl ServeClient {
-    fn spawn(reader: FrameReader<OwnedReadHalf>, writer: OwnedWriteHalf, max_in_flight: usize) -> ServeClient {
+    fn spawn(reader: FrameReader<OwnedReadHalf>, writer: OwnedWriteHalf, limits: ServeLimits) -> ServeClient {
         let shared = Arc::new(Shared::default());
         let (requests, queue) = mpsc::unbounded_channel();
         let (sent, pending) = mpsc::unbounded_channel();
         tokio::spawn(write_loop(writer, queue, sent, shared.clone()));
-        tokio::spawn(read_loop(reader, pending, shared.clone()));
-        let max_in_flight = max_in_flight.max(1);
+        tokio::spawn(read_loop(reader, pending, limits.output_limit, shared.clone()));
+        let max_in_flight = limits.max_in_flight.max(1);
         ServeClient { requests, in_flight: Arc::new(Semaphore::new(max_in_flight)), max_in_flight, shared }
     }
 
@@ -246,7 +259,7 @@ impl ServeClient {
         let (reply, answer) = oneshot::channel();
         self.requests.send(Request { event, reply, permit }).map_err(|_| CallError::Unavailable)?;
         match tokio::time::timeout(timeout, answer).await {
-            Ok(Ok(answer)) => Ok(answer),
+            Ok(Ok(answer)) => answer,
             Ok(Err(_)) => Err(CallError::Unavailable),
             Err(_) => {
                 self.shared.break_with(Broken::Timeout(timeout));
@@ -332,8 +345,14 @@ async fn write_loop(
     }
 }
 
-/// Reads answers and completes the oldest call in flight with each.
-async fn read_loop(mut reader: FrameReader<OwnedReadHalf>, mut pending: mpsc::UnboundedReceiver<Pending>, shared: Arc<Shared>) {
+/// Reads answers and completes the oldest call in flight with each; an answer over
+/// `output_limit` is dropped unbuffered and its call fails with [`CallError::TooLarge`].
+async fn read_loop(
+    mut reader: FrameReader<OwnedReadHalf>,
+    mut pending: mpsc::UnboundedReceiver<Pending>,
+    output_limit: usize,
+    shared: Arc<Shared>,
+) {
     let why = loop {
         let header = tokio::select! {
             biased;
@@ -348,8 +367,25 @@ async fn read_loop(mut reader: FrameReader<OwnedReadHalf>, mut pending: mpsc::Un
         if header.id != call.id {
             break Broken::Protocol(format!("answer {} came when answer {} was due", header.id, call.id));
         }
+        let over_bound = || Broken::Protocol(format!("an answer of {} bytes is over the {MAX_ANSWER_BYTES}-byte bound", header.len));
+        if header.len > output_limit {
+            // The caller learns why at once, even when the channel breaks below.
+            let _ = call.reply.send(Err(CallError::TooLarge { len: header.len, limit: output_limit }));
+            if header.len > MAX_ANSWER_BYTES {
+                break over_bound();
+            }
+            let skipped = tokio::select! {
+                biased;
+                () = shared.broken.cancelled() => return,
+                s = reader.skip(header.len) => s,
+            };
+            match skipped {
+                Ok(()) => continue,
+                Err(e) => break e.into(),
+            }
+        }
         if header.len > MAX_ANSWER_BYTES {
-            break Broken::Protocol(format!("an answer of {} bytes is over the {MAX_ANSWER_BYTES}-byte bound", header.len));
+            break over_bound();
         }
         let body = tokio::select! {
             biased;
@@ -366,7 +402,7 @@ async fn read_loop(mut reader: FrameReader<OwnedReadHalf>, mut pending: mpsc::Un
             AnswerType::Error => ResultKind::Error,
         };
         // The caller may have given up; its permit is released all the same.
-        let _ = call.reply.send(Answer { kind, body });
+        let _ = call.reply.send(Ok(Answer { kind, body }));
     };
     // Dropping `pending` fails every call still waiting with `Unavailable`.
     shared.break_with(why);

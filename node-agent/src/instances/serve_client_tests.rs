@@ -204,8 +204,33 @@ async fn an_oversized_answer_breaks_the_channel() {
     let (id, _) = shim.request().await.unwrap();
     let header = format!("{{\"id\":{id},\"type\":\"json\",\"len\":{}}}\n", MAX_ANSWER_BYTES + 1);
     shim.writer.write_all(header.as_bytes()).await.unwrap();
-    assert_eq!(call.await.unwrap(), Err(CallError::Unavailable));
+    let limit = LIMITS.output_limit;
+    assert_eq!(call.await.unwrap(), Err(CallError::TooLarge { len: MAX_ANSWER_BYTES + 1, limit }));
     assert!(matches!(client.broken().await, Broken::Protocol(m) if m.contains("bound")));
+}
+
+/// A handler that went around its shim (say, wrote its own frame) and answered past the
+/// output limit: that call fails, the bytes are dropped as they come, the next call is
+/// answered on the same channel.
+#[tokio::test]
+async fn an_answer_over_the_output_limit_fails_its_call_and_the_channel_serves_on() {
+    let limits = ServeLimits { output_limit: 1024, ..LIMITS };
+    let (client, mut shim) = loaded(limits).await;
+    let client = Arc::new(client);
+    let (c1, c2) = (client.clone(), client.clone());
+    let big = tokio::spawn(async move { c1.call(b"{}".to_vec(), Duration::from_secs(10)).await });
+    let (id, _) = shim.request().await.unwrap();
+    let next = tokio::spawn(async move { c2.call(b"[2]".to_vec(), Duration::from_secs(10)).await });
+    let (id2, event2) = shim.request().await.unwrap();
+    let mut out = Vec::new();
+    FakeShim::answer(&mut out, id, "json", &vec![b'7'; 8 * 1024 * 1024]);
+    FakeShim::answer(&mut out, id2, "json", &event2);
+    shim.writer.write_all(&out).await.unwrap();
+    assert_eq!(big.await.unwrap(), Err(CallError::TooLarge { len: 8 * 1024 * 1024, limit: 1024 }));
+    assert_eq!(next.await.unwrap().unwrap().body, b"[2]");
+    assert_eq!(client.in_flight(), 0);
+    tokio::spawn(shim.echo());
+    assert_eq!(client.call(b"[3]".to_vec(), Duration::from_secs(10)).await.unwrap().body, b"[3]");
 }
 
 #[tokio::test]

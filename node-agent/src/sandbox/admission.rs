@@ -1,7 +1,15 @@
 //! Admission: at most `running` sandboxes run at once and at most `queue` more wait;
 //! past that a request is turned away at once (503 with `Retry-After`) instead of piling
-//! up, so the agent's memory and the Engine's load stay bounded.
-use std::sync::atomic::{AtomicUsize, Ordering};
+//! up, so the agent's memory and the Engine's load stay bounded. Before that, one user
+//! may have at most `per_user` executes on the node, running or waiting ([`PerUser`]),
+//! so one account cannot take every slot from the others.
+use std::{
+    collections::HashMap,
+    sync::{
+        Mutex, PoisonError,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
 
 use tokio::sync::{Semaphore, SemaphorePermit};
 
@@ -65,9 +73,78 @@ impl Drop for Ticket<'_> {
     }
 }
 
+/// At most `cap` executes of one user at once, running or waiting. A user is remembered
+/// only while they have one, so the map holds no more users than executes in flight.
+#[derive(Debug)]
+pub struct PerUser {
+    cap: usize,
+    users: Mutex<HashMap<String, usize>>,
+}
+
+/// One of a user's places; dropping it gives it back.
+#[derive(Debug)]
+pub struct UserTurn<'a> {
+    per_user: &'a PerUser,
+    user: String,
+}
+
+impl PerUser {
+    /// At most `cap` (at least 1) executes per user.
+    pub fn new(cap: usize) -> Self {
+        PerUser { cap: cap.max(1), users: Mutex::default() }
+    }
+
+    /// Most executes of one user at once.
+    pub fn cap(&self) -> usize {
+        self.cap
+    }
+
+    /// A place for `user`, or `None` when they have `cap` already.
+    pub fn enter(&self, user: &str) -> Option<UserTurn<'_>> {
+        let mut users = self.users.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = users.entry(user.to_owned()).or_insert(0);
+        if *n >= self.cap {
+            return None;
+        }
+        *n += 1;
+        Some(UserTurn { per_user: self, user: user.to_owned() })
+    }
+
+    /// Users with an execute in flight now.
+    pub fn users(&self) -> usize {
+        self.users.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+}
+
+impl Drop for UserTurn<'_> {
+    fn drop(&mut self) {
+        let mut users = self.per_user.users.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = users.get_mut(&self.user) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                users.remove(&self.user);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_user_gets_at_most_the_cap_and_is_forgotten_after() {
+        let p = PerUser::new(2);
+        let a1 = p.enter("a").unwrap();
+        let a2 = p.enter("a").unwrap();
+        assert!(p.enter("a").is_none(), "a third of a's is refused");
+        let b = p.enter("b").expect("another user is not held up by a");
+        drop(a1);
+        let a3 = p.enter("a").expect("a's place came back");
+        drop((a2, a3, b));
+        assert_eq!(p.users(), 0, "nobody is remembered without an execute");
+        assert!(p.enter("a").is_some());
+    }
 
     #[tokio::test]
     async fn admits_running_plus_queue_then_refuses() {

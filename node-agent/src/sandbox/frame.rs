@@ -80,6 +80,20 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         Ok(header)
     }
 
+    /// Reads the next `len` bytes and drops them, buffering at most a chunk at a time.
+    pub async fn skip(&mut self, len: usize) -> Result<(), FrameError> {
+        let mut left = len;
+        loop {
+            let take = self.unread().len().min(left);
+            self.start += take;
+            left -= take;
+            if left == 0 {
+                return Ok(());
+            }
+            self.fill().await?;
+        }
+    }
+
     /// The next `len` bytes; the caller bounds `len` before asking.
     pub async fn body(&mut self, len: usize) -> Result<Vec<u8>, FrameError> {
         if self.unread().len() >= len {
@@ -130,6 +144,26 @@ mod tests {
         assert_eq!(fr.body(h.len).await.unwrap().len(), 200_000);
         writer.await.unwrap();
         assert!(matches!(fr.header::<H>().await, Err(FrameError::Closed)));
+    }
+
+    #[tokio::test]
+    async fn skipped_bodies_leave_the_next_frame_whole() {
+        let mut data = format!("{{\"len\":{}}}\n", 300_000).into_bytes();
+        data.extend(std::iter::repeat_n(b'z', 300_000));
+        data.extend_from_slice(b"{\"len\":2}\nok");
+        let (mut w, r) = tokio::io::duplex(4096);
+        let writer = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            w.write_all(&data).await.unwrap();
+        });
+        let mut fr = FrameReader::new(r);
+        let h: H = fr.header().await.unwrap();
+        fr.skip(h.len).await.unwrap();
+        assert!(fr.buf.capacity() <= 2 * CHUNK, "skipping buffers a chunk, not the body");
+        let h: H = fr.header().await.unwrap();
+        assert_eq!(fr.body(h.len).await.unwrap(), b"ok");
+        writer.await.unwrap();
+        assert!(matches!(fr.skip(1).await, Err(FrameError::Closed)));
     }
 
     #[tokio::test]

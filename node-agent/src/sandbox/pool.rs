@@ -16,7 +16,7 @@ use tokio::sync::{Mutex as AsyncMutex, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{profile::Limits, session::Session};
+use super::{admission::Ticket, profile::Limits, session::Session};
 use crate::{
     docker::{Engine, Images},
     error::{Error, Result},
@@ -76,6 +76,17 @@ impl SessionTemplate {
 }
 
 type Slot = Arc<AsyncMutex<Option<Session>>>;
+
+/// One execute's program, input and wall timeout.
+#[derive(Debug, Clone, Copy)]
+pub struct Job<'a> {
+    /// The program.
+    pub code: &'a str,
+    /// Its stdin.
+    pub stdin: &'a [u8],
+    /// Its wall timeout.
+    pub timeout: Duration,
+}
 
 /// The warm sandboxes of one node.
 pub struct Pools {
@@ -141,16 +152,18 @@ impl Pools {
         }
     }
 
-    /// Runs `code` for `user` in that user's warm sandbox, making one if needed.
+    /// Runs `job` for `user` in that user's warm sandbox, making one if needed. The run
+    /// takes its running slot from `ticket` only once it holds the user's sandbox, so a
+    /// run waiting behind the same user's earlier one holds no slot meanwhile.
     pub async fn execute(
         &self,
         docker: &Docker,
         user: &str,
         runtime: Runtime,
-        code: &str,
-        stdin: &[u8],
-        timeout: Duration,
+        job: Job<'_>,
+        ticket: &Ticket<'_>,
     ) -> Result<ExecuteResult> {
+        let Job { code, stdin, timeout } = job;
         let key = (user.to_owned(), runtime);
         // One run at a time per user and runtime: the sandbox's limits are that user's share.
         let (slot, mut held) = loop {
@@ -161,6 +174,13 @@ impl Pools {
             if self.is_current(&key, &slot) {
                 break (slot, held);
             }
+        };
+        let Some(_running) = ticket.slot().await else {
+            // An empty entry would count against `max_sessions` for ever.
+            if held.is_none() {
+                self.release(&key, &slot);
+            }
+            return Err(Error::Internal("shutting down".into()));
         };
         if held.is_none() {
             let over = self.assigned.lock().map(|a| a.len()).unwrap_or(0).saturating_sub(self.cfg.max_sessions);
@@ -312,7 +332,10 @@ mod tests {
         let docker = Docker::connect_with_http("http://127.0.0.1:9", 1, bollard::API_DEFAULT_VERSION).unwrap();
         for i in 0..5 {
             let user = format!("u{i}");
-            assert!(p.execute(&docker, &user, Runtime::Python, "", b"", Duration::from_secs(1)).await.is_err());
+            let job = Job { code: "", stdin: b"", timeout: Duration::from_secs(1) };
+            let admission = crate::sandbox::admission::Admission::new(1, 0);
+            let ticket = admission.enter().unwrap();
+            assert!(p.execute(&docker, &user, Runtime::Python, job, &ticket).await.is_err());
         }
         assert_eq!(assigned(&p), 0, "failed starts count against no one");
     }

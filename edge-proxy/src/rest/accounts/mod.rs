@@ -156,6 +156,9 @@ pub struct ResetBody {
     pub token: String,
     /// 8 to 128 characters.
     pub password: String,
+    /// Also revoke every API key of the account (default false).
+    #[serde(default)]
+    pub revoke_api_keys: bool,
 }
 
 /// A password change.
@@ -166,11 +169,15 @@ pub struct ChangeBody {
     pub current_password: String,
     /// 8 to 128 characters.
     pub new_password: String,
+    /// Also revoke every API key of the account (default false).
+    #[serde(default)]
+    pub revoke_api_keys: bool,
 }
 
 /// Creates an account. The answer is the same whether or not the address was taken.
+/// Signups are limited per client address and in all: 429 with `Retry-After` beyond.
 #[utoipa::path(post, path = "/api/v1/auth/signup", request_body = SignupBody, tag = "auth",
-    responses((status = 202, body = MessageBody), Unprocessable, Unavailable))]
+    responses((status = 202, body = MessageBody), Unprocessable, TooManyRequests, Unavailable))]
 pub async fn signup(
     State(state): State<AppState>,
     ClientIp(client_ip): ClientIp,
@@ -226,8 +233,9 @@ pub async fn verify_email(State(state): State<AppState>, Path(token): Path<Strin
 }
 
 /// Mails a reset link if the address has an account; the answer is the same either way.
+/// Requests are limited per client address and in all: 429 with `Retry-After` beyond.
 #[utoipa::path(post, path = "/api/v1/auth/forgot-password", request_body = ForgotBody, tag = "auth",
-    responses((status = 202, body = MessageBody), Unprocessable))]
+    responses((status = 202, body = MessageBody), Unprocessable, TooManyRequests))]
 pub async fn forgot_password(
     State(state): State<AppState>,
     ClientIp(client_ip): ClientIp,
@@ -239,7 +247,8 @@ pub async fn forgot_password(
 }
 
 /// Sets a new password with the token from the reset mail. It does not log in, and it
-/// voids every earlier session.
+/// voids every earlier session (open log follows end too); with `revoke_api_keys`, every
+/// API key is revoked as well. A mail tells the owner, with the count of live keys.
 #[utoipa::path(post, path = "/api/v1/auth/reset-password", request_body = ResetBody, tag = "auth",
     responses((status = 200, body = MessageBody), BadRequest,
         Gone, Unprocessable, Unavailable))]
@@ -248,12 +257,15 @@ pub async fn reset_password(
     ClientIp(client_ip): ClientIp,
     Json(body): Json<ResetBody>,
 ) -> Result<axum::Json<MessageBody>> {
-    let req = ResetPasswordRequest { token: body.token, password: body.password, client_ip };
+    let req =
+        ResetPasswordRequest { token: body.token, password: body.password, client_ip, revoke_api_keys: body.revoke_api_keys };
     let resp = state.accounts.clone().reset_password(grpc(req, None, TIMEOUT)).await?.into_inner();
     Ok(axum::Json(MessageBody { message: resp.message }))
 }
 
-/// Changes the caller's password; every earlier session stops working.
+/// Changes the caller's password; every earlier session stops working (open log follows
+/// end too); with `revoke_api_keys`, every API key is revoked as well. A mail tells the
+/// owner, with the count of live keys.
 #[utoipa::path(post, path = "/api/v1/auth/change-password", request_body = ChangeBody, tag = "auth", security(("bearer" = [])),
     responses((status = 200, body = MessageBody), Unauthorized,
         Forbidden, Unprocessable, TooManyRequests, Unavailable))]
@@ -263,8 +275,12 @@ pub async fn change_password(
     ClientIp(client_ip): ClientIp,
     Json(body): Json<ChangeBody>,
 ) -> Result<axum::Json<MessageBody>> {
-    let req =
-        ChangePasswordRequest { current_password: body.current_password, new_password: body.new_password, client_ip };
+    let req = ChangePasswordRequest {
+        current_password: body.current_password,
+        new_password: body.new_password,
+        client_ip,
+        revoke_api_keys: body.revoke_api_keys,
+    };
     let resp = state.accounts.clone().change_password(grpc(req, Some(&caller.token), TIMEOUT)).await?.into_inner();
     Ok(axum::Json(MessageBody { message: resp.message }))
 }

@@ -13,7 +13,7 @@ use crate::{
     extract::{ApiId, Caller, OptionalJson},
     rest::{
         grpc,
-        openapi::{NotFound, Unauthorized, Unavailable, Unprocessable, UnsupportedMediaType},
+        openapi::{Forbidden, NotFound, Unauthorized, Unavailable, Unprocessable, UnsupportedMediaType},
     },
 };
 
@@ -103,6 +103,7 @@ pub struct DeploymentBody {
 #[utoipa::path(post, path = "/api/v1/apis/{id}/deploy", request_body(content = Option<DeployBody>), tag = "apis", security(("bearer" = [])),
     params(("id" = String, Path, description = "The API's id")),
     responses((status = 202, body = DeploymentBody), Unauthorized,
+        Forbidden,
         NotFound,
         UnsupportedMediaType,
         Unprocessable,

@@ -1,10 +1,14 @@
 //! An API's logs: the recent lines of its instances as JSON, or, with `follow=true`, those
 //! and then new lines as server-sent events until the client goes away. Follows are
-//! capped per user and in total ([`FollowSlots`]).
+//! capped per user and in total ([`FollowSlots`]), and end when their user's sessions
+//! are ended (a password reset or change).
 use std::{
     collections::HashMap,
     convert::Infallible,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -28,6 +32,7 @@ use crate::{
     error::{ApiError, Result},
     extract::{ApiId, Caller},
     query::parse_query,
+    verifier::Verifier,
     rest::{
         grpc,
         openapi::{NotFound, Unauthorized, Unprocessable},
@@ -46,6 +51,9 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_FOLLOW: Duration = Duration::from_secs(3600);
 /// How often an idle follow sends a comment, so proxies keep it open.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// How often a follow looks whether its user's sessions were ended; the edge learns of
+/// revocations every `--revocation-poll` on top of this.
+const SESSION_CHECK: Duration = Duration::from_secs(1);
 
 /// Most follows one user may hold open at once (429 beyond).
 pub const MAX_FOLLOWS_PER_USER: usize = 5;
@@ -204,6 +212,8 @@ pub async fn logs(
     RawQuery(raw): RawQuery,
 ) -> Result<Response> {
     let q = logs_query(raw.as_deref())?;
+    // The cut-off the caller's token just passed: once it grows, the session is over.
+    let session = Session { verifier: state.verifier.clone(), cut_off: state.verifier.cut_off(&caller.user_id), user: caller.user_id.clone() };
     let slot = if q.follow { Some(slots.try_acquire(&caller.user_id).ok_or_else(too_many_follows)?) } else { None };
     let lifetime = if q.follow { MAX_FOLLOW } else { TIMEOUT };
     let req = grpc(ApiLogsRequest { api_id, tail: q.tail, follow: q.follow }, Some(&caller.token), lifetime);
@@ -211,7 +221,7 @@ pub async fn logs(
     let started = tokio::time::timeout(TIMEOUT, client.api_logs(req)).await.map_err(|_| too_slow())?;
     let stream = started?.into_inner();
     if q.follow {
-        return Ok(follow(stream, state.shutdown.clone(), slot).into_response());
+        return Ok(follow(stream, state.shutdown.clone(), slot, session).into_response());
     }
     let lines = tokio::time::timeout(TIMEOUT, collect(stream)).await.map_err(|_| too_slow())??;
     Ok(axum::Json(LinesBody { lines }).into_response())
@@ -233,13 +243,34 @@ async fn collect(mut stream: Streaming<LogLine>) -> Result<Vec<LineBody>> {
     Ok(lines.into())
 }
 
+/// The session a follow belongs to: its user and the revocation cut-off when it began.
+struct Session {
+    verifier: Arc<Verifier>,
+    user: String,
+    cut_off: u64,
+}
+
+impl Session {
+    /// Returns once the user's sessions have been ended since the follow began.
+    async fn ended(self) {
+        loop {
+            tokio::time::sleep(SESSION_CHECK).await;
+            if self.verifier.cut_off(&self.user) > self.cut_off {
+                return;
+            }
+        }
+    }
+}
+
 /// The lines as server-sent events, ending when the control plane ends the stream, on
-/// an error (sent as an `error` event), at shutdown, or after [`MAX_FOLLOW`]. When the
+/// an error (sent as an `error` event), at shutdown, after [`MAX_FOLLOW`], or when the
+/// user's sessions are ended (a last `error` event says so, with a 401 problem). When the
 /// client goes away, the response is dropped and with it the gRPC stream and `slot`.
 fn follow(
     stream: Streaming<LogLine>,
     shutdown: tokio_util::sync::CancellationToken,
     slot: Option<FollowGuard>,
+    session: Session,
 ) -> impl IntoResponse {
     let events = futures_util::stream::unfold(Some((stream, slot)), |state| async move {
         let (mut stream, slot) = state?;
@@ -249,14 +280,26 @@ fn follow(
             Err(status) => Some((error_event(ApiError::from(status)), None)),
         }
     });
-    let end = async move {
-        tokio::select! {
-            () = shutdown.cancelled_owned() => {}
-            () = tokio::time::sleep(MAX_FOLLOW) => {}
+    let revoked = Arc::new(AtomicBool::new(false));
+    let end = {
+        let revoked = revoked.clone();
+        async move {
+            tokio::select! {
+                () = shutdown.cancelled_owned() => {}
+                () = tokio::time::sleep(MAX_FOLLOW) => {}
+                () = session.ended() => revoked.store(true, Ordering::Release),
+            }
         }
     };
-    Sse::new(events.take_until(end).map(Ok::<_, Infallible>)).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+    let last = futures_util::stream::once(async move {
+        revoked.load(Ordering::Acquire).then(|| error_event(ApiError::unauthenticated(SESSION_ENDED)))
+    })
+    .filter_map(futures_util::future::ready);
+    Sse::new(events.take_until(end).chain(last).map(Ok::<_, Infallible>)).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
 }
+
+/// The last event of a follow whose session was ended.
+const SESSION_ENDED: &str = "the session ended: the password was changed or reset; log in again";
 
 fn line_event(line: LogLine) -> Event {
     Event::default().json_data(LineBody::from(line)).unwrap_or_else(|_| Event::default().comment("unencodable line"))

@@ -21,7 +21,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
     MessageBody, grpc,
-    openapi::{Conflict, NotFound, PROBLEM_JSON, PayloadTooLarge, Unauthorized, Unprocessable},
+    openapi::{Conflict, Forbidden, NotFound, PROBLEM_JSON, PayloadTooLarge, Unauthorized, Unprocessable},
 };
 use crate::{
     AppState,
@@ -161,6 +161,7 @@ pub struct VersionListBody {
 #[utoipa::path(post, path = "/api/v1/apis", request_body = CreateApiBody, tag = "apis", security(("bearer" = [])),
     responses((status = 201, body = CreatedBody),
         Unauthorized,
+        Forbidden,
         Conflict,
         PayloadTooLarge,
         Unprocessable))]
@@ -256,6 +257,7 @@ pub async fn delete(
 #[utoipa::path(put, path = "/api/v1/apis/{id}/code", request_body = CodeBody, tag = "apis", security(("bearer" = [])),
     params(("id" = String, Path, description = "The API's id")),
     responses((status = 200, body = VersionBody), Unauthorized,
+        Forbidden,
         NotFound,
         PayloadTooLarge,
         Unprocessable))]

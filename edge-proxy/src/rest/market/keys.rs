@@ -19,7 +19,7 @@ use crate::{
     extract::{Caller, Json},
     rest::{
         ACCESS_PATIENCE, MessageBody, grpc,
-        openapi::{NotFound, PROBLEM_JSON, Unauthorized, Unprocessable},
+        openapi::{Forbidden, NotFound, PROBLEM_JSON, Unauthorized, Unprocessable},
     },
 };
 
@@ -95,6 +95,7 @@ impl<S: Send + Sync> FromRequestParts<S> for KeyId {
 #[utoipa::path(post, path = "/api/v1/keys", request_body = CreateKeyBody, tag = "keys", security(("bearer" = [])),
     responses((status = 201, body = CreatedKeyBody),
         Unauthorized,
+        Forbidden,
         (status = 409, description = "Too many live keys", body = Problem, content_type = PROBLEM_JSON),
         Unprocessable))]
 pub async fn create(

@@ -78,10 +78,15 @@ pub struct SubscriptionBody {
     pub api_id: String,
     /// The API's slug: call it at `/call/{slug}`.
     pub slug: String,
-    /// The plan.
+    /// The plan in force now.
     pub plan: Option<PlanBody>,
     /// RFC 3339.
     pub created_at: String,
+    /// The plan a pending switch moves to: a switch that is not an upgrade takes effect at
+    /// the start of the next month (UTC). Null when nothing is pending.
+    pub pending_plan: Option<PlanBody>,
+    /// RFC 3339: when `pending_plan` takes effect. Null when nothing is pending.
+    pub plan_changes_at: Option<String>,
 }
 
 impl From<market::Subscription> for SubscriptionBody {
@@ -92,6 +97,8 @@ impl From<market::Subscription> for SubscriptionBody {
             slug: s.slug,
             plan: s.plan.map(PlanBody::from),
             created_at: s.created_at,
+            pending_plan: s.pending_plan.map(PlanBody::from),
+            plan_changes_at: s.plan_changes_at,
         }
     }
 }
@@ -147,14 +154,17 @@ pub async fn list(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Res
 }
 
 /// Subscribes the caller to a public API's plan (the free plan when none is named). A
-/// second subscription to the same API changes its plan. Then call the API with an API
-/// key in `X-API-Key`.
+/// second subscription to the same API changes its plan: an upgrade (a dearer plan in the
+/// same currency, or a paid plan after a free one) at once, any other switch at the start
+/// of the next month (UTC), shown as `pending_plan` and `plan_changes_at`; naming the plan
+/// in force again cancels a pending switch. Then call the API with an API key in
+/// `X-API-Key`.
 #[utoipa::path(post, path = "/api/v1/marketplace/{slug}/subscribe", request_body(content = Option<SubscribeBody>), tag = "marketplace", security(("bearer" = [])),
     params(("slug" = String, Path, description = "The API's slug")),
     responses((status = 201, body = SubscribedBody),
         Unauthorized,
         NotFound,
-        (status = 409, description = "Already subscribed to that plan", body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "Already on (or already switching to) that plan", body = Problem, content_type = PROBLEM_JSON),
         Unprocessable))]
 pub async fn subscribe(
     State(state): State<AppState>,

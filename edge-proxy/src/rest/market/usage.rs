@@ -117,7 +117,9 @@ pub struct ConsumerUsageBody {
     pub subscriptions: Vec<SubscriptionUsageBody>,
 }
 
-/// One subscription on a statement.
+/// One period of a subscription on a statement, on the plan in force during it: a month
+/// splits at an upgrade (which costs the difference to the dearer plan) and ends early
+/// when the API was deleted; a downgrade starts with a new month.
 #[derive(Serialize, ToSchema)]
 pub struct StatementLineBody {
     /// The subscription's id.
@@ -128,12 +130,16 @@ pub struct StatementLineBody {
     pub slug: String,
     /// The plan's name.
     pub plan: String,
-    /// Calls in the month.
+    /// Calls in the period (each hour counts on the plan in force at its end).
     pub calls: u64,
     /// Cost in minor units of `currency`.
     pub cost_minor: u64,
     /// The line's currency.
     pub currency: String,
+    /// RFC 3339: the period's start (inclusive).
+    pub starts_at: String,
+    /// RFC 3339: the period's end (exclusive).
+    pub ends_at: String,
 }
 
 /// What is owed in one currency.
@@ -150,7 +156,7 @@ pub struct CurrencyTotalBody {
 pub struct StatementBody {
     /// `YYYY-MM`.
     pub month: String,
-    /// One line per subscription.
+    /// One line per subscription and plan it was on in the month.
     pub lines: Vec<StatementLineBody>,
     /// One total per currency: amounts in different currencies are never added.
     pub totals: Vec<CurrencyTotalBody>,
@@ -263,6 +269,8 @@ fn line(l: market::StatementLine) -> StatementLineBody {
         calls: l.calls,
         cost_minor: l.cost_minor,
         currency: l.currency,
+        starts_at: l.starts_at,
+        ends_at: l.ends_at,
     }
 }
 

@@ -1,0 +1,92 @@
+"""PostgreSQL, Redis and an SMTP sink for tests/chart/run_test.py, as containers on the
+run's network. Their image is built (once, cached by a hash of its recipe) from Debian's
+packages on the runtime base image Souq already builds: no registry is involved."""
+import hashlib
+import json
+import os
+import pathlib
+import subprocess
+import tempfile
+import time
+
+from kubelet import KubeletError, docker, logs
+
+HERE = pathlib.Path(__file__).parent
+PACKAGES = "postgresql redis-server"
+
+DOCKERFILE = """ARG BASE
+FROM ${{BASE}}
+USER root
+RUN apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends {packages} \\
+    && rm -rf /var/lib/apt/lists/*
+COPY smtp_sink.py /usr/local/bin/smtp_sink.py
+"""
+
+# initdb with a password for the souq role (scram over TCP), then a database named souq.
+POSTGRES = r"""set -eu
+bin=$(ls -d /usr/lib/postgresql/*/bin | head -1)
+mkdir -p /tmp/pg && chown postgres /tmp/pg
+printf '%s\n' "$PGPASS" > /tmp/pw && chown postgres /tmp/pw
+su postgres -s /bin/sh -c "$bin/initdb -D /tmp/pg/data -U souq --pwfile=/tmp/pw --auth-local=trust --auth-host=scram-sha-256 >/dev/null"
+echo 'host all all 0.0.0.0/0 scram-sha-256' >> /tmp/pg/data/pg_hba.conf
+su postgres -s /bin/sh -c "$bin/pg_ctl -D /tmp/pg/data -o \"-c listen_addresses=* -k /tmp/pg\" -w start >/dev/null"
+su postgres -s /bin/sh -c "$bin/createdb -h /tmp/pg -U souq souq"
+echo 'postgres ready'
+exec tail -f /dev/null
+"""
+
+
+def image(base):
+    """The services image on `base`, built when missing; returns its tag."""
+    sink = (HERE / "smtp_sink.py").read_text()
+    recipe = DOCKERFILE.format(packages=PACKAGES) + sink + base
+    tag = "souq-test/chart-services:" + hashlib.sha256(recipe.encode()).hexdigest()[:12]
+    if docker("image", "inspect", tag, check=False).returncode == 0:
+        return tag
+    with tempfile.TemporaryDirectory() as ctx:
+        pathlib.Path(ctx, "Dockerfile").write_text(DOCKERFILE.format(packages=PACKAGES))
+        pathlib.Path(ctx, "smtp_sink.py").write_text(sink)
+        p = subprocess.run(["docker", "build", "-q", "--pull=false", "--build-arg", f"BASE={base}", "-t", tag, ctx],
+                           capture_output=True, text=True, env={**os.environ, "DOCKER_BUILDKIT": "0"}, timeout=900)
+        if p.returncode != 0:
+            raise KubeletError(f"building {tag} from Debian packages failed: {p.stderr[-2000:]}")
+    return tag
+
+
+def start(kube, tag, password):
+    """Starts the three services; returns {name: ip}. Waits until each answers."""
+    common = ["run", "-d", "--pull", "never", "--label", kube.label, "--network", kube.network]
+    started = {}
+    for name, extra, cmd in [
+        ("postgresql", ["-e", f"PGPASS={password}"], ["sh", "-c", POSTGRES]),
+        ("redis", ["--user", "redis"], ["redis-server", "--bind", "0.0.0.0", "--protected-mode", "no",
+                                        "--requirepass", password, "--save", "", "--appendonly", "no"]),
+        ("mail", ["--user", "65534:65534"], ["python3", "/usr/local/bin/smtp_sink.py", "2525"]),
+    ]:
+        ip = kube.take_ip()
+        cname = f"souq-chartrun-{kube.run_id}-{name}"
+        # The base's ENTRYPOINT is the runtime shim: replace it.
+        docker(*common, "--name", cname, "--ip", ip, "--network-alias", name, *extra,
+               "--entrypoint", cmd[0], tag, *cmd[1:])
+        started[name] = (ip, cname)
+    ready = {"postgresql": "postgres ready", "redis": "Ready to accept connections", "mail": "smtp sink on"}
+    deadline = time.monotonic() + 120
+    for name, (ip, cname) in started.items():
+        while ready[name] not in docker("logs", cname, check=False).stdout + docker("logs", cname, check=False).stderr:
+            if time.monotonic() > deadline or not kube.running(cname):
+                raise KubeletError(f"{name} did not start:\n{logs(cname)}")
+            time.sleep(0.5)
+    return {name: ip for name, (ip, _) in started.items()}
+
+
+def mails(kube):
+    """Every mail the sink received: dicts with to, data (the raw message)."""
+    out = docker("logs", f"souq-chartrun-{kube.run_id}-mail", check=False).stdout
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+def redis_keys(kube, password):
+    """The keys in Redis (at most 1000): the edges' rate limits and metering land there."""
+    out = docker("exec", f"souq-chartrun-{kube.run_id}-redis", "redis-cli", "-a", password, "--no-auth-warning",
+                 "--scan", check=False).stdout
+    return out.split()[:1000]
