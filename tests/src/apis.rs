@@ -78,4 +78,25 @@ impl TestCluster {
         }
         panic!("{} never answered 200", api.slug);
     }
+
+    /// A verified provider with a deployed, published Python API answering
+    /// `{"hello": path}`; returns (the provider's token, the API).
+    pub async fn published(&self) -> (String, Api) {
+        const HELLO: &str = "def handler(event):\n    return {\"hello\": event[\"path\"]}\n";
+        let provider = self.verified_user().await;
+        let api = self.create_api(&provider, "Gold Prices", "python", HELLO).await;
+        let (s, r) = self.patch(&format!("/api/v1/apis/{}", api.id), Some(&provider), json!({"public": true})).await;
+        assert_eq!(s, 200, "{r}");
+        self.deploy(&provider, &api, json!({})).await;
+        self.call_ok(&provider, &api, "/").await;
+        (provider, api)
+    }
+
+    /// A verified consumer with a key; returns (token, key).
+    pub async fn consumer(&self) -> (String, String) {
+        let token = self.user().await;
+        let (s, k) = self.post("/api/v1/keys", Some(&token), json!({"name": "laptop"})).await;
+        assert_eq!(s, 201, "{k}");
+        (token, k["key"].as_str().unwrap_or_default().to_owned())
+    }
 }

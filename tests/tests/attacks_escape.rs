@@ -44,7 +44,7 @@ TAIL
 #[tokio::test]
 async fn sleeping_for_ever_is_cut_at_the_timeout() {
     let c = TestCluster::builder().start().await;
-    let t = c.user().await;
+    let t = c.unverified_user().await;
     let m = marker();
     let code = format!("import os\nprint('sleeping', flush=True)\nos.execv('/bin/sleep', ['sleep', '{m}'])");
     let (s, r) = c.execute(&t, json!({"runtime": "python", "code": code, "timeout_ms": 3000})).await;
@@ -62,7 +62,7 @@ async fn sleeping_for_ever_is_cut_at_the_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_daemon_that_ignores_sigterm_dies_with_its_sandbox() {
     let c = TestCluster::builder().start().await;
-    let t = c.user().await;
+    let t = c.unverified_user().await;
 
     // The program exits 0 at once, leaving its daemon behind.
     let m = marker();
@@ -127,7 +127,7 @@ fn slow_to_compile() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_go_compile_is_bounded_by_the_same_timeout() {
     let c = TestCluster::builder().start().await;
-    let t = c.user().await;
+    let t = c.unverified_user().await;
     let cases = [
         ("a plain program, timeout 400 ms", "package main\nimport \"fmt\"\nfunc main() { fmt.Println(\"ran\") }".to_owned(), 400),
         ("a slow compile, timeout 1500 ms", slow_to_compile(), 1500),

@@ -116,7 +116,7 @@ fn mtime(p: &PathBuf) -> SystemTime {
 #[tokio::test]
 async fn planted_symlinks_reach_nothing_and_do_not_survive_the_run() {
     let c = TestCluster::builder().start().await;
-    let (a, b) = (c.user().await, c.user().await);
+    let (a, b) = (c.unverified_user().await, c.unverified_user().await);
     let dir = std::env::temp_dir().join(format!("souq-canary-{}", Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     let canary = dir.join("canary.txt");
@@ -207,7 +207,7 @@ print(json.dumps({"found": found, "procs": procs, "host": socket.gethostname()})
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_users_run_is_invisible_to_another_users_run() {
     let c = TestCluster::builder().start().await;
-    let (a, b) = (c.user().await, c.user().await);
+    let (a, b) = (c.unverified_user().await, c.unverified_user().await);
     let (secret, m) = (format!("secret-of-a-{}", Uuid::new_v4().simple()), marker());
     let reversed: String = secret.chars().rev().collect();
 

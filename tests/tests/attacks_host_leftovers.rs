@@ -33,7 +33,7 @@ async fn containers(c: &TestCluster, n: usize) {
 async fn channel_sockets_are_the_sandbox_users_alone() {
     let c = TestCluster::builder().warm(1, 100).start().await;
     containers(&c, 3).await;
-    let a = c.user().await;
+    let a = c.unverified_user().await;
     let (s, r) = c.execute(&a, json!({"runtime": "python", "code": "print(1)"})).await;
     assert_eq!((s, r["stdout"].as_str()), (200, Some("1\n")), "{r}");
     containers(&c, 4).await;
@@ -64,14 +64,14 @@ async fn channel_sockets_are_the_sandbox_users_alone() {
 async fn retired_sandboxes_do_not_evict_other_users() {
     let c = TestCluster::builder().warm(1, 100).start().await;
     containers(&c, 3).await;
-    let a = c.user().await;
+    let a = c.unverified_user().await;
     let mark = "import os; open('/tmp/mine', 'w').write('x'); print(os.uname().nodename)";
     let (_, r) = c.execute(&a, json!({"runtime": "python", "code": mark})).await;
     let host = r["stdout"].clone();
     assert_eq!(r["exit_code"], 0, "{r}");
     // As many users as `--pool-max-sessions` (64 by default) each have one abnormal run.
     for _ in 0..64 {
-        let u = c.user().await;
+        let u = c.unverified_user().await;
         let (s, r) = c.execute(&u, json!({"runtime": "python", "code": "import time; time.sleep(5)", "timeout_ms": 300})).await;
         assert_eq!((s, &r["timed_out"]), (200, &json!(true)), "{r}");
     }

@@ -13,7 +13,7 @@ use souq_tests::{
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_past_the_queue_is_refused_with_503_and_retry_after() {
     let c = TestCluster::builder().capacity(2, 2).start().await;
-    let t = c.user().await;
+    let t = c.unverified_user().await;
     assert_healthy(&c, &t).await;
     let rss_before = rss_kib();
     let started = Instant::now();
@@ -63,7 +63,7 @@ async fn a_burst_past_the_queue_is_refused_with_503_and_retry_after() {
 #[tokio::test]
 async fn code_size_is_limited_in_bytes_not_characters() {
     let c = TestCluster::builder().start().await;
-    let t = c.user().await;
+    let t = c.unverified_user().await;
     let limit = souq_edge_proxy::MAX_BODY_BYTES;
     // Arabic letters are two bytes each: fewer characters than the limit, more bytes.
     let letters = "س".repeat(limit / 2 + 1024);

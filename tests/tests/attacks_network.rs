@@ -211,7 +211,7 @@ async fn counts_reach(listeners: &[Counted], want: usize) -> Vec<usize> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_network_reaches_out_of_the_sandbox() {
     let c = TestCluster::builder().start().await;
-    let t = c.user().await;
+    let t = c.unverified_user().await;
     let (host, bridge) = (host_ipv4(), docker0_ipv4());
     let (agent, cp, edge) = (port_of(&c.agent_urls[0]), port_of(&c.control_plane_url), port_of(&c.url));
     // The targets are live: from the host, the agent, control plane and edge answer.

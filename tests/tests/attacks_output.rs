@@ -24,7 +24,7 @@ const FLOODS: [(&str, &str); 5] = [
 #[tokio::test]
 async fn endless_output_is_truncated_promptly_and_agent_memory_stays_flat() {
     let c = TestCluster::builder().start().await;
-    let t = c.user().await;
+    let t = c.unverified_user().await;
     // One ordinary run first, so the baseline includes the allocator's warm-up.
     assert_healthy(&c, &t).await;
     let before = rss_kib();
@@ -95,7 +95,7 @@ fn sha256_hex(data: &[u8]) -> String {
 #[tokio::test]
 async fn stdin_floods_are_read_whole_or_refused_at_the_body_limit() {
     let c = TestCluster::builder().start().await;
-    let t = c.user().await;
+    let t = c.unverified_user().await;
     let limit = souq_edge_proxy::MAX_BODY_BYTES;
 
     // Just under the body limit: every byte reaches the program, in each runtime.

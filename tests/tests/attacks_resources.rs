@@ -32,7 +32,7 @@ time.sleep(3600)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fork_bombs_end_at_the_timeout_and_do_not_starve_the_host() {
     let c = TestCluster::builder().start().await;
-    let t = c.user().await;
+    let t = c.unverified_user().await;
 
     // The python bomb runs while the host and the agent are asked to keep working.
     let bomb = {
@@ -82,7 +82,7 @@ async fn fork_bombs_end_at_the_timeout_and_do_not_starve_the_host() {
 #[tokio::test]
 async fn memory_bombs_are_oom_killed_and_reported() {
     let c = TestCluster::builder().start().await;
-    let t = c.user().await;
+    let t = c.unverified_user().await;
     let bombs = [
         ("python", "x = []\nwhile True:\n    x.append(b'x' * (16 << 20))"),
         ("node", "const a = []; for (;;) a.push(Buffer.alloc(16 << 20, 1));"),
@@ -150,7 +150,7 @@ time.sleep(2)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filling_the_disk_fails_inside_and_leaves_host_disk_unchanged() {
     let c = TestCluster::builder().start().await;
-    let t = c.user().await;
+    let t = c.unverified_user().await;
     let root = docker_root_dir();
     let (du_before, df_before) = (disk_used_kib(&root), df_used_kib(&root));
     // Measure the Docker root while the sandbox holds its data.
@@ -222,7 +222,7 @@ print(json.dumps({"one": one, "many": many}))
 #[tokio::test]
 async fn a_busy_loop_gets_half_a_core() {
     let c = TestCluster::builder().start().await;
-    let t = c.user().await;
+    let t = c.unverified_user().await;
     let r = run_json(&c, &t, "python", BUSY, "").await;
     eprintln!("cpu time / wall time: {r}");
     for k in ["one", "many"] {

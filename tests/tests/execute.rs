@@ -6,7 +6,7 @@ use souq_tests::TestCluster;
 #[tokio::test]
 async fn python_stdout_stderr_exit_code_result_and_stdin() {
     let c = TestCluster::builder().start().await;
-    let t = c.user().await;
+    let t = c.unverified_user().await;
 
     let (s, r) = c.execute(&t, json!({"runtime": "python", "code": "print('hi')"})).await;
     assert_eq!(s, 200, "{r}");
@@ -33,7 +33,7 @@ async fn python_stdout_stderr_exit_code_result_and_stdin() {
 #[tokio::test]
 async fn node_under_both_names() {
     let c = TestCluster::builder().start().await;
-    let t = c.user().await;
+    let t = c.unverified_user().await;
     for name in ["nodejs", "node"] {
         let code = "let d='';process.stdin.on('data',c=>d+=c).on('end',()=>{console.log(JSON.stringify({got:d}));console.error('e');process.exit(2)})";
         let (s, r) = c.execute(&t, json!({"runtime": name, "code": code, "stdin": "x"})).await;
@@ -48,7 +48,7 @@ async fn node_under_both_names() {
 #[tokio::test]
 async fn go_compiles_and_runs_inside_the_sandbox() {
     let c = TestCluster::builder().start().await;
-    let t = c.user().await;
+    let t = c.unverified_user().await;
     let prog = "package main\nimport (\"bufio\";\"fmt\";\"os\")\nfunc main(){s:=bufio.NewScanner(os.Stdin);s.Scan();fmt.Printf(\"{\\\"hello\\\":%q}\\n\", s.Text());fmt.Fprintln(os.Stderr,\"to stderr\");os.Exit(4)}";
     let (s, r) = c.execute(&t, json!({"runtime": "go", "code": prog, "stdin": "souq\n"})).await;
     assert_eq!(s, 200, "{r}");
@@ -65,7 +65,7 @@ async fn go_compiles_and_runs_inside_the_sandbox() {
 #[tokio::test]
 async fn a_timeout_kills_the_run_and_leaves_nothing() {
     let c = TestCluster::builder().start().await;
-    let t = c.user().await;
+    let t = c.unverified_user().await;
     let forever = [
         ("python", "import time\nprint('started', flush=True)\nwhile True: time.sleep(1)"),
         ("node", "console.log('started'); setInterval(() => {}, 1000)"),
@@ -88,7 +88,7 @@ async fn a_timeout_kills_the_run_and_leaves_nothing() {
 #[tokio::test]
 async fn output_past_the_limit_is_truncated() {
     let c = TestCluster::builder().start().await;
-    let t = c.user().await;
+    let t = c.unverified_user().await;
     let (s, r) = c.execute(&t, json!({"runtime": "python", "code": "import sys\nwhile True: sys.stdout.write('x' * 65536)"})).await;
     assert_eq!(s, 200, "{r}");
     assert_eq!(r["truncated"], true);

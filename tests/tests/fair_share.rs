@@ -23,8 +23,8 @@ async fn one_user_flooding_executes_leaves_room_for_another() {
     // Two slots: the flooder's second run waits for their first (same user, same
     // runtime) and must not sit on the second slot meanwhile.
     let c = TestCluster::builder().capacity(2, 4).per_user(2).start().await;
-    let flooder = c.user().await;
-    let other = c.user().await;
+    let flooder = c.unverified_user().await;
+    let other = c.unverified_user().await;
 
     let started = Instant::now();
     let flood: Vec<_> = (0..FLOOD)

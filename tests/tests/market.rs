@@ -10,25 +10,6 @@ use souq_tests::{TestCluster, apis::Api};
 
 const HELLO: &str = "def handler(event):\n    return {\"hello\": event[\"path\"]}\n";
 
-/// A provider with a deployed, published API.
-async fn published(c: &TestCluster) -> (String, Api) {
-    let provider = c.verified_user().await;
-    let api = c.create_api(&provider, "Gold Prices", "python", HELLO).await;
-    let (s, r) = c.patch(&format!("/api/v1/apis/{}", api.id), Some(&provider), json!({"public": true})).await;
-    assert_eq!(s, 200, "{r}");
-    c.deploy(&provider, &api, json!({})).await;
-    c.call_ok(&provider, &api, "/").await;
-    (provider, api)
-}
-
-/// A consumer with a key; returns (token, key).
-async fn consumer(c: &TestCluster) -> (String, String) {
-    let token = c.user().await;
-    let (s, k) = c.post("/api/v1/keys", Some(&token), json!({"name": "laptop"})).await;
-    assert_eq!(s, 201, "{k}");
-    (token, k["key"].as_str().unwrap().to_owned())
-}
-
 async fn call_with_key(c: &TestCluster, api: &Api, key: &str) -> (u16, reqwest::header::HeaderMap, Value) {
     c.request("GET", &format!("/call/{}/x", api.slug), None, &[("x-api-key", key)], Vec::new()).await
 }
@@ -36,7 +17,7 @@ async fn call_with_key(c: &TestCluster, api: &Api, key: &str) -> (u16, reqwest::
 #[tokio::test]
 async fn a_consumer_subscribes_and_calls_with_a_key() {
     let c = TestCluster::builder().start().await;
-    let (provider, api) = published(&c).await;
+    let (provider, api) = c.published().await;
 
     // Plans: the free plan exists from the start; a paid one in SAR round-trips exactly.
     let plans = format!("/api/v1/apis/{}/plans", api.id);
@@ -66,7 +47,7 @@ async fn a_consumer_subscribes_and_calls_with_a_key() {
     let (_, none) = c.get("/api/v1/marketplace?q=no-such-thing-at-all", None).await;
     assert_eq!(none["apis"].as_array().unwrap().len(), 0);
 
-    let (token, key) = consumer(&c).await;
+    let (token, key) = c.consumer().await;
     assert!(key.starts_with("souq_") && key.len() >= 5 + 8 + 1 + 22, "{key}");
     // Without a subscription: 403.
     let (s, _, r) = call_with_key(&c, &api, &key).await;
@@ -97,8 +78,8 @@ async fn a_consumer_subscribes_and_calls_with_a_key() {
 #[tokio::test]
 async fn a_revoked_key_stops_working_within_a_second() {
     let c = TestCluster::builder().start().await;
-    let (_provider, api) = published(&c).await;
-    let (token, key) = consumer(&c).await;
+    let (_provider, api) = c.published().await;
+    let (token, key) = c.consumer().await;
     let (s, _) = c.post(&format!("/api/v1/marketplace/{}/subscribe", api.slug), Some(&token), json!({})).await;
     assert_eq!(s, 201);
     let mut ok = false;
@@ -129,8 +110,8 @@ async fn a_revoked_key_stops_working_within_a_second() {
 #[tokio::test]
 async fn a_burst_gets_429_with_a_correct_retry_after_then_passes() {
     let c = TestCluster::builder().start().await;
-    let (_provider, api) = published(&c).await;
-    let (token, key) = consumer(&c).await;
+    let (_provider, api) = c.published().await;
+    let (token, key) = c.consumer().await;
     // The free plan: 60 a minute.
     c.post(&format!("/api/v1/marketplace/{}/subscribe", api.slug), Some(&token), json!({})).await;
     let (mut passed, mut limited, mut retry) = (0, 0, 0u64);
@@ -160,10 +141,10 @@ async fn a_burst_gets_429_with_a_correct_retry_after_then_passes() {
 #[tokio::test]
 async fn quota_exhaustion_is_quota_exceeded() {
     let c = TestCluster::builder().start().await;
-    let (provider, api) = published(&c).await;
+    let (provider, api) = c.published().await;
     let (s, _) = c.post(&format!("/api/v1/apis/{}/plans", api.id), Some(&provider), json!({"name": "tiny", "price_minor": 100, "currency": "EGP", "monthly_quota": 3, "rate_limit_per_minute": 1000})).await;
     assert_eq!(s, 201);
-    let (token, key) = consumer(&c).await;
+    let (token, key) = c.consumer().await;
     c.post(&format!("/api/v1/marketplace/{}/subscribe", api.slug), Some(&token), json!({"plan": "tiny"})).await;
     let mut codes = Vec::new();
     for _ in 0..200 {
@@ -203,8 +184,8 @@ async fn quota_exhaustion_is_quota_exceeded() {
 #[tokio::test]
 async fn tenants_never_see_each_others_keys_plans_or_usage() {
     let c = TestCluster::builder().start().await;
-    let (provider, api) = published(&c).await;
-    let (token, _key) = consumer(&c).await;
+    let (provider, api) = c.published().await;
+    let (token, _key) = c.consumer().await;
     let (_, keys) = c.get("/api/v1/keys", Some(&token)).await;
     let key_id = keys["keys"][0]["id"].as_str().unwrap().to_owned();
     let stranger = c.user().await;

@@ -14,24 +14,11 @@ const HELLO: &str = "def handler(event):\n    return {\"hello\": event[\"path\"]
 
 /// A provider with a deployed, published API that has a `pro` plan at 49.99 SAR.
 async fn published(c: &TestCluster) -> (String, Api) {
-    let provider = c.verified_user().await;
-    let api = c.create_api(&provider, "Gold Prices", "python", HELLO).await;
-    let (s, r) = c.patch(&format!("/api/v1/apis/{}", api.id), Some(&provider), json!({"public": true})).await;
-    assert_eq!(s, 200, "{r}");
+    let (provider, api) = c.published().await;
     let pro = json!({"name": "pro", "price_minor": 4999, "currency": "SAR", "monthly_quota": 100000, "rate_limit_per_minute": 600});
     let (s, r) = c.post(&format!("/api/v1/apis/{}/plans", api.id), Some(&provider), pro).await;
     assert_eq!(s, 201, "{r}");
-    c.deploy(&provider, &api, json!({})).await;
-    c.call_ok(&provider, &api, "/").await;
     (provider, api)
-}
-
-/// A consumer with a key; returns (token, key).
-async fn consumer(c: &TestCluster) -> (String, String) {
-    let token = c.user().await;
-    let (s, k) = c.post("/api/v1/keys", Some(&token), json!({"name": "laptop"})).await;
-    assert_eq!(s, 201, "{k}");
-    (token, k["key"].as_str().unwrap().to_owned())
 }
 
 async fn subscribe(c: &TestCluster, token: &str, api: &Api, plan: &str) -> Value {
@@ -105,7 +92,7 @@ fn to_month_end(c: &TestCluster, before: Duration) -> Month {
 async fn a_downgrade_on_the_31st_waits_for_next_month_and_leaves_past_statements_alone() {
     let c = TestCluster::builder().start().await;
     let (_provider, api) = published(&c).await;
-    let (token, key) = consumer(&c).await;
+    let (token, key) = c.consumer().await;
     subscribe(&c, &token, &api, "pro").await;
     calls(&c, &token, &api, &key, 3).await;
 
@@ -145,7 +132,7 @@ async fn a_downgrade_on_the_31st_waits_for_next_month_and_leaves_past_statements
 async fn an_upgrade_applies_and_bills_at_once() {
     let c = TestCluster::builder().start().await;
     let (_provider, api) = published(&c).await;
-    let (token, key) = consumer(&c).await;
+    let (token, key) = c.consumer().await;
     let sub = subscribe(&c, &token, &api, "").await;
     assert_eq!(sub["plan"]["name"], "free");
     calls(&c, &token, &api, &key, 2).await;
@@ -168,7 +155,7 @@ async fn an_upgrade_applies_and_bills_at_once() {
 async fn deleting_an_api_keeps_its_consumers_past_statement_lines() {
     let c = TestCluster::builder().start().await;
     let (provider, api) = published(&c).await;
-    let (token, key) = consumer(&c).await;
+    let (token, key) = c.consumer().await;
     subscribe(&c, &token, &api, "pro").await;
     calls(&c, &token, &api, &key, 2).await;
     let month = to_month_end(&c, Duration::from_secs(3 * 3600));

@@ -53,7 +53,7 @@ async fn a_users_runs_reuse_their_sandbox_each_in_a_fresh_process() {
     let c = TestCluster::builder().warm(1, 100).start().await;
     // One waiting sandbox per runtime.
     containers(&c, 3).await;
-    let a = c.user().await;
+    let a = c.unverified_user().await;
     let first = probe(&c, &a).await;
     // The pool refills behind the sandbox the user took.
     containers(&c, 4).await;
@@ -74,7 +74,7 @@ async fn a_users_runs_reuse_their_sandbox_each_in_a_fresh_process() {
 async fn nothing_crosses_from_one_users_run_to_anothers() {
     let c = TestCluster::builder().warm(1, 100).start().await;
     containers(&c, 3).await;
-    let (a, b) = (c.user().await, c.user().await);
+    let (a, b) = (c.unverified_user().await, c.unverified_user().await);
     let seen_by_a = probe(&c, &a).await;
     let seen_by_b = probe(&c, &b).await;
     assert_ne!(seen_by_a["host"], seen_by_b["host"], "two users never share a sandbox");
@@ -118,7 +118,7 @@ print(hits)
 async fn an_abnormal_run_retires_the_sandbox() {
     let c = TestCluster::builder().warm(1, 100).start().await;
     containers(&c, 3).await;
-    let a = c.user().await;
+    let a = c.unverified_user().await;
     let before = probe(&c, &a).await;
     let (_, r) = c.execute(&a, json!({"runtime": "python", "code": "while True: pass", "timeout_ms": 1000})).await;
     assert_eq!(r["timed_out"], true, "{r}");
