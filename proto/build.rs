@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "souq/execute/v1/execute.proto",
         "souq/market/v1/market.proto",
         "souq/metering/v1/metering.proto",
+        "souq/nodes/v1/nodes.proto",
         "souq/registry/v1/registry.proto",
         "souq/routes/v1/routes.proto",
     ];

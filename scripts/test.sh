@@ -33,6 +33,9 @@ SOUQ_BIN="$(realpath "${CARGO_TARGET_DIR:-target}")/debug/souq" bash scripts/tes
 step "Helm chart, run in Docker by a kubelet stand-in (runs once)"
 SOUQ_BIN="$(realpath "${CARGO_TARGET_DIR:-target}")/debug/souq" bash scripts/test-chart-run.sh
 
+step "cluster chaos, short (runs once)"
+SOUQ_BIN="$(realpath "${CARGO_TARGET_DIR:-target}")/debug/souq" bash scripts/test-cluster.sh --short
+
 step "tests on SQLite"
 cargo test --workspace --locked
 

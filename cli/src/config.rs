@@ -31,6 +31,8 @@ pub enum Command {
     Migrate(DbArgs),
     /// Issue a certificate for a role's internal gRPC links, from a CA made on first use.
     Certs(CertsArgs),
+    /// Operators' hold on the nodes, through the edge: list, cordon, drain, uncordon.
+    Node(NodeArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -292,9 +294,75 @@ pub struct UpArgs {
     #[command(flatten)]
     pub quotas: QuotaArgs,
     #[command(flatten)]
+    pub timing: NodeTimingArgs,
+    #[command(flatten)]
     pub meter: MeterArgs,
     #[command(flatten)]
     pub limits: EdgeLimitArgs,
+}
+
+/// `souq node`: one action on the nodes, through the edge's admin endpoints.
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: NodeAction,
+    /// The edge's URL.
+    #[arg(long, global = true, env = "SOUQ_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// The control plane's admin token; read from <data-dir>/admin-token when unset.
+    #[arg(long, global = true, env = "SOUQ_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Where `souq up` keeps its admin-token file.
+    #[arg(long, global = true, env = "SOUQ_DATA_DIR", default_value = ".souq")]
+    pub data_dir: PathBuf,
+    /// Print the edge's JSON answer instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// The actions of `souq node`.
+#[derive(Debug, Subcommand)]
+pub enum NodeAction {
+    /// Every node: NAME REGION STATE SCHEDULING INSTANCES LAST-HEARTBEAT.
+    List,
+    /// Place nothing new on the node; what runs there stays.
+    Cordon {
+        /// The node's name.
+        name: String,
+    },
+    /// Cordon the node and move its instances elsewhere, each retired once its replacement runs.
+    Drain {
+        /// The node's name.
+        name: String,
+    },
+    /// End a cordon or a drain: the node takes work again.
+    Uncordon {
+        /// The node's name.
+        name: String,
+    },
+}
+
+/// How often agents heartbeat and how soon a silent node counts as down; the control
+/// plane's `Config::validate` checks them (the TTL must exceed the interval).
+#[derive(Debug, Args, Clone)]
+pub struct NodeTimingArgs {
+    /// How often node agents heartbeat, in seconds.
+    #[arg(long, env = "SOUQ_HEARTBEAT_INTERVAL_S", default_value_t = souq_control_plane::config::HEARTBEAT_INTERVAL.as_secs())]
+    pub heartbeat_interval_s: u64,
+    /// Seconds without a heartbeat after which a node is down: it takes no work, and its
+    /// instances are replaced on other nodes (they keep serving until then).
+    #[arg(long, env = "SOUQ_NODE_TTL_S", default_value_t = souq_control_plane::config::NODE_TTL.as_secs())]
+    pub node_ttl_s: u64,
+}
+
+impl NodeTimingArgs {
+    /// Sets the interval and the TTL on a control plane's configuration and checks it again.
+    pub fn apply(&self, cfg: &mut souq_control_plane::Config) -> Result<(), ConfigError> {
+        cfg.heartbeat_interval = std::time::Duration::from_secs(self.heartbeat_interval_s);
+        cfg.node_ttl = std::time::Duration::from_secs(self.node_ttl_s);
+        cfg.validate().map_err(|e| ConfigError(e.to_string()))
+    }
 }
 
 /// `souq control-plane`.
@@ -320,6 +388,12 @@ pub struct ControlPlaneArgs {
     pub max_replicas: u32,
     #[command(flatten)]
     pub quotas: QuotaArgs,
+    #[command(flatten)]
+    pub timing: NodeTimingArgs,
+    /// Operators' secret for the admin endpoints (`souq node …`), at least 32 characters;
+    /// without it they answer 403.
+    #[arg(long, env = "SOUQ_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
 }
 
 /// `souq agent`.

@@ -4,6 +4,7 @@
 mod bench;
 mod certs;
 mod config;
+mod node;
 mod roles;
 mod signals;
 mod telemetry;
@@ -48,6 +49,7 @@ fn main() -> ExitCode {
             Command::Edge(a) => roles::edge(a, shutdown).await,
             Command::Migrate(a) => roles::migrate(a).await,
             Command::Certs(a) => certs::run(a),
+            Command::Node(a) => node::run(a).await,
             Command::Bench(config::BenchCommand::Execute(a)) => bench::execute::run(a).await,
             Command::Bench(config::BenchCommand::Invoke(a)) => bench::invoke::run(a).await,
             Command::Bench(config::BenchCommand::Metering(a)) => bench::metering::run(a).await,

@@ -37,6 +37,22 @@ fn random_token() -> String {
     format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
 }
 
+/// The admin token of `souq up`: the one in `path`, or 32 random bytes in hex written
+/// there first, readable by this user alone.
+fn admin_token(path: &Path) -> Result<String, ConfigError> {
+    use std::{io::{Read, Write}, os::unix::fs::OpenOptionsExt};
+    if let Some(token) = crate::node::read_token_file(path)? {
+        return Ok(token);
+    }
+    let fail = |e: std::io::Error| ConfigError(format!("cannot write the admin token to {}: {e}", path.display()));
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)).map_err(fail)?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(fail)?;
+    file.write_all(format!("{token}\n").as_bytes()).map_err(fail)?;
+    Ok(token)
+}
+
 /// Waits for all tasks; after `shutdown`, gives them [`GRACE`] to finish.
 async fn supervise(mut tasks: JoinSet<anyhow::Result<()>>, shutdown: CancellationToken) -> anyhow::Result<()> {
     let mut first_error = None;
@@ -95,6 +111,7 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
         args.max_replicas,
     )?;
     args.quotas.apply(&mut cp_cfg)?;
+    args.timing.apply(&mut cp_cfg)?;
     let mut edge_cfg = souq_edge_proxy::Config::new(placeholder.clone(), join_token.clone());
     args.meter.apply(&mut edge_cfg)?;
     args.limits.apply(&mut edge_cfg);
@@ -108,6 +125,9 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
         data_dir: args.db.data_dir.clone(),
     })?;
     args.db.prepare()?;
+    let admin_token_file = args.db.data_dir.join("admin-token");
+    cp_cfg.admin_token = Some(admin_token(&admin_token_file)?);
+    cp_cfg.validate().map_err(|e| ConfigError(format!("{e} (in {})", admin_token_file.display())))?;
     // Mutual TLS between the roles, as when they run apart: a CA in the data dir.
     [cp_cfg.grpc_tls, agent_cfg.grpc_tls, edge_cfg.grpc_tls] = crate::certs::up(&args.db.data_dir)?;
     agent_cfg.images = runtime_images(&args.db.data_dir, args.sandbox.docker_host.as_deref()).await?;
@@ -142,6 +162,7 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
     tokio::spawn(async move {
         if wait_ready(edge_addr, &ready_shutdown).await {
             println!("edge listening on http://{edge_addr}");
+            println!("admin token (for `souq node list`) in {}", admin_token_file.display());
         }
     });
     supervise(tasks, shutdown).await
@@ -154,6 +175,11 @@ pub async fn control_plane(args: ControlPlaneArgs, shutdown: CancellationToken) 
     let public_url = args.mail.public_url.clone().unwrap_or_else(|| "http://public-url.invalid".into());
     let mut cfg = args.mail.control_plane_config(&args.db, key, args.join_token.clone(), public_url, args.max_replicas)?;
     args.quotas.apply(&mut cfg)?;
+    cfg.admin_token.clone_from(&args.admin_token);
+    args.timing.apply(&mut cfg)?;
+    if cfg.admin_token.is_none() {
+        info!("no --admin-token: the admin endpoints (souq node …) answer 403");
+    }
     cfg.grpc_tls = args.grpc.transport(Role::ControlPlane)?;
     if args.mail.public_url.is_none() {
         return Err(ConfigError("missing --public-url: mail links are built from it".into()).into());

@@ -11,6 +11,16 @@ pub const MAX_REPLICAS_LIMIT: u32 = 64;
 pub const MAX_QUOTA: u32 = 100_000;
 /// Highest an operator may set a user's instance memory, in MiB (64 TiB).
 pub const MAX_QUOTA_MEMORY_MB: u64 = 64 << 20;
+/// How often agents heartbeat, unless configured.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
+/// How long a node may go without a heartbeat before it counts as down, unless configured:
+/// four heartbeats, so one or two lost ones do not move its instances, and a lost node is
+/// marked down within 10 s.
+pub const NODE_TTL: Duration = Duration::from_secs(8);
+/// Fewest characters of the operators' admin token.
+pub const MIN_ADMIN_TOKEN: usize = 32;
+/// Most characters of the operators' admin token (it travels in a header).
+pub const MAX_ADMIN_TOKEN: usize = 1024;
 
 /// The control plane's configuration; [`Config::validate`] checks it.
 #[derive(Clone)]
@@ -23,10 +33,15 @@ pub struct Config {
     pub join_token: String,
     /// How long an access token lives.
     pub access_token_ttl: Duration,
-    /// How often agents heartbeat.
+    /// How often agents heartbeat ([`HEARTBEAT_INTERVAL`] unless changed).
     pub heartbeat_interval: Duration,
-    /// A node that has not heartbeated for this long takes no work.
+    /// A node that has not heartbeated for this long is down: it takes no work and its
+    /// instances are replaced ([`NODE_TTL`] unless changed).
     pub node_ttl: Duration,
+    /// The operators' secret for the `Nodes` service (list, cordon, drain, uncordon),
+    /// presented as `authorization: Bearer <token>` (never logged). `None`: admin access
+    /// is refused.
+    pub admin_token: Option<String>,
     /// The wall timeout of an execute or an API call that names none; the control plane
     /// sends it to the agents, which cap it at their own maximum.
     /// [`souq_proto::limits::DEFAULT_TIMEOUT`] unless changed.
@@ -101,6 +116,7 @@ impl fmt::Debug for Config {
             .field("access_token_ttl", &self.access_token_ttl)
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("node_ttl", &self.node_ttl)
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
             .field("default_timeout", &self.default_timeout)
             .field("public_url", &self.public_url)
             .field("max_replicas", &self.max_replicas)
@@ -117,7 +133,7 @@ impl fmt::Debug for Config {
 #[error("invalid value for {option}: {problem}")]
 pub struct ConfigError {
     /// The command-line option (`--max-replicas`), or the [`Config`] field for settings
-    /// with no option of their own (`heartbeat_interval`).
+    /// with no option of their own (`access_token_ttl`).
     pub option: &'static str,
     /// What is wrong; never the value of a secret.
     pub problem: String,
@@ -191,8 +207,9 @@ impl Config {
             signing_key_path,
             join_token,
             access_token_ttl: Duration::from_secs(15 * 60),
-            heartbeat_interval: Duration::from_secs(5),
-            node_ttl: Duration::from_secs(15),
+            heartbeat_interval: HEARTBEAT_INTERVAL,
+            node_ttl: NODE_TTL,
+            admin_token: None,
             default_timeout: souq_proto::limits::DEFAULT_TIMEOUT,
             public_url,
             mail: MailConfig::Files(mail_dir),
@@ -220,6 +237,9 @@ impl Config {
             return Err(bad("--signing-key-file", "must name a file (made on first start if missing)"));
         }
         souq_proto::limits::check_join_token(&self.join_token).map_err(|e| bad("--join-token", e))?;
+        if let Some(token) = &self.admin_token {
+            check_admin_token(token)?;
+        }
         if !(1..=MAX_REPLICAS_LIMIT).contains(&self.max_replicas) {
             return Err(bad("--max-replicas", format!("must be 1 to {MAX_REPLICAS_LIMIT}")));
         }
@@ -234,19 +254,29 @@ impl Config {
             return Err(bad("access_token_ttl", "must be at least 1 s (tokens count time in seconds)"));
         }
         if self.heartbeat_interval.is_zero() {
-            return Err(bad("heartbeat_interval", "must be more than 0"));
+            return Err(bad("--heartbeat-interval-s", "must be more than 0"));
         }
         if self.heartbeat_interval >= self.node_ttl {
-            return Err(bad("node_ttl", "must be longer than heartbeat_interval, or every node counts as gone between heartbeats"));
+            return Err(bad("--node-ttl-s", "must be longer than the heartbeat interval, or every node counts as down between heartbeats"));
         }
         if u32::try_from(self.heartbeat_interval.as_millis()).is_err() {
-            return Err(bad("heartbeat_interval", "must fit in u32 milliseconds, as agents are told it"));
+            return Err(bad("--heartbeat-interval-s", "must fit in u32 milliseconds, as agents are told it"));
         }
         if self.default_timeout < Duration::from_millis(1) {
             return Err(bad("default_timeout", "must be at least 1 ms"));
         }
         Ok(())
     }
+}
+
+/// The admin token: [`MIN_ADMIN_TOKEN`] to [`MAX_ADMIN_TOKEN`] visible ASCII characters (it
+/// travels in an `authorization` header). The message never echoes it.
+fn check_admin_token(token: &str) -> Result<(), ConfigError> {
+    let visible = token.bytes().all(|b| b.is_ascii_graphic());
+    if !(MIN_ADMIN_TOKEN..=MAX_ADMIN_TOKEN).contains(&token.len()) || !visible {
+        return Err(bad("--admin-token", format!("must be {MIN_ADMIN_TOKEN} to {MAX_ADMIN_TOKEN} visible ASCII characters")));
+    }
+    Ok(())
 }
 
 /// Every quota is at least 1 and bounded; an API keeps at least 2 versions, so one can be
@@ -316,8 +346,8 @@ mod tests {
         assert_eq!(option_of(|c| c.mail = MailConfig::Smtp("http://mail".into())), "--smtp-url");
         assert_eq!(option_of(|c| c.mail = MailConfig::Smtp("smtp://user:pw@mail.example.com:587".into())), "");
         assert_eq!(option_of(|c| c.access_token_ttl = Duration::ZERO), "access_token_ttl");
-        assert_eq!(option_of(|c| c.heartbeat_interval = Duration::ZERO), "heartbeat_interval");
-        assert_eq!(option_of(|c| c.node_ttl = c.heartbeat_interval), "node_ttl");
+        assert_eq!(option_of(|c| c.heartbeat_interval = Duration::ZERO), "--heartbeat-interval-s");
+        assert_eq!(option_of(|c| c.node_ttl = c.heartbeat_interval), "--node-ttl-s");
         assert_eq!(option_of(|c| c.default_timeout = Duration::ZERO), "default_timeout");
         assert_eq!(option_of(|c| c.quotas.apis = 0), "--quota-apis");
         assert_eq!(option_of(|c| c.quotas.replicas = MAX_QUOTA + 1), "--quota-replicas");
@@ -335,6 +365,23 @@ mod tests {
         cfg.mail = MailConfig::Smtp("smtp://user:hunter2@mail.example.com:notaport".into());
         let shown = cfg.validate().unwrap_err().to_string();
         assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
+    fn nodes_are_down_within_10_s_and_the_admin_token_is_checked() {
+        let cfg = good();
+        assert_eq!((cfg.heartbeat_interval, cfg.node_ttl), (Duration::from_secs(2), Duration::from_secs(8)));
+        assert!(cfg.node_ttl < Duration::from_secs(10));
+        assert_eq!(option_of(|c| c.node_ttl = Duration::from_secs(2)), "--node-ttl-s");
+        assert_eq!(option_of(|c| c.heartbeat_interval = Duration::from_millis(500)), "");
+        assert_eq!(option_of(|c| c.admin_token = Some("a".repeat(32))), "");
+        assert_eq!(option_of(|c| c.admin_token = Some("a".repeat(31))), "--admin-token");
+        assert_eq!(option_of(|c| c.admin_token = Some(format!("{} b", "a".repeat(32)))), "--admin-token");
+        assert_eq!(option_of(|c| c.admin_token = Some("a".repeat(1025))), "--admin-token");
+        let mut cfg = good();
+        cfg.admin_token = Some(format!("secret-{}", "x".repeat(20)));
+        let shown = format!("{} {cfg:?}", cfg.validate().unwrap_err());
+        assert!(!shown.contains("secret-"), "{shown}");
     }
 
     #[test]

@@ -1,4 +1,6 @@
 //! One-shot execution: validate, place on a node, call its agent, record the outcome.
+//! Any replica executes; its call carries the highest control-plane epoch the replica has
+//! read, which agents check like the leader's commands (`souq_proto::fence`).
 use std::time::Duration;
 
 use chrono::Utc;
@@ -7,7 +9,7 @@ use sha2::{Digest, Sha256};
 use souq_proto::{
     Kind, Runtime, WireError, agent,
     execute::{ExecuteRequest, ExecuteResponse},
-    limits,
+    fence, limits,
 };
 use tracing::{info, warn};
 use uuid::Uuid;
@@ -15,6 +17,7 @@ use uuid::Uuid;
 use crate::{
     entity::{executions, nodes},
     error::{Error, Result},
+    leader::Leadership,
     nodes::{
         Nodes,
         scheduler::{self, Candidate, Refusal},
@@ -25,9 +28,15 @@ use crate::{
 /// remove the sandbox.
 const AGENT_SLACK: Duration = Duration::from_secs(20);
 
-/// Runs one execute for `user_id` on a node of `fleet`; `default_timeout` applies when the
-/// request names none (capped at the node's maximum).
-pub(crate) async fn run(fleet: &Nodes, default_timeout: Duration, user_id: Uuid, req: ExecuteRequest) -> Result<ExecuteResponse> {
+/// Runs one execute for `user_id` on a node of `fleet`, stamped with `leadership`'s epoch;
+/// `default_timeout` applies when the request names none (capped at the node's maximum).
+pub(crate) async fn run(
+    fleet: &Nodes,
+    leadership: &Leadership,
+    default_timeout: Duration,
+    user_id: Uuid,
+    req: ExecuteRequest,
+) -> Result<ExecuteResponse> {
     let runtime = Runtime::from_request(&req.runtime)?;
     limits::check_code("code", &req.code)?;
     if req.stdin.len() > limits::MAX_STDIN_BYTES {
@@ -57,17 +66,35 @@ pub(crate) async fn run(fleet: &Nodes, default_timeout: Duration, user_id: Uuid,
 
     let mut client = fleet.agents.get(&node.address).map_err(Error::Internal)?;
     let code_sha256 = hex::encode(Sha256::digest(req.code.as_bytes()));
-    let mut call = tonic::Request::new(agent::ExecuteRequest {
+    let body = agent::ExecuteRequest {
         execution_id: execution_id.to_string(),
         runtime: runtime.as_str().into(),
         code: req.code,
         stdin: req.stdin,
         timeout_ms,
         user_id: user_id.to_string(),
-    });
-    call.set_timeout(Duration::from_millis(timeout_ms) + AGENT_SLACK);
-    fleet.agents.authorize(&mut call);
-    let result = match client.execute(call).await {
+    };
+    let call = |body: agent::ExecuteRequest, epoch: u64| {
+        let mut call = tonic::Request::new(body);
+        call.set_timeout(Duration::from_millis(timeout_ms) + AGENT_SLACK);
+        fleet.agents.authorize(&mut call);
+        fence::set_epoch(&mut call, epoch);
+        call
+    };
+    let epoch = leadership.current_epoch();
+    let mut answer = client.execute(call(body.clone(), epoch)).await;
+    // The agent has seen a newer epoch than this replica read: read the lease again and
+    // try once more (nothing ran: the agent refuses before it runs anything).
+    if let Err(status) = &answer
+        && fence::is_stale(status)
+    {
+        match leadership.refresh().await {
+            Ok(newer) if newer > epoch => answer = client.execute(call(body, newer)).await,
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "could not read the control-plane epoch"),
+        }
+    }
+    let result = match answer {
         Ok(r) => r.into_inner(),
         Err(status) => {
             let e = WireError::from(&status);

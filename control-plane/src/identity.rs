@@ -1,5 +1,6 @@
 //! Who may call which control-plane service, by the role in the caller's certificate
-//! (mutual TLS, see `souq_proto::tls`): agents `Registry`, edges every other service.
+//! (mutual TLS, see `souq_proto::tls`): agents `Registry`, edges every other service
+//! (`Nodes` too: operators reach it through the edge, with the admin token on top).
 //! And a node's identity: the hash of its certificate's key, pinned at first registration.
 use sha2::{Digest, Sha256};
 use souq_proto::tls::{Role, peer_public_key};

@@ -5,6 +5,9 @@
 //! Each area is a slice of its own: `accounts`, `apis` (the neutral core of an API),
 //! `deploy` and `market` (both built on `apis`, neither on the other), `execute` and
 //! `nodes`. Only `services`, one module per gRPC service, crosses areas.
+//!
+//! Several replicas may run on one PostgreSQL database: `leader` elects the one that
+//! reconciles, places and commands agents; every replica serves every service.
 #![forbid(unsafe_code)]
 
 pub mod accounts;
@@ -19,6 +22,7 @@ pub mod entity;
 pub mod error;
 pub mod execute;
 mod identity;
+pub mod leader;
 pub mod mail;
 pub mod market;
 pub mod nodes;
@@ -52,11 +56,18 @@ pub use error::{Error, Result};
 /// the next start. Well inside the 10 s the `souq` binary gives a whole role to drain.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// How often every replica rebuilds the route and access tables it serves to edges from
+/// the database, so edges connected to it see what other replicas changed.
+pub const FOLLOW_EVERY: Duration = Duration::from_secs(1);
+
 /// Runs the control plane on `listener` until `shutdown` is cancelled: checks the config,
 /// migrates the database, starts the background tasks and serves every gRPC service.
 /// Once the server has stopped, the background tasks get [`SHUTDOWN_GRACE`] to end.
+/// On SQLite, a second control plane on the same database file is refused.
 pub async fn run(cfg: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<()> {
     cfg.validate()?;
+    // Held until `run` returns.
+    let _sqlite_lock = db::lock_sqlite(&cfg.database_url)?;
     let db = connect(&cfg.database_url).await?;
     migrate(&db).await?;
     let tokens = auth::token::TokenSigner::load_or_create(&cfg.signing_key_path, cfg.access_token_ttl)?;
@@ -79,14 +90,21 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: CancellationToken
     // has stopped: requests still being answered meanwhile need them (a signup's mail, the
     // access rebuild after a usage report). The reconciler stops as soon as shutdown
     // starts: agents' heartbeats no longer arrive then, and it must not take their
-    // silence for dead nodes and publish routes without them.
+    // silence for dead nodes and publish routes without them. The lease is released then
+    // too, so another replica takes over without waiting for it to expire; the
+    // reconciler runs only while this replica leads.
     let mut tasks = Tasks::new(CancellationToken::new());
     let token = tasks.token();
     tasks.spawn("password hashing warm-up", async {
         let _ = tokio::task::spawn_blocking(auth::password::warm_up).await;
     });
     tasks.spawn("mail outbox", outbox::run(state.db.clone(), Arc::new(mailer), cfg.clock.clone(), mail_wake, token.clone()));
-    tasks.spawn("reconciler", deploy::reconciler::run(state.deployer.clone(), shutdown.child_token()));
+    tasks.spawn("leader lease", state.leadership.clone().run(shutdown.child_token()));
+    tasks.spawn(
+        "reconciler",
+        deploy::reconciler::run(state.deployer.clone(), state.leadership.clone(), shutdown.child_token()),
+    );
+    tasks.spawn("tables from the database", follow_tables(state.clone(), token.clone()));
     tasks.spawn("access feed", market::access::run(state.market.clone(), token.clone()));
     tasks.spawn("accounts upkeep", accounts::upkeep::run(state.accounts.clone(), token.clone()));
     tasks.spawn("agent client pruning", nodes::agents::forget_gone(state.nodes.clone(), token));
@@ -115,9 +133,27 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: CancellationToken
         ))
         .add_service(RegistryServer::with_interceptor(services::registry::RegistryService { state: state.clone() }, agents))
         .add_service(RoutesServer::with_interceptor(services::routes::RoutesService { state: state.clone() }, edges.clone()))
+        .add_service(souq_proto::nodes::nodes_server::NodesServer::with_interceptor(services::nodes::NodesService { state: state.clone(), admin_token: cfg.admin_token.clone() }, edges.clone()))
         .add_service(MeteringServer::with_interceptor(services::metering::MeteringService { state }, edges))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled())
         .await;
     tasks.shutdown(SHUTDOWN_GRACE).await;
     served.map_err(|e| Error::Internal(format!("grpc server: {e}")))
+}
+
+/// Rebuilds the route and access tables from the database every [`FOLLOW_EVERY`] until
+/// `shutdown`: another replica may have placed instances or changed keys.
+async fn follow_tables(state: Arc<state::State>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(FOLLOW_EVERY) => {}
+        }
+        if let Err(e) = deploy::routes::refresh(&state.deployer).await {
+            tracing::warn!(error = %e, "could not rebuild the route table");
+        }
+        if let Err(e) = market::access::refresh(&state.market).await {
+            tracing::warn!(error = %e, "could not rebuild the access table");
+        }
+    }
 }

@@ -5,7 +5,7 @@
 //! execute rate it is 429 with `Retry-After`, since waiting is enough to pass.
 use std::{sync::Arc, time::Duration};
 
-use sea_orm::{ConnectionTrait, EntityTrait};
+use sea_orm::{ConnectionTrait, DatabaseConnection, EntityTrait};
 use souq_proto::{Kind, WireError};
 use uuid::Uuid;
 
@@ -37,7 +37,8 @@ pub(crate) async fn require_verified(db: &impl ConnectionTrait, user: Uuid, to: 
     Ok(())
 }
 
-/// Executes started per user per minute, counted before they run.
+/// Executes started per user per minute, counted before they run, in the database so
+/// that every replica counts the same executes.
 pub(crate) struct ExecuteRate {
     per_minute: u32,
     counts: Throttle,
@@ -49,13 +50,14 @@ impl ExecuteRate {
     pub(crate) fn new(per_minute: u32, clock: Arc<dyn Clock>) -> Self {
         let minute = Duration::from_secs(60);
         // The execute that reaches the limit blocks the user for a minute; then the count
-        // starts again. The throttle remembers at most 100,000 users.
-        ExecuteRate { per_minute, counts: Throttle::new(per_minute, minute, minute, minute), clock }
+        // starts again. A user's row expires a minute after their last execute.
+        ExecuteRate { per_minute, counts: Throttle::new("execute:user", per_minute, minute, minute, minute), clock }
     }
 
-    /// Counts one execute of `user`: a 429 with `Retry-After` past the limit.
-    pub(crate) fn admit(&self, user: Uuid) -> Result<()> {
-        self.counts.attempt(&user.to_string(), self.clock.now()).map_err(|secs| {
+    /// Counts one execute of `user`: a 429 with `Retry-After` past the limit. If the count
+    /// cannot be kept (the database failed), the execute is refused too.
+    pub(crate) async fn admit(&self, db: &DatabaseConnection, user: Uuid) -> Result<()> {
+        self.counts.attempt(db, &user.to_string(), self.clock.now()).await?.map_err(|secs| {
             let message = format!(
                 "at most {} executes a minute per user (executes_per_minute); try again in {secs} s",
                 self.per_minute
@@ -68,21 +70,24 @@ impl ExecuteRate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::ManualClock;
+    use crate::{auth::test_db::Replicas, clock::ManualClock};
 
-    #[test]
-    fn executes_past_the_rate_wait_a_minute_and_each_user_counts_alone() {
+    #[tokio::test]
+    async fn executes_past_the_rate_wait_a_minute_and_each_user_counts_alone() {
+        let t = Replicas::new().await;
+        let db = &t.a;
         let clock = Arc::new(ManualClock::new());
         let rate = ExecuteRate::new(3, clock.clone());
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
         for _ in 0..3 {
-            rate.admit(a).expect("within the rate");
+            rate.admit(db, a).await.expect("within the rate");
         }
-        let Err(Error::Wire(e)) = rate.admit(a) else { panic!("the fourth passed") };
+        let Err(Error::Wire(e)) = rate.admit(db, a).await else { panic!("the fourth passed") };
         assert_eq!((e.kind, e.limit.as_deref()), (Kind::RateLimited, Some("executes_per_minute")));
         assert!(e.retry_after.is_some_and(|s| (1..=60).contains(&s)), "{e:?}");
-        rate.admit(b).expect("another user has their own count");
+        rate.admit(db, b).await.expect("another user has their own count");
         clock.advance(Duration::from_secs(61));
-        rate.admit(a).expect("a minute later the count starts again");
+        rate.admit(db, a).await.expect("a minute later the count starts again");
+        t.close().await;
     }
 }

@@ -11,6 +11,7 @@ use crate::{
     auth::token::TokenSigner,
     config::Config,
     deploy::Deployer,
+    leader::{self, Leadership},
     market::Market,
     nodes::Nodes,
     quotas::{ExecuteRate, Quotas},
@@ -30,6 +31,8 @@ pub(crate) struct State {
     pub(crate) nodes: Arc<Nodes>,
     /// Desired state, the reconciler and the route table.
     pub(crate) deployer: Arc<Deployer>,
+    /// Whether this replica leads (and reconciles), and the highest epoch it has read.
+    pub(crate) leadership: Arc<Leadership>,
     /// Plans, keys, subscriptions, usage and the access table.
     pub(crate) market: Arc<Market>,
     /// What one user may hold and start.
@@ -61,6 +64,7 @@ impl State {
         );
         let deployer = Deployer::new(db.clone(), nodes.clone(), cfg.default_timeout, cfg.max_replicas);
         let market = Market::new(db.clone(), cfg.clock.clone());
+        let leadership = Arc::new(Leadership::new(db.clone(), leader::holder_id()));
         State {
             db,
             join_token: cfg.join_token.clone(),
@@ -68,6 +72,7 @@ impl State {
             accounts: Arc::new(accounts),
             nodes,
             deployer: Arc::new(deployer),
+            leadership,
             market: Arc::new(market),
             quotas: cfg.quotas,
             execute_rate: ExecuteRate::new(cfg.quotas.executes_per_minute, cfg.clock.clone()),

@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 use axum::extract::FromRef;
 use souq_proto::{
     accounts::accounts_client::AccountsClient, agent_clients::AgentClients, apis::apis_client::ApisClient,
-    execute::execute_client::ExecuteClient, market::market_client::MarketClient,
+    execute::execute_client::ExecuteClient, market::market_client::MarketClient, nodes::nodes_client::NodesClient,
 };
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -30,6 +30,8 @@ pub struct AppState {
     pub market: MarketClient<Channel>,
     /// The control plane's `Execute`: one-shot runs.
     pub execute: ExecuteClient<Channel>,
+    /// The control plane's `Nodes`: operators' list, cordon, drain and uncordon.
+    pub nodes: NodesClient<Channel>,
     /// Token verification.
     pub verifier: Arc<Verifier>,
     /// The data path's route table.
@@ -91,15 +93,19 @@ impl AppState {
             .map_err(|e| format!("--control-plane-url: {e}"))?
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
-            // Pings find a control plane that vanished under an open table stream.
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5))
+            // Pings find a control plane that vanished or froze (a paused process still
+            // holds its sockets open) within about 4 s: calls under way on that connection
+            // then end in a definite error, and the next call connects again, through the
+            // Service's name, to a replica that answers.
+            .http2_keep_alive_interval(Duration::from_secs(2))
+            .keep_alive_timeout(Duration::from_secs(2))
             .connect_lazy();
         Ok(AppState {
             accounts: AccountsClient::new(channel.clone()),
             apis: ApisClient::new(channel.clone()),
             market: MarketClient::new(channel.clone()),
             execute: ExecuteClient::new(channel.clone()),
+            nodes: NodesClient::new(channel.clone()),
             verifier: Arc::default(),
             routes: Arc::default(),
             access: Arc::default(),

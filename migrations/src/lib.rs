@@ -12,6 +12,9 @@ mod m0006_marketplace;
 mod m0007_plan_history;
 mod m0008_node_identity;
 mod m0009_accounts_hardening;
+mod m0010_leader_lease;
+mod m0011_shared_throttles;
+mod m0012_node_admin;
 
 /// Applies Souq's migrations in order.
 pub struct Migrator;
@@ -29,6 +32,9 @@ impl MigratorTrait for Migrator {
             Box::new(m0007_plan_history::Migration),
             Box::new(m0008_node_identity::Migration),
             Box::new(m0009_accounts_hardening::Migration),
+            Box::new(m0010_leader_lease::Migration),
+            Box::new(m0011_shared_throttles::Migration),
+            Box::new(m0012_node_admin::Migration),
         ]
     }
 }

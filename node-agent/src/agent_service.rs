@@ -8,6 +8,7 @@ use souq_proto::{
         DeployRequest, ExecuteRequest, ExecuteResult, InstanceStatus, InvokeRequest, InvokeResult, LogLine, LogsRequest,
         StopRequest, StopResult, agent_server,
     },
+    fence,
     limits::{MAX_STDIN_BYTES, check_code},
 };
 use tokio_stream::wrappers::ReceiverStream;
@@ -111,27 +112,32 @@ impl agent_server::Agent for AgentService {
 
     #[instrument(skip_all, fields(execution_id = %req.get_ref().execution_id, runtime = %req.get_ref().runtime))]
     async fn execute(&self, req: Request<ExecuteRequest>) -> Result<Response<ExecuteResult>, Status> {
+        self.node.fence.admit(fence::epoch_of(req.metadata()))?;
         Ok(Response::new(self.execute_inner(req.into_inner()).await?))
     }
 
     #[instrument(skip_all, fields(instance_id = %req.get_ref().instance_id, api_id = %req.get_ref().api_id))]
     async fn deploy(&self, req: Request<DeployRequest>) -> Result<Response<InstanceStatus>, Status> {
+        self.node.fence.admit(fence::epoch_of(req.metadata()))?;
         Ok(Response::new(self.deploy_inner(req.into_inner()).await?))
     }
 
     #[instrument(skip_all, fields(instance_id = %req.get_ref().instance_id))]
     async fn stop(&self, req: Request<StopRequest>) -> Result<Response<StopResult>, Status> {
+        self.node.fence.admit(fence::epoch_of(req.metadata()))?;
         self.node.instances.stop(&req.get_ref().instance_id).await?;
         Ok(Response::new(StopResult {}))
     }
 
     // The data path: debug level, so the span costs nothing unless asked for. The event's
-    // size is bounded by the server's message limit (tonic's 4 MiB default).
+    // size is bounded by the server's message limit (tonic's 4 MiB default). A refusal
+    // that ran nothing (no such instance, not serving, too many calls, draining) carries
+    // the `souq_proto::outcome` mark, so the edge may try another replica.
     #[instrument(level = "debug", skip_all, fields(instance_id = %req.get_ref().instance_id))]
     async fn invoke(&self, req: Request<InvokeRequest>) -> Result<Response<InvokeResult>, Status> {
         let InvokeRequest { instance_id, event, timeout_ms } = req.into_inner();
         let timeout = (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms));
-        Ok(Response::new(self.node.instances.invoke(&instance_id, event, timeout).await?))
+        Ok(Response::new(self.node.instances.call(&instance_id, event, timeout).await?))
     }
 
     #[instrument(skip_all, fields(instances = req.get_ref().instance_ids.len(), follow = req.get_ref().follow))]

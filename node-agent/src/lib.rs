@@ -25,7 +25,7 @@ use souq_proto::{agent::agent_server::AgentServer, registry::registry_client::Re
 use tokio::net::TcpListener;
 use tokio_stream::{StreamExt, wrappers::TcpListenerStream};
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 pub use config::{Config, DEFAULT_CPU_OVERCOMMIT};
 /// [`docker::images`], also at the crate root, where `souq` and the tests find it.
@@ -38,10 +38,14 @@ use crate::{agent_service::AgentService, node::Node};
 
 /// How long the background tasks get to finish once the gRPC server has stopped: the
 /// membership loop ends at once, the pools destroy their idle sandboxes and the instances
-/// remove theirs (they started at the shutdown signal, alongside the server's drain).
+/// remove theirs (they started once the calls in flight had finished, see
+/// [`INVOKE_DRAIN`]).
 /// Whatever is still running then is aborted, and its containers go with the final sweep.
 /// Kept well under the grace a process gets (`souq`'s is 10 s), so the sweep still runs.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long calls in flight get to finish at shutdown before the instances stop: with
+/// [`SHUTDOWN_GRACE`] and the sweep, within the 10 s that `souq` gives a role.
+pub const INVOKE_DRAIN: Duration = Duration::from_secs(4);
 
 /// Runs the agent on `listener` until `shutdown` is cancelled. Refuses a `cfg` that
 /// [`Config::validate`] refuses, before touching the Engine or the filesystem.
@@ -65,12 +69,18 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: CancellationToken
         let (node, token) = (node.clone(), tasks.token());
         async move { node.pools.maintain(&node.engine, token).await }
     });
-    // Stopping the instances at the signal fails their calls in flight, so the server's
-    // drain below does not wait on them.
+    // At the signal, Invoke refuses new calls as having run nothing (the edge takes them
+    // to another replica) while the calls in flight finish, for at most INVOKE_DRAIN; only
+    // then are the instances stopped, which fails what still runs, so the server's drain
+    // below never waits longer.
     tasks.spawn("instances", {
         let (node, token) = (node.clone(), tasks.token());
         async move {
             token.cancelled().await;
+            let cut = node.instances.drain(INVOKE_DRAIN).await;
+            if cut > 0 {
+                warn!(calls = cut, "calls still running after the drain; they fail now");
+            }
             node.instances.stop_all().await;
         }
     });

@@ -4,6 +4,7 @@
 use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
 use bollard::Docker;
+use souq_proto::fence::Fence;
 use tracing::{info, warn};
 
 use crate::{
@@ -36,12 +37,23 @@ pub(crate) struct Node {
     pub(crate) cpu_overcommit: u32,
     pub(crate) instances: Instances,
     pub(crate) engine: Arc<Engine>,
+    /// The highest control-plane epoch seen: Deploy, Stop and Execute with a lower one
+    /// come from a control plane that lost the lead, and are refused.
+    pub(crate) fence: Fence,
+    /// Why the fence kept across restarts (`<channel dir>.epoch`, beside the channel
+    /// directory, which a start clears, in the agent's data dir) could not be read; the
+    /// start fails with it rather than forget the fence.
+    fence_error: Option<String>,
 }
 
 impl Node {
     /// The node `cfg` describes, listening on `local`. Nothing is started or sent yet.
     pub(crate) fn new(cfg: Config, local: SocketAddr) -> Node {
         let engine = Arc::new(Engine::new(cfg.docker_host));
+        let (fence, fence_error) = match Fence::persisted(&fence_file(&cfg.channel_dir)) {
+            Ok(f) => (f, None),
+            Err(e) => (Fence::new(), Some(e.to_string())),
+        };
         let host_memory_mb = host_memory_mb();
         let launcher =
             DockerLauncher::new(engine.clone(), cfg.node_name.clone(), cfg.limits.clone(), cfg.channel_dir.clone());
@@ -70,6 +82,8 @@ impl Node {
             cpu_overcommit: cfg.cpu_overcommit.max(1),
             instances,
             engine,
+            fence,
+            fence_error,
         }
     }
 
@@ -81,6 +95,12 @@ impl Node {
     /// Clears what an earlier run of this node left: its channel directories and its
     /// containers. An unreachable Engine is not fatal; executes fail until it is back.
     pub(crate) async fn clear_leftovers(&self) -> Result<()> {
+        if let Some(e) = &self.fence_error {
+            return Err(Error::Internal(format!("cannot read the control-plane epoch fence: {e}")));
+        }
+        if self.fence.highest() > 0 {
+            info!(epoch = self.fence.highest(), "control-plane epoch fence restored");
+        }
         // Channels of an earlier run are stale: their sandboxes are removed just below.
         let _ = std::fs::remove_dir_all(&self.channel_dir);
         std::fs::create_dir_all(&self.channel_dir)
@@ -109,6 +129,13 @@ impl Node {
     }
 }
 
+/// Where the fence of the agent whose channel directory is `channel_dir` is kept.
+fn fence_file(channel_dir: &std::path::Path) -> PathBuf {
+    let mut file = channel_dir.as_os_str().to_owned();
+    file.push(".epoch");
+    PathBuf::from(file)
+}
+
 /// Most instances a node holds: as many as its memory fits at their memory limit (64
 /// when the host's memory is unknown), so a confused control plane cannot exhaust it.
 fn max_instances(host_memory_mb: u64, limits: &Limits) -> usize {
@@ -134,6 +161,11 @@ fn host_memory_mb() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fence_is_kept_beside_the_channel_directory() {
+        assert_eq!(fence_file(std::path::Path::new("/var/lib/souq/channels")), PathBuf::from("/var/lib/souq/channels.epoch"));
+    }
 
     #[test]
     fn instances_fit_the_hosts_memory() {

@@ -5,7 +5,9 @@
 
 pub mod agent_clients;
 pub mod claims;
+pub mod fence;
 pub mod limits;
+pub mod outcome;
 pub mod problem;
 pub mod runtime;
 pub mod tasks;
@@ -43,6 +45,8 @@ packages! {
     market;
     /// `souq.metering.v1`: the data path's access table and usage reports, for the edge.
     metering;
+    /// `souq.nodes.v1`: operators' view of the nodes: list, cordon, drain, uncordon.
+    nodes;
     /// `souq.registry.v1`: node registration and heartbeats.
     registry;
     /// `souq.routes.v1`: the data path's route table, for the edge.

@@ -26,7 +26,11 @@ RELEASE, NAMESPACE = "rel", "souq"
 # Values the schema or the templates must refuse, with what the message must name.
 REFUSED = [
     ("a string replica count", {"controlPlane": {"replicas": "1"}}, "/controlPlane/replicas"),
-    ("a second control plane (no leader election yet)", {"controlPlane": {"replicas": 2}}, "/controlPlane/replicas"),
+    ("a negative control plane count", {"controlPlane": {"replicas": -1}}, "/controlPlane/replicas"),
+    ("no SMTP and no mail directory", {"secrets": {"smtp": {"existingSecret": ""}}}, "secrets.smtp"),
+    ("a mail directory beside SMTP", {"mail": {"dir": "/var/lib/souq-mail"}}, "mail.dir"),
+    ("a relative mail directory", {"mail": {"dir": "mail"}}, "/mail/dir"),
+    ("an unknown key in the admin token", {"secrets": {"adminToken": {"value": "x" * 40}}}, "value"),
     ("an unknown top-level key", {"replicaCount": 3}, "replicaCount"),
     ("an unknown key in a component", {"edge": {"replicaCount": 3}}, "replicaCount"),
     ("an unknown probe setting", {"agent": {"probes": {"liveness": {"port": 1}}}}, "port"),

@@ -12,7 +12,9 @@ kubelet would refuse. It covers what Souq's chart uses:
     targetPort must be a declared container port (a Service port that differs from its
     targetPort is reachable only at the targetPort here, which the stand-in checks);
   - probes (startup, then readiness): tcpSocket, httpGet, exec; the pod's IP is fixed in
-    advance so status.podIP can be given before the container starts.
+    advance so status.podIP can be given before the container starts;
+  - several nodes (scripts/cluster.py): each pod has its node (spec.nodeName), and a
+    DaemonSet runs once on each node its nodeSelector matches (nodes_for).
 Everything it makes is labelled souq.chart-run=<run id> and removed by cleanup().
 """
 import base64
@@ -46,6 +48,8 @@ class Pod:
         self.ip, self.node = ip, node
         self.containers = []  # (container spec, docker name)
         self.aliases = []
+        # Extra Docker labels on its containers (scripts/cluster.py: souq.role, souq.host).
+        self.docker_labels = {}
 
     def port(self, container, port):
         """A container port by number or name; refuses ports the container does not declare."""
@@ -57,15 +61,19 @@ class Pod:
 
 
 class Kubelet:
-    def __init__(self, run_id, namespace, node_name, subnet_prefix, say):
+    def __init__(self, run_id, namespace, node_name, subnet_prefix, say, prefix="souq-chartrun", scratch_dir=None):
         self.run_id, self.namespace, self.node, self.say = run_id, namespace, node_name, say
         self.label = f"souq.chart-run={run_id}"
-        self.network = f"souq-chartrun-{run_id}"
+        # Names of its network and containers: <prefix>-<run id>[-<pod>-<container>].
+        self.prefix = prefix
+        self.network = f"{prefix}-{run_id}"
         self.subnet_prefix = subnet_prefix
         self.next_ip = 10
         self.secrets, self.configmaps = {}, {}
         self.pods = []
-        self.scratch = tempfile.mkdtemp(prefix=f"souq-chartrun-{run_id}-vol-")
+        # Node name -> its labels, for DaemonSet nodeSelectors (one unlabelled node by default).
+        self.nodes = {node_name: {}}
+        self.scratch = tempfile.mkdtemp(prefix=f"{prefix}-{run_id}-vol-", dir=scratch_dir)
         os.chmod(self.scratch, 0o755)
         self.made_network = False
 
@@ -119,12 +127,18 @@ class Kubelet:
         return ip
 
     # --- pods -------------------------------------------------------------------------
-    def new_pod(self, kind, owner, template, index=0):
+    def new_pod(self, kind, owner, template, index=0, node=None):
         meta = template.get("metadata") or {}
         name = f"{owner}-{index}" if kind != "Pod" else owner
-        pod = Pod(name, kind, owner, template["spec"], meta.get("labels") or {}, self.take_ip(), self.node)
+        pod = Pod(name, kind, owner, template["spec"], meta.get("labels") or {}, self.take_ip(), node or self.node)
         self.pods.append(pod)
         return pod
+
+    def nodes_for(self, template):
+        """The nodes a DaemonSet's pod template runs on: those whose labels match its
+        nodeSelector (affinity and taints are not simulated)."""
+        sel = template["spec"].get("nodeSelector") or {}
+        return [n for n, labels in self.nodes.items() if all(labels.get(k) == v for k, v in sel.items())]
 
     def bind_services(self, services):
         """Each Service's name becomes an alias of the pods it selects; its targetPorts
@@ -271,9 +285,11 @@ class Kubelet:
             if inspect.returncode != 0:
                 raise KubeletError(f"pod {pod.name}: image {image} is not present (ErrImageNeverPull offline)")
             image_user = json.loads(inspect.stdout)[0]["Config"].get("User", "")
-            name = f"souq-chartrun-{self.run_id}-{pod.name}-{c['name']}"[:120]
+            name = f"{self.prefix}-{self.run_id}-{pod.name}-{c['name']}"[:120]
             args = ["run", "--pull", "never", "--label", self.label, "--name", name, "--hostname", pod.name[:63],
                     "--network", self.network, "--ip", pod.ip]
+            for k, v in pod.docker_labels.items():
+                args += ["--label", f"{k}={v}"]
             for a in pod.aliases:
                 args += ["--network-alias", a]
             if detach:

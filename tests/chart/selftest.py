@@ -59,6 +59,21 @@ def _selector(objs):
     o["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] = "edges"
 
 
+def _admin_token_in_value(objs):
+    e = _env(_container(objs, "Deployment", "-control-plane")[0], "SOUQ_ADMIN_TOKEN")
+    e.pop("valueFrom")
+    e["value"] = "0123456789abcdef0123456789abcdef"
+
+
+def _recreate(objs):
+    _container(objs, "Deployment", "-control-plane")[1]["spec"]["strategy"] = {"type": "Recreate"}
+
+
+def _no_smtp(objs):
+    c = _container(objs, "Deployment", "-control-plane")[0]
+    c["env"] = [e for e in c["env"] if e["name"] != "SOUQ_SMTP_URL"]
+
+
 def _hook_policy(objs):
     o = _container(objs, "Job", "-migrate")[1]
     o["metadata"]["annotations"]["helm.sh/hook-delete-policy"] = "before-hook-creation"
@@ -75,6 +90,9 @@ BREAKS = [
     ("a Secret nobody renders or names", _missing_secret),
     ("a selector that misses its pods", _selector),
     ("the migration hook kept after success", _hook_policy),
+    ("the admin token in an env value", _admin_token_in_value),
+    ("the control plane's rollout stopping every replica first", _recreate),
+    ("no SMTP and no mail directory", _no_smtp),
 ]
 
 

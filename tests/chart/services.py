@@ -53,8 +53,14 @@ def image(base):
     return tag
 
 
-def start(kube, tag, password):
-    """Starts the three services; returns {name: ip}. Waits until each answers."""
+def container(kube, name):
+    """The Docker name of a service's container."""
+    return f"{kube.prefix}-{kube.run_id}-{name}"
+
+
+def start(kube, tag, password, names=("postgresql", "redis", "mail"), labels=None):
+    """Starts the services named (default all three); returns {name: ip}. Waits until
+    each answers. `labels(name)` gives extra Docker labels per service."""
     common = ["run", "-d", "--pull", "never", "--label", kube.label, "--network", kube.network]
     started = {}
     for name, extra, cmd in [
@@ -63,8 +69,12 @@ def start(kube, tag, password):
                                         "--requirepass", password, "--save", "", "--appendonly", "no"]),
         ("mail", ["--user", "65534:65534"], ["python3", "/usr/local/bin/smtp_sink.py", "2525"]),
     ]:
+        if name not in names:
+            continue
         ip = kube.take_ip()
-        cname = f"souq-chartrun-{kube.run_id}-{name}"
+        cname = container(kube, name)
+        for k, v in (labels(name) if labels else {}).items():
+            extra = [*extra, "--label", f"{k}={v}"]
         # The base's ENTRYPOINT is the runtime shim: replace it.
         docker(*common, "--name", cname, "--ip", ip, "--network-alias", name, *extra,
                "--entrypoint", cmd[0], tag, *cmd[1:])
@@ -81,12 +91,12 @@ def start(kube, tag, password):
 
 def mails(kube):
     """Every mail the sink received: dicts with to, data (the raw message)."""
-    out = docker("logs", f"souq-chartrun-{kube.run_id}-mail", check=False).stdout
+    out = docker("logs", container(kube, "mail"), check=False).stdout
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
 def redis_keys(kube, password):
     """The keys in Redis (at most 1000): the edges' rate limits and metering land there."""
-    out = docker("exec", f"souq-chartrun-{kube.run_id}-redis", "redis-cli", "-a", password, "--no-auth-warning",
+    out = docker("exec", container(kube, "redis"), "redis-cli", "-a", password, "--no-auth-warning",
                  "--scan", check=False).stdout
     return out.split()[:1000]

@@ -5,9 +5,10 @@ import re
 
 import yaml
 
-SECRET_ENV = {"SOUQ_DATABASE_URL", "SOUQ_REDIS_URL", "SOUQ_SMTP_URL", "SOUQ_JOIN_TOKEN"}
+SECRET_ENV = {"SOUQ_DATABASE_URL", "SOUQ_REDIS_URL", "SOUQ_SMTP_URL", "SOUQ_JOIN_TOKEN", "SOUQ_ADMIN_TOKEN"}
+# SOUQ_SMTP_URL is required unless mail goes to files (check_mail).
 REQUIRED_ENV = {
-    "control-plane": {"SOUQ_DATABASE_URL", "SOUQ_JOIN_TOKEN", "SOUQ_PUBLIC_URL", "SOUQ_SMTP_URL", "SOUQ_SIGNING_KEY_FILE"},
+    "control-plane": {"SOUQ_DATABASE_URL", "SOUQ_JOIN_TOKEN", "SOUQ_PUBLIC_URL", "SOUQ_SIGNING_KEY_FILE", "SOUQ_ADMIN_TOKEN"},
     "agent": {"SOUQ_JOIN_TOKEN", "SOUQ_CONTROL_PLANE_URL", "SOUQ_NODE_NAME", "SOUQ_DOCKER_HOST", "SOUQ_DATA_DIR"},
     "edge": {"SOUQ_JOIN_TOKEN", "SOUQ_CONTROL_PLANE_URL", "SOUQ_REDIS_URL"},
     "migrate": {"SOUQ_DATABASE_URL"},
@@ -197,12 +198,35 @@ def check_workloads(check, workloads, values, roles, named, by_kind):
         if o["kind"] == "DaemonSet":
             check_agent(check, o, values)
         if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-control-plane"):
-            check(o["spec"].get("replicas", 1) <= 1, "the control plane has more than one replica")
-            check(o["spec"].get("strategy", {}).get("type") == "Recreate", "the control plane may run twice during a rollout")
+            check_control_plane(check, o, values)
     for sa in by_kind.get("ServiceAccount", []):
         check(sa.get("automountServiceAccountToken") is False, f"ServiceAccount {sa['metadata']['name']} mounts a token")
     for kind in ("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"):
         check(kind not in by_kind, f"a {kind} is rendered: no Souq role needs the API")
+
+
+def check_control_plane(check, dep, values):
+    """Replicas as asked; a rollout that never leaves edges and agents without a control
+    plane (a lease elects the one reconciler, so old and new pods may overlap); mail to
+    SMTP or to the mail.dir hostPath, never both, never neither."""
+    spec, _ = pod_of(dep)
+    want = values["controlPlane"]["replicas"]
+    check(dep["spec"].get("replicas", 1) == want, f"the control plane runs {dep['spec'].get('replicas')} replicas, not {want}")
+    strategy = dep["spec"].get("strategy", {})
+    check(strategy.get("type") == "RollingUpdate" and strategy.get("rollingUpdate", {}).get("maxUnavailable") == 0,
+          f"the control plane's rollout may leave no control plane up: {strategy}")
+    c = spec["containers"][0]
+    env = env_of(c)
+    data = env.get("SOUQ_DATA_DIR", {}).get("value", "?").rstrip("/")
+    vols = {v["name"]: v for v in spec.get("volumes", [])}
+    mail = [m for m in c.get("volumeMounts", []) if m["mountPath"].rstrip("/") == f"{data}/mail"]
+    mail_dir = values.get("mail", {}).get("dir", "")
+    if "SOUQ_SMTP_URL" in env:
+        check(not mail, "the control plane has SMTP and also a mail directory")
+    else:
+        hp = vols.get(mail[0]["name"], {}).get("hostPath", {}) if mail else {}
+        check(bool(mail_dir) and hp.get("path") == mail_dir,
+              f"the control plane has no SMTP and no hostPath {mail_dir or '(mail.dir unset)'} at {data}/mail")
 
 
 def check_agent(check, ds, values):
@@ -367,3 +391,5 @@ def check_notes(check, notes, by_kind, release):
     check(edge and edge[0] in notes or "://" in notes, "NOTES.txt does not say how to reach the edge")
     check("registered" in notes and f"app.kubernetes.io/instance={release}" in notes,
           "NOTES.txt does not say how to check that agents registered")
+    check("/api/v1/admin/" in notes and "get secret" in notes and "base64 -d" in notes,
+          "NOTES.txt does not say how to read the admin token")

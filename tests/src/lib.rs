@@ -58,6 +58,8 @@ pub struct Builder {
     redis_url: Option<String>,
     quotas: Option<souq_control_plane::Quotas>,
     insecure_grpc: bool,
+    admin_token: Option<String>,
+    control_planes: usize,
 }
 
 /// A role's task and its own shutdown switch.
@@ -94,6 +96,8 @@ pub struct TestCluster {
     /// The HTTP client.
     pub http: reqwest::Client,
     cp: Option<Role>,
+    /// Control planes besides `cp` on the same database ([`Builder::control_planes`]).
+    extra_cps: Vec<Role>,
     agents: Vec<Role>,
     agent_cfgs: Vec<souq_node_agent::Config>,
     edge: Option<Role>,
@@ -107,7 +111,7 @@ impl TestCluster {
         // By default no sandbox waits and none is reused, so a test sees exactly the
         // containers its own runs make; tests of warm execution ask for a pool.
         let pool = souq_node_agent::PoolConfig { size: 0, max_uses: 1, ..Default::default() };
-        Builder { agents: 1, pool, max_concurrent: 8, queue_depth: 32, max_concurrent_per_user: NO_PER_USER_CAP, smtp_url: mail::SMTP_URL.into(), docker_host: None, limits: Limits::default(), regions: Vec::new(), heartbeat: Duration::from_millis(500), call_timeout: None, redis_url: None, quotas: None, insecure_grpc: false }
+        Builder { agents: 1, pool, max_concurrent: 8, queue_depth: 32, max_concurrent_per_user: NO_PER_USER_CAP, smtp_url: mail::SMTP_URL.into(), docker_host: None, limits: Limits::default(), regions: Vec::new(), heartbeat: Duration::from_millis(500), call_timeout: None, redis_url: None, quotas: None, insecure_grpc: false, admin_token: None, control_planes: 1 }
     }
 }
 
@@ -187,9 +191,23 @@ impl Builder {
         self
     }
 
+    /// Runs `n` control planes on the one database (PostgreSQL: SQLite allows one). The
+    /// extra ones start first, and the cluster waits until one of them leads; the agents
+    /// and the edge talk to the last one, `control_plane_url`, a follower at first.
+    pub fn control_planes(mut self, n: usize) -> Self {
+        self.control_planes = n.max(1);
+        self
+    }
+
     /// Sets the control plane's per-user quotas (the defaults otherwise).
     pub fn quotas(mut self, quotas: souq_control_plane::Quotas) -> Self {
         self.quotas = Some(quotas);
+        self
+    }
+
+    /// Gives the control plane this admin token (none otherwise: admin calls get 403).
+    pub fn admin_token(mut self, token: &str) -> Self {
+        self.admin_token = Some(token.into());
         self
     }
 
@@ -239,6 +257,17 @@ impl Builder {
         }
         if let Some(q) = self.quotas {
             cfg.quotas = q;
+        }
+        cfg.admin_token.clone_from(&self.admin_token);
+        let mut extra_cps = Vec::new();
+        for _ in 1..self.control_planes {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let (cfg, stop) = (cfg.clone(), CancellationToken::new());
+            let s = stop.clone();
+            extra_cps.push(Role { stop, task: tokio::spawn(async move { souq_control_plane::run(cfg, listener, s).await.unwrap() }) });
+        }
+        if !extra_cps.is_empty() {
+            wait_for_leader(&database_url).await;
         }
         let stop = CancellationToken::new();
         let s = stop.clone();
@@ -303,6 +332,7 @@ impl Builder {
             database_url,
             http: reqwest::Client::builder().timeout(Duration::from_secs(120)).build().unwrap(),
             cp: Some(cp),
+            extra_cps,
             agents,
             agent_cfgs,
             edge: Some(edge),
@@ -492,6 +522,13 @@ impl TestCluster {
         }
     }
 
+    /// Stops the control planes besides the one the agents and the edge talk to.
+    pub async fn stop_extra_control_planes(&mut self) {
+        for cp in self.extra_cps.drain(..) {
+            cp.stop().await;
+        }
+    }
+
     /// Stops agent `i` and starts it again with the same name, on a new port. Like any
     /// agent start, it removes its node's leftover containers.
     pub async fn restart_agent(&mut self, i: usize) {
@@ -499,6 +536,13 @@ impl TestCluster {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         self.agent_urls[i] = format!("http://{}", listener.local_addr().unwrap());
         self.agents.insert(i, start_agent(self.agent_cfgs[i].clone(), listener));
+    }
+
+    /// Stops agent `i` for good (gracefully: its instances' containers go with it); its
+    /// node stops heartbeating and, past the node TTL, is down.
+    pub async fn stop_agent(&mut self, i: usize) {
+        let gone = Role { stop: CancellationToken::new(), task: tokio::spawn(async {}) };
+        std::mem::replace(&mut self.agents[i], gone).stop().await;
     }
 
     /// Stops every agent.
@@ -519,10 +563,30 @@ impl TestCluster {
             e.stop().await;
         }
         self.stop_agents().await;
+        self.stop_extra_control_planes().await;
         self.stop_control_plane().await;
         let left = self.containers();
         assert!(left.is_empty(), "containers left behind: {left:?}");
     }
+}
+
+/// Waits (at most 30 s) until a control plane on `database_url` holds the leader lease.
+async fn wait_for_leader(database_url: &str) {
+    use sea_orm::EntityTrait;
+    let db = souq_control_plane::connect(database_url).await.unwrap();
+    for _ in 0..300 {
+        let lease = souq_control_plane::entity::leases::Entity::find_by_id(souq_control_plane::leader::LEASE.to_owned())
+            .one(&db)
+            .await
+            .ok()
+            .flatten();
+        if lease.is_some_and(|l| l.epoch > 0) {
+            let _ = db.close().await;
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no control plane took the leader lease in 30 s");
 }
 
 fn start_agent(cfg: souq_node_agent::Config, listener: TcpListener) -> Role {
@@ -543,7 +607,8 @@ pub fn containers_of(node: &str) -> Vec<String> {
 impl Drop for TestCluster {
     fn drop(&mut self) {
         // Runs even when a test panics: nothing of the test may outlive it.
-        for role in [self.cp.take(), self.edge.take()].into_iter().flatten().chain(self.agents.drain(..)) {
+        let extra: Vec<Role> = self.extra_cps.drain(..).collect();
+        for role in [self.cp.take(), self.edge.take()].into_iter().flatten().chain(self.agents.drain(..)).chain(extra) {
             role.stop.cancel();
             role.task.abort();
         }

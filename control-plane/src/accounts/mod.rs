@@ -3,6 +3,8 @@
 pub mod mails;
 pub mod rules;
 pub mod session;
+#[cfg(test)]
+mod shared_throttle_tests;
 pub mod signup;
 pub mod tokens;
 pub mod upkeep;
@@ -36,7 +38,8 @@ pub struct Accounts {
     pub(crate) public_url: String,
     /// Wakes the mail outbox once a mail is queued.
     pub(crate) mail_wake: Arc<Notify>,
-    /// Password checks per (account, client), per account and per client.
+    /// Password checks per (account, client), per account and per client; like the two
+    /// limits below, counted in the database and shared by every replica.
     pub(crate) logins: LoginThrottle,
     /// Signups per client and in all.
     pub(crate) signups: RateLimit,
@@ -59,8 +62,8 @@ impl Accounts {
             public_url: public_url.trim_end_matches('/').to_owned(),
             mail_wake,
             logins: LoginThrottle::default(),
-            signups: RateLimit::new(SIGNUP_LIMIT),
-            forgots: RateLimit::new(FORGOT_LIMIT),
+            signups: RateLimit::new("signup", SIGNUP_LIMIT),
+            forgots: RateLimit::new("forgot", FORGOT_LIMIT),
             throttled: audit::Tally::default(),
             audit_retention: AUDIT_RETENTION,
             tokens,
@@ -70,8 +73,8 @@ impl Accounts {
     /// The same area with these limits on signups and forgotten passwords, and this
     /// audit retention.
     pub fn with_limits(mut self, signup: RateConfig, forgot: RateConfig, audit_retention: Duration) -> Self {
-        self.signups = RateLimit::new(signup);
-        self.forgots = RateLimit::new(forgot);
+        self.signups = RateLimit::new("signup", signup);
+        self.forgots = RateLimit::new("forgot", forgot);
         self.audit_retention = audit_retention;
         self
     }

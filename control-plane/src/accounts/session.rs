@@ -13,7 +13,7 @@ use souq_proto::{
         RefreshRequest, Revocation, Revocations,
     },
 };
-use tracing::info;
+use tracing::{info, warn};
 use uuid::Uuid;
 
 use super::{Accounts, mails, rules, tokens};
@@ -73,18 +73,38 @@ fn issued_at(user: &users::Model, now: DateTime<Utc>) -> DateTime<Utc> {
     user.tokens_valid_after.map_or(now, |cut| cut.max(now))
 }
 
+/// Gives back a password check that got no verdict. If that fails the check stays
+/// counted, which errs on the safe side; the error is only logged, as the request
+/// already fails with its own.
+async fn give_back(accounts: &Accounts, account: &str, ip: &str, now: DateTime<Utc>) {
+    if let Err(e) = accounts.logins.undo(&accounts.db, account, ip, now).await {
+        warn!(error = %e, "could not give back a login attempt");
+    }
+}
+
+/// Clears the throttle after a right password. If that fails the check stays counted
+/// (safe: the client's count is only higher); the login goes on.
+async fn cleared(accounts: &Accounts, account: &str, ip: &str, now: DateTime<Utc>) {
+    if let Err(e) = accounts.logins.success(&accounts.db, account, ip, now).await {
+        warn!(error = %e, "could not clear the login throttle after a success");
+    }
+}
+
 /// Logs in. A wrong password and an unknown address take the same path (a dummy argon2
 /// verification) and give the same answer. Attempts are throttled per (account, client),
 /// per account and per client ([`crate::auth::lockout`]), and counted before the password
 /// is checked, so a burst of parallel guesses gets no more than the throttle's limit
-/// evaluated. An attempt that ends without a verdict (the hashing gate is full, the
+/// evaluated; the counts are shared by every replica, and when they cannot be kept the
+/// login is refused. An attempt that ends without a verdict (the hashing gate is full, the
 /// database failed) is given back; a success clears the pair. Refused attempts are tallied
 /// for the audit log, not written one row each.
 pub(crate) async fn login(accounts: &Accounts, req: LoginRequest) -> Result<LoginResponse> {
     let now = accounts.clock.now();
     let account_key: String = req.email.trim().to_lowercase().chars().take(254).collect();
     let ip = req.client_ip.as_str();
-    if let Err(secs) = accounts.logins.attempt(&account_key, ip, now) {
+    // Fails closed: if the attempt cannot be counted (the database failed), the password
+    // is not checked and the client gets a 503.
+    if let Err(secs) = accounts.logins.attempt(&accounts.db, &account_key, ip, now).await? {
         accounts.throttled.add(ip);
         return Err(throttled(secs));
     }
@@ -99,7 +119,7 @@ pub(crate) async fn login(accounts: &Accounts, req: LoginRequest) -> Result<Logi
     .await;
     let checked = match verdict {
         Err(e) => {
-            accounts.logins.undo(&account_key, ip);
+            give_back(accounts, &account_key, ip, now).await;
             return Err(e);
         }
         Ok((true, Some(u))) => u,
@@ -109,7 +129,7 @@ pub(crate) async fn login(accounts: &Accounts, req: LoginRequest) -> Result<Logi
             return Err(bad_credentials());
         }
     };
-    accounts.logins.success(&account_key, ip);
+    cleared(accounts, &account_key, ip, now).await;
     let txn = accounts.db.begin().await?;
     // The password was checked against `checked`; a reset that committed since voids it.
     let user = match lock_user(&txn, checked.id).await? {
@@ -203,16 +223,20 @@ pub(crate) async fn change_password(
     let user = caller(accounts, token).await?;
     let now = accounts.clock.now();
     let (key, ip) = (user.email.clone(), req.client_ip.clone());
-    accounts.logins.attempt(&key, &ip, now).map_err(throttled)?;
-    let ok = password::verify(req.current_password, Some(user.password_hash.clone()))
-        .await
-        .inspect_err(|_| accounts.logins.undo(&key, &ip))?;
+    accounts.logins.attempt(&accounts.db, &key, &ip, now).await?.map_err(throttled)?;
+    let ok = match password::verify(req.current_password, Some(user.password_hash.clone())).await {
+        Ok(ok) => ok,
+        Err(e) => {
+            give_back(accounts, &key, &ip, now).await;
+            return Err(e);
+        }
+    };
     if !ok {
         audit::record(&accounts.db, now, Event::LoginFailure, Some(user.id), &ip, json!({"reason": "change_password"}))
             .await?;
         return Err(Error::kind(Kind::Forbidden, "the current password is wrong"));
     }
-    accounts.logins.success(&key, &ip);
+    cleared(accounts, &key, &ip, now).await;
     rules::check_password(&req.new_password, &user.email).map_err(|e| match e {
         Error::Wire(w) => Error::Wire(WireError { field: Some("new_password".into()), ..w }),
         other => other,

@@ -15,7 +15,7 @@ use souq_proto::{
         VerifyEmailRequest,
     },
 };
-use tracing::{error, info};
+use tracing::{error, info, warn};
 use uuid::Uuid;
 
 use super::{Accounts, mails, rules, session, tokens};
@@ -47,7 +47,11 @@ fn too_many(what: &str, secs: u64) -> Error {
 /// password is hashed either way, and the mail is prepared after answering. Every request
 /// counts against the signup limits, before anything else is done.
 pub(crate) async fn signup(accounts: &Arc<Accounts>, req: SignupRequest) -> Result<SignupResponse> {
-    accounts.signups.admit(&req.client_ip, accounts.clock.now()).map_err(|secs| too_many("signup", secs))?;
+    accounts
+        .signups
+        .admit(&accounts.db, &req.client_ip, accounts.clock.now())
+        .await?
+        .map_err(|secs| too_many("signup", secs))?;
     let email = rules::normalize_email(&req.email)?;
     rules::check_password(&req.password, &email)?;
     let name = rules::check_name(req.name)?;
@@ -122,7 +126,11 @@ pub(crate) async fn verify_email(accounts: &Accounts, req: VerifyEmailRequest) -
 /// Mails a reset link when the address has an account; answers the same either way.
 /// Every request counts against the forgotten-password limits first.
 pub(crate) async fn forgot_password(accounts: &Arc<Accounts>, req: ForgotPasswordRequest) -> Result<MessageResponse> {
-    accounts.forgots.admit(&req.client_ip, accounts.clock.now()).map_err(|secs| too_many("password reset", secs))?;
+    accounts
+        .forgots
+        .admit(&accounts.db, &req.client_ip, accounts.clock.now())
+        .await?
+        .map_err(|secs| too_many("password reset", secs))?;
     let email = rules::normalize_email(&req.email)?;
     let user = users::Entity::find().filter(users::Column::Email.eq(&email)).one(&accounts.db).await?;
     if let Some(user) = user {
@@ -174,7 +182,10 @@ pub(crate) async fn reset_password(accounts: &Accounts, req: ResetPasswordReques
     let detail = json!({"api_keys_revoked": revoked});
     audit::record(&txn, now, Event::PasswordReset, Some(row.user_id), &req.client_ip, detail).await?;
     txn.commit().await?;
-    accounts.logins.lift(&email);
+    // The password is set whatever happens here; blocks left in place end with their window.
+    if let Err(e) = accounts.logins.lift(&accounts.db, &email).await {
+        warn!(error = %e, "could not lift the login blocks after a password reset");
+    }
     accounts.mail_wake.notify_one();
     Ok((session::password_set("Your password is set. Log in with it.", revoked), revoked))
 }

@@ -1,12 +1,15 @@
 //! Login throttling that an attacker cannot turn into a lockout: attempts are counted per
 //! (account, client) pair, so guesses from one address block only that address for that
 //! account; a much higher ceiling per account across every client stops a guessing
-//! swarm, and a cap per client stops one address from trying many accounts.
+//! swarm, and a cap per client stops one address from trying many accounts. The counts
+//! are in the database ([`crate::auth::throttle`]), shared by every replica.
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use sea_orm::{DatabaseConnection, TransactionTrait};
 
-use super::throttle::Throttle;
+use super::throttle::{self, Key, Throttle, Verdict};
+use crate::error::Result;
 
 /// Password checks one client may have per account per window before it is blocked.
 pub const PAIR_LIMIT: u32 = 5;
@@ -30,110 +33,183 @@ impl Default for LoginThrottle {
         let minute = Duration::from_secs(60);
         LoginThrottle {
             // Backs off from 1 to 15 minutes: only the guessing address waits.
-            pair: Throttle::new(PAIR_LIMIT, WINDOW, minute, WINDOW),
+            pair: Throttle::new("login:pair", PAIR_LIMIT, WINDOW, minute, WINDOW),
             // A fixed window: a block lasts one window and then the count starts afresh, so
             // a trickle of requests cannot keep the account blocked.
-            account: Throttle::new(ACCOUNT_CEILING, WINDOW, WINDOW, WINDOW),
-            client: Throttle::new(CLIENT_LIMIT, WINDOW, minute, WINDOW),
+            account: Throttle::new("login:account", ACCOUNT_CEILING, WINDOW, WINDOW, WINDOW),
+            client: Throttle::new("login:client", CLIENT_LIMIT, WINDOW, minute, WINDOW),
         }
     }
-}
-
-/// The pair's key; the account's length in front keeps it unambiguous and lets
-/// [`LoginThrottle::lift`] find every pair of one account by prefix.
-fn pair_key(account: &str, client: &str) -> String {
-    format!("{}:{account}{client}", account.len())
-}
-
-fn account_prefix(account: &str) -> String {
-    format!("{}:{account}", account.len())
 }
 
 impl LoginThrottle {
-    /// Counts one password check for `account` from `client` before it runs: `Err(seconds)`
-    /// when any of the three is blocked, and then nothing stays counted.
-    pub fn attempt(&self, account: &str, client: &str, now: DateTime<Utc>) -> Result<(), u64> {
-        let pair = pair_key(account, client);
-        self.pair.attempt(&pair, now)?;
-        if let Err(secs) = self.account.attempt(account, now) {
-            self.pair.undo(&pair);
-            return Err(secs);
-        }
-        if let Err(secs) = self.client.attempt(client, now) {
-            self.pair.undo(&pair);
-            self.account.undo(account);
-            return Err(secs);
-        }
-        Ok(())
+    /// The account's key; its hash is also the scope of every pair of the account.
+    fn account_key(&self, account: &str) -> Key {
+        self.account.key(account)
+    }
+
+    /// The three keys in the order every transaction takes them: pair, account, client.
+    /// The account's length in front of the pair keeps it unambiguous; the pair is lifted
+    /// with its account.
+    fn keys(&self, account: &str, client: &str) -> [(&Throttle, Key); 3] {
+        let account_key = self.account_key(account);
+        let scope = account_key.stored().to_owned();
+        let pair = self.pair.key(&format!("{}:{account}{client}", account.len())).in_scope(scope);
+        [(&self.pair, pair), (&self.account, account_key), (&self.client, self.client.key(client))]
+    }
+
+    /// Counts one password check for `account` from `client` before it runs, in one
+    /// transaction: `Ok(Err(seconds))` when any of the three is blocked, and then nothing
+    /// is counted. A database error is an error: the caller must refuse the check.
+    pub async fn attempt(
+        &self,
+        db: &DatabaseConnection,
+        account: &str,
+        client: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Verdict> {
+        throttle::attempt_all(db, &self.keys(account, client), now).await
     }
 
     /// Gives back a check that got no verdict.
-    pub fn undo(&self, account: &str, client: &str) {
-        self.pair.undo(&pair_key(account, client));
-        self.account.undo(account);
-        self.client.undo(client);
+    pub async fn undo(&self, db: &DatabaseConnection, account: &str, client: &str, now: DateTime<Utc>) -> Result<()> {
+        throttle::undo_all(db, &self.keys(account, client), now).await
     }
 
     /// After a right password: the pair starts afresh and the check is given back to the
     /// account and the client.
-    pub fn success(&self, account: &str, client: &str) {
-        self.pair.success(&pair_key(account, client));
-        self.account.undo(account);
-        self.client.undo(client);
+    pub async fn success(
+        &self,
+        db: &DatabaseConnection,
+        account: &str,
+        client: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let [(_, pair), (account_throttle, account_key), (client_throttle, client_key)] = self.keys(account, client);
+        let txn = db.begin().await?;
+        Throttle::clear(&txn, &pair).await?;
+        account_throttle.give_back(&txn, &account_key, now).await?;
+        client_throttle.give_back(&txn, &client_key, now).await?;
+        txn.commit().await?;
+        Ok(())
     }
 
     /// Lifts every block on `account` (a completed password reset): its ceiling and all
-    /// its pairs start afresh.
-    pub fn lift(&self, account: &str) {
-        self.account.success(account);
-        let prefix = account_prefix(account);
-        self.pair.forget_matching(|k| k.starts_with(&prefix));
+    /// its pairs start afresh. The pairs go first, in the order attempts take the keys.
+    pub async fn lift(&self, db: &DatabaseConnection, account: &str) -> Result<()> {
+        let account_key = self.account_key(account);
+        throttle::forget_scope(db, account_key.stored()).await?;
+        Throttle::clear(db, &account_key).await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::test_db::Replicas;
 
     fn t0() -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000, 0).unwrap()
     }
 
-    #[test]
-    fn one_address_cannot_lock_the_account_for_another() {
+    #[tokio::test]
+    async fn one_address_cannot_lock_the_account_for_another() {
+        let t = Replicas::new().await;
+        let db = &t.a;
         let th = LoginThrottle::default();
         let now = t0();
         for _ in 0..PAIR_LIMIT {
-            assert!(th.attempt("victim@x.y", "10.0.0.66", now).is_ok());
+            assert_eq!(th.attempt(db, "victim@x.y", "10.0.0.66", now).await.unwrap(), Ok(()));
         }
-        assert!(th.attempt("victim@x.y", "10.0.0.66", now).is_err(), "the attacker's pair is blocked");
+        assert!(
+            th.attempt(db, "victim@x.y", "10.0.0.66", now).await.unwrap().is_err(),
+            "the attacker's pair is blocked"
+        );
         // The attacker keeps trying once every 15 minutes: only its own pair stays blocked.
         let later = now + chrono::Duration::minutes(15);
-        let _ = th.attempt("victim@x.y", "10.0.0.66", later);
-        assert!(th.attempt("victim@x.y", "10.0.0.7", later).is_ok(), "the owner elsewhere gets in");
+        let _ = th.attempt(db, "victim@x.y", "10.0.0.66", later).await.unwrap();
+        assert_eq!(
+            th.attempt(db, "victim@x.y", "10.0.0.7", later).await.unwrap(),
+            Ok(()),
+            "the owner elsewhere gets in"
+        );
+        t.close().await;
     }
 
-    #[test]
-    fn the_account_ceiling_holds_across_clients_and_ends_with_its_window() {
+    #[tokio::test]
+    async fn the_account_ceiling_holds_across_clients_and_ends_with_its_window() {
+        let t = Replicas::new().await;
+        let db = &t.a;
         let th = LoginThrottle::default();
         let now = t0();
-        let admitted = (0..1000).filter(|i| th.attempt("a@x.y", &format!("10.0.{}.{}", i / 250, i % 250), now).is_ok()).count();
-        assert_eq!(admitted, ACCOUNT_CEILING as usize);
+        let mut admitted = 0;
+        for i in 0..300 {
+            if th.attempt(db, "a@x.y", &format!("10.0.{}.{}", i / 250, i % 250), now).await.unwrap().is_ok() {
+                admitted += 1;
+            }
+        }
+        assert_eq!(admitted, ACCOUNT_CEILING);
         let after = now + chrono::Duration::from_std(WINDOW).unwrap() + chrono::Duration::seconds(1);
-        assert!(th.attempt("a@x.y", "10.9.9.9", after).is_ok(), "one window later the count starts afresh");
+        assert_eq!(
+            th.attempt(db, "a@x.y", "10.9.9.9", after).await.unwrap(),
+            Ok(()),
+            "one window later the count starts afresh"
+        );
+        t.close().await;
     }
 
-    #[test]
-    fn a_reset_lifts_every_block_of_the_account_only() {
+    #[tokio::test]
+    async fn a_reset_lifts_every_block_of_the_account_only() {
+        let t = Replicas::new().await;
+        let db = &t.a;
         let th = LoginThrottle::default();
         let now = t0();
         for _ in 0..PAIR_LIMIT {
-            th.attempt("a@x.y", "1.1.1.1", now).unwrap();
-            th.attempt("a@x.yz", "1.1.1.1", now).unwrap();
+            th.attempt(db, "a@x.y", "1.1.1.1", now).await.unwrap().unwrap();
+            th.attempt(db, "a@x.yz", "1.1.1.1", now).await.unwrap().unwrap();
         }
-        assert!(th.attempt("a@x.y", "1.1.1.1", now).is_err());
-        th.lift("a@x.y");
-        assert!(th.attempt("a@x.y", "1.1.1.1", now).is_ok(), "lifted");
-        assert!(th.attempt("a@x.yz", "1.1.1.1", now).is_err(), "another account that shares a prefix is not");
+        assert!(th.attempt(db, "a@x.y", "1.1.1.1", now).await.unwrap().is_err());
+        th.lift(db, "a@x.y").await.unwrap();
+        assert_eq!(th.attempt(db, "a@x.y", "1.1.1.1", now).await.unwrap(), Ok(()), "lifted");
+        assert!(
+            th.attempt(db, "a@x.yz", "1.1.1.1", now).await.unwrap().is_err(),
+            "another account that shares a prefix is not"
+        );
+        t.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_blocked_check_counts_nothing_and_success_and_undo_give_back() {
+        let t = Replicas::new().await;
+        let db = &t.a;
+        let th = LoginThrottle::default();
+        let now = t0();
+        // The client is blocked on other accounts; the check on a new pair counts nowhere.
+        for i in 0..CLIENT_LIMIT {
+            th.attempt(db, &format!("u{i}@x.y"), "9.9.9.9", now).await.unwrap().unwrap();
+        }
+        for _ in 0..(PAIR_LIMIT + 3) {
+            assert!(th.attempt(db, "fresh@x.y", "9.9.9.9", now).await.unwrap().is_err());
+        }
+        for _ in 0..PAIR_LIMIT {
+            assert_eq!(
+                th.attempt(db, "fresh@x.y", "8.8.8.8", now).await.unwrap(),
+                Ok(()),
+                "the pair from 9.9.9.9 never counted"
+            );
+        }
+        // Undo and success give attempts back: five more from a new client fit after five undos.
+        for _ in 0..PAIR_LIMIT {
+            th.undo(db, "fresh@x.y", "8.8.8.8", now).await.unwrap();
+        }
+        for _ in 0..(PAIR_LIMIT - 1) {
+            th.attempt(db, "fresh@x.y", "8.8.8.8", now).await.unwrap().unwrap();
+        }
+        th.success(db, "fresh@x.y", "8.8.8.8", now).await.unwrap();
+        for _ in 0..(PAIR_LIMIT - 1) {
+            th.attempt(db, "fresh@x.y", "8.8.8.8", now).await.unwrap().unwrap();
+        }
+        assert_eq!(th.attempt(db, "fresh@x.y", "8.8.8.8", now).await.unwrap(), Ok(()), "the success cleared the pair");
+        t.close().await;
     }
 }

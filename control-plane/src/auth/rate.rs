@@ -1,9 +1,12 @@
 //! Rate limits on anonymous writes (signup, forgotten passwords): a fixed window per
 //! client address and one shared by every client, each refusing with the seconds to wait.
+//! The counts are in the database ([`crate::auth::throttle`]), shared by every replica.
 use chrono::{DateTime, Utc};
+use sea_orm::DatabaseConnection;
 
-use super::throttle::Throttle;
+use super::throttle::{self, Throttle, Verdict};
 pub use crate::config::RateConfig;
+use crate::error::Result;
 
 /// A per-client and a global fixed-window limit.
 #[derive(Debug)]
@@ -16,17 +19,22 @@ pub struct RateLimit {
 const ALL: &str = "";
 
 impl RateLimit {
-    /// Limits as `cfg` says. A window whose limit is reached stays shut until it ends.
-    pub fn new(cfg: RateConfig) -> Self {
+    /// Limits on `what` (`signup`, `forgot`: the namespace of its keys) as `cfg` says. A
+    /// window whose limit is reached stays shut until it ends.
+    pub fn new(what: &str, cfg: RateConfig) -> Self {
         let w = cfg.window;
-        RateLimit { client: Throttle::new(cfg.per_client, w, w, w), global: Throttle::new(cfg.global, w, w, w) }
+        RateLimit {
+            client: Throttle::new(&format!("{what}:client"), cfg.per_client, w, w, w),
+            global: Throttle::new(&format!("{what}:all"), cfg.global, w, w, w),
+        }
     }
 
-    /// Counts one request from `client`: `Err(seconds)` when it or everybody is over.
-    pub fn admit(&self, client: &str, now: DateTime<Utc>) -> Result<(), u64> {
+    /// Counts one request from `client`, in one transaction: `Ok(Err(seconds))` when it
+    /// or everybody is over, and then nothing is counted.
+    pub async fn admit(&self, db: &DatabaseConnection, client: &str, now: DateTime<Utc>) -> Result<Verdict> {
         let client = if client.is_empty() { "unknown" } else { client };
-        self.client.attempt(client, now)?;
-        self.global.attempt(ALL, now).inspect_err(|_| self.client.undo(client))
+        throttle::attempt_all(db, &[(&self.client, self.client.key(client)), (&self.global, self.global.key(ALL))], now)
+            .await
     }
 }
 
@@ -35,17 +43,25 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::auth::test_db::Replicas;
 
-    #[test]
-    fn per_client_then_global_then_a_fresh_window() {
-        let rl = RateLimit::new(RateConfig { per_client: 2, global: 3, window: Duration::from_secs(60) });
+    #[tokio::test]
+    async fn per_client_then_global_then_a_fresh_window() {
+        let t = Replicas::new().await;
+        let db = &t.a;
+        let rl = RateLimit::new("signup", RateConfig { per_client: 2, global: 3, window: Duration::from_secs(60) });
         let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
-        assert!(rl.admit("a", now).is_ok());
-        assert!(rl.admit("a", now).is_ok());
-        assert_eq!(rl.admit("a", now), Err(60), "a is over its own limit");
-        assert!(rl.admit("b", now).is_ok());
-        assert_eq!(rl.admit("c", now), Err(60), "everybody is over");
+        assert_eq!(rl.admit(db, "a", now).await.unwrap(), Ok(()));
+        assert_eq!(rl.admit(db, "a", now).await.unwrap(), Ok(()));
+        assert_eq!(rl.admit(db, "a", now).await.unwrap(), Err(60), "a is over its own limit");
+        assert_eq!(rl.admit(db, "b", now).await.unwrap(), Ok(()));
+        assert_eq!(rl.admit(db, "c", now).await.unwrap(), Err(60), "everybody is over");
         let later = now + chrono::Duration::seconds(61);
-        assert!(rl.admit("a", later).is_ok() && rl.admit("c", later).is_ok(), "a new window");
+        assert_eq!(rl.admit(db, "a", later).await.unwrap(), Ok(()), "a new window");
+        assert_eq!(rl.admit(db, "c", later).await.unwrap(), Ok(()), "a new window");
+        // Another limit over the same table counts apart.
+        let other = RateLimit::new("forgot", RateConfig { per_client: 1, global: 1, window: Duration::from_secs(60) });
+        assert_eq!(other.admit(db, "a", later).await.unwrap(), Ok(()));
+        t.close().await;
     }
 }

@@ -19,7 +19,7 @@ use sea_orm::DatabaseConnection;
 use souq_proto::routes::RouteTable;
 use tokio::sync::{Notify, watch};
 
-use crate::nodes::{Nodes, scheduler::Candidate};
+use crate::nodes::Nodes;
 
 /// The deploy area's shared state: its settings, the reconciler's wake-up, the route
 /// table the edges watch, and the agent calls under way.
@@ -38,8 +38,6 @@ pub struct Deployer {
     pub(crate) routes: watch::Sender<Arc<RouteTable>>,
     /// Instances with a Deploy or Stop call to their agent under way.
     calls: Mutex<HashSet<String>>,
-    /// Instances agents hold that nobody wants, for the reconciler to stop.
-    strays: Mutex<Vec<(String, Candidate)>>,
     /// Held by a deploy from its version and quota checks to its write, and by a put of
     /// code while it prunes old versions: concurrent deploys cannot each pass the quota
     /// with the same headroom, and a version cannot be pruned between a deploy's check
@@ -58,7 +56,6 @@ impl Deployer {
             reconcile: Notify::new(),
             routes: watch::Sender::new(Arc::new(RouteTable::default())),
             calls: Mutex::default(),
-            strays: Mutex::default(),
             checks: tokio::sync::Mutex::new(()),
         }
     }
@@ -77,6 +74,14 @@ impl Deployer {
     fn end_call(&self, id: &str) {
         if let Ok(mut c) = self.calls.lock() {
             c.remove(id);
+        }
+    }
+
+    /// Forgets every call claimed: the reconciler aborted them (it lost the lead), so
+    /// their `end_call` never runs.
+    fn clear_calls(&self) {
+        if let Ok(mut c) = self.calls.lock() {
+            c.clear();
         }
     }
 

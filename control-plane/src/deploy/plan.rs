@@ -21,7 +21,7 @@ pub enum Action {
     Place { api_id: Uuid, version: i32, nodes: Vec<Uuid> },
     /// Take instances out of service: out of the routes now, stopped on their agent next.
     Retire(Vec<String>),
-    /// Drop instances whose node is gone; replacements are placed on the next pass.
+    /// Drop instances whose node is down (`plan` says which): out of the routes, for good.
     Forget(Vec<String>),
     /// Record why a deployment is not as desired (`None` once it is).
     Reason { api_id: Uuid, reason: Option<String> },
@@ -43,25 +43,47 @@ pub struct World<'a> {
     pub node_ttl: Duration,
 }
 
+/// The instances of down nodes (silent past the TTL, or no longer registered) to drop
+/// now: all but the running instances of a wanted API that no live node runs yet. Those
+/// keep serving (an agent cut off from the control plane may still be reachable by the
+/// edges, which skip a replica that refuses to connect) until a replacement runs.
+fn forgotten(w: &World<'_>, live: &HashSet<Uuid>, wanted: &HashMap<Uuid, &deployments::Model>) -> Vec<String> {
+    let registered: HashSet<Uuid> = w.nodes.iter().map(|n| n.id).collect();
+    let served_live: HashSet<Uuid> = w
+        .instances
+        .iter()
+        .filter(|i| live.contains(&i.node_id) && i.state == instances::RUNNING)
+        .map(|i| i.api_id)
+        .collect();
+    let kept = |i: &instances::Model| {
+        registered.contains(&i.node_id)
+            && i.state == instances::RUNNING
+            && wanted.contains_key(&i.api_id)
+            && !served_live.contains(&i.api_id)
+    };
+    w.instances.iter().filter(|i| !live.contains(&i.node_id) && !kept(i)).map(|i| i.id.clone()).collect()
+}
+
 /// The steps that bring the instances in line with the deployments.
 pub fn plan(w: &World<'_>) -> Vec<Action> {
-    let ttl = chrono::Duration::from_std(w.node_ttl).unwrap_or(chrono::Duration::MAX);
-    let live: HashSet<Uuid> =
-        w.nodes.iter().filter(|n| w.now.signed_duration_since(n.last_heartbeat) <= ttl).map(|n| n.id).collect();
+    let live: HashSet<Uuid> = w.nodes.iter().filter(|n| n.live(w.now, w.node_ttl)).map(|n| n.id).collect();
+    let draining: HashMap<Uuid, &str> =
+        w.nodes.iter().filter(|n| n.draining && live.contains(&n.id)).map(|n| (n.id, n.name.as_str())).collect();
+    let wanted: HashMap<Uuid, &deployments::Model> =
+        w.deployments.iter().filter(|d| d.desired == deployments::RUNNING).map(|d| (d.api_id, d)).collect();
     let mut actions = Vec::new();
-    let gone: Vec<String> = w.instances.iter().filter(|i| !live.contains(&i.node_id)).map(|i| i.id.clone()).collect();
+    let gone = forgotten(w, &live, &wanted);
     if !gone.is_empty() {
         actions.push(Action::Forget(gone));
     }
-    // What stays: instances on live nodes that are still wanted by someone.
+    // What serves: instances on live nodes that are not being stopped. Those of down nodes
+    // do not count, so their replacements are placed at once.
     let serving: Vec<&instances::Model> =
         w.instances.iter().filter(|i| live.contains(&i.node_id) && i.state != instances::STOPPING).collect();
     let mut load: HashMap<Uuid, Load> = HashMap::new();
     for i in w.instances.iter().filter(|i| live.contains(&i.node_id)) {
         load.entry(i.node_id).or_default().instances += 1;
     }
-    let wanted: HashMap<Uuid, &deployments::Model> =
-        w.deployments.iter().filter(|d| d.desired == deployments::RUNNING).map(|d| (d.api_id, d)).collect();
     let mut retire: Vec<String> =
         serving.iter().filter(|i| !wanted.contains_key(&i.api_id)).map(|i| i.id.clone()).collect();
 
@@ -69,8 +91,10 @@ pub fn plan(w: &World<'_>) -> Vec<Action> {
     ordered.sort_by_key(|d| d.api_id);
     for d in ordered {
         let mine: Vec<&instances::Model> = serving.iter().copied().filter(|i| i.api_id == d.api_id).collect();
+        // Instances on a draining node count as an older version's: they serve until their
+        // replacements elsewhere run, so a drain never lowers the number running.
         let (mut current, old): (Vec<&instances::Model>, Vec<&instances::Model>) =
-            mine.iter().partition(|i| i.version == d.version);
+            mine.iter().partition(|i| i.version == d.version && !draining.contains_key(&i.node_id));
         let replicas = usize::try_from(d.replicas).unwrap_or(0);
         let mut reason = None;
         if current.iter().any(|i| i.state == instances::FAILED) {
@@ -92,14 +116,20 @@ pub fn plan(w: &World<'_>) -> Vec<Action> {
                     }
                     actions.push(Action::Place { api_id: d.api_id, version: d.version, nodes });
                 }
-                Err(why) => reason = Some(why),
+                Err(why) => {
+                    reason = Some(match drain_blocked(&old, &draining) {
+                        Some(node) => format!("cannot drain node {node}: {why}"),
+                        None => why,
+                    });
+                }
             }
         } else if current.len() > replicas {
             // Scale down: retire those not serving first, then the newest ids.
             current.sort_by_key(|i| (i.state == instances::RUNNING, std::cmp::Reverse(i.id.clone())));
             retire.extend(current.drain(..current.len() - replicas).map(|i| i.id.clone()));
         }
-        // Older versions serve until the desired one runs on every replica.
+        // Older versions, and drained instances, serve until the desired version runs on
+        // every replica elsewhere.
         let ready = current.iter().filter(|i| i.state == instances::RUNNING).count() >= replicas;
         if ready {
             retire.extend(old.iter().map(|i| i.id.clone()));
@@ -113,6 +143,11 @@ pub fn plan(w: &World<'_>) -> Vec<Action> {
         actions.push(Action::Retire(retire));
     }
     actions
+}
+
+/// The first draining node (by name) one of `old` is on, if any.
+fn drain_blocked<'a>(old: &[&instances::Model], draining: &HashMap<Uuid, &'a str>) -> Option<&'a str> {
+    old.iter().filter_map(|i| draining.get(&i.node_id).copied()).min()
 }
 
 #[cfg(test)]
@@ -134,6 +169,8 @@ mod tests {
             cpus_milli: 8000,
             instance_memory_mb: 256,
             instance_cpus_milli: 500,
+            schedulable: true,
+            draining: false,
         }
     }
 
@@ -206,12 +243,72 @@ mod tests {
     }
 
     #[test]
-    fn instances_of_dead_nodes_are_forgotten_and_replaced() {
+    fn a_down_node_with_another_running_replica_is_forgotten_and_replaced_at_once() {
+        let api = Uuid::new_v4();
+        let nodes = [node("a", 0), node("b", 0), node("dead", 60)];
+        let rows = [inst("x", api, 1, &nodes[2], instances::RUNNING), inst("y", api, 1, &nodes[0], instances::RUNNING)];
+        let actions = run(&[deployment(api, 1, 2)], &rows, &nodes);
+        let place = Action::Place { api_id: api, version: 1, nodes: vec![nodes[1].id] };
+        assert_eq!(actions, [Action::Forget(vec!["x".into()]), place]);
+    }
+
+    #[test]
+    fn a_down_node_keeps_serving_until_a_replacement_runs() {
+        let api = Uuid::new_v4();
+        let nodes = [node("a", 0), node("dead", 60)];
+        let d = [deployment(api, 1, 1)];
+        // No other replica runs: the down one stays (in the routes); one is placed at once.
+        let rows = [inst("x", api, 1, &nodes[1], instances::RUNNING)];
+        assert_eq!(run(&d, &rows, &nodes), [Action::Place { api_id: api, version: 1, nodes: vec![nodes[0].id] }]);
+        // The replacement starts: the down one still serves.
+        let starting = [rows[0].clone(), inst("r", api, 1, &nodes[0], instances::STARTING)];
+        assert!(run(&d, &starting, &nodes).is_empty());
+        // It runs: the down one is forgotten.
+        let replaced = [rows[0].clone(), inst("r", api, 1, &nodes[0], instances::RUNNING)];
+        assert_eq!(run(&d, &replaced, &nodes), [Action::Forget(vec!["x".into()])]);
+    }
+
+    #[test]
+    fn what_a_down_node_cannot_serve_is_forgotten_at_once() {
         let api = Uuid::new_v4();
         let nodes = [node("a", 0), node("dead", 60)];
         let rows = [inst("x", api, 1, &nodes[1], instances::RUNNING)];
+        // The deployment no longer wants it.
+        let mut stopped = deployment(api, 1, 1);
+        stopped.desired = deployments::STOPPED.into();
+        assert_eq!(run(&[stopped], &rows, &nodes), [Action::Forget(vec!["x".into()])]);
+        // It was not running.
+        let starting = [inst("s", api, 1, &nodes[1], instances::STARTING)];
+        assert_eq!(run(&[deployment(api, 1, 1)], &starting, &nodes)[0], Action::Forget(vec!["s".into()]));
+        // Its node is no longer registered: there is no address to reach it at.
+        let unknown = [inst("u", api, 1, &node("unregistered", 0), instances::RUNNING)];
+        assert_eq!(run(&[deployment(api, 1, 1)], &unknown, &nodes)[0], Action::Forget(vec!["u".into()]));
+    }
+
+    #[test]
+    fn a_drain_retires_each_instance_only_once_its_replacement_runs() {
+        let api = Uuid::new_v4();
+        let mut nodes = [node("a", 0), node("b", 0), node("c", 0)];
+        nodes[0].draining = true;
+        let d = [deployment(api, 1, 2)];
+        let rows = [inst("on-a", api, 1, &nodes[0], instances::RUNNING), inst("on-b", api, 1, &nodes[1], instances::RUNNING)];
+        assert_eq!(run(&d, &rows, &nodes), [Action::Place { api_id: api, version: 1, nodes: vec![nodes[2].id] }]);
+        let starting = [rows[0].clone(), rows[1].clone(), inst("on-c", api, 1, &nodes[2], instances::STARTING)];
+        assert!(run(&d, &starting, &nodes).is_empty());
+        let running = [rows[0].clone(), rows[1].clone(), inst("on-c", api, 1, &nodes[2], instances::RUNNING)];
+        assert_eq!(run(&d, &running, &nodes), [Action::Retire(vec!["on-a".into()])]);
+    }
+
+    #[test]
+    fn a_drain_with_nowhere_to_go_keeps_the_instances_and_says_why() {
+        let api = Uuid::new_v4();
+        let mut nodes = [node("a", 0), node("b", 0)];
+        nodes[0].draining = true;
+        nodes[1].schedulable = false;
+        let rows = [inst("on-a", api, 1, &nodes[0], instances::RUNNING)];
         let actions = run(&[deployment(api, 1, 1)], &rows, &nodes);
-        assert_eq!(actions, [Action::Forget(vec!["x".into()]), Action::Place { api_id: api, version: 1, nodes: vec![nodes[0].id] }]);
+        let said = |r: &str| r.starts_with("cannot drain node a: ") && r.contains("cordoned or draining");
+        assert!(matches!(&actions[..], [Action::Reason { reason: Some(r), .. }] if said(r)), "{actions:?}");
     }
 
     #[test]

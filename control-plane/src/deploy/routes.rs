@@ -1,7 +1,11 @@
 //! The data path's routes: which agents serve each API, built from the database and
 //! published for the edges to watch (`Routes.WatchRoutes`), so calls skip the control
 //! plane.
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use chrono::{DateTime, Utc};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
@@ -14,7 +18,10 @@ use crate::{
     error::Result,
 };
 
-/// The route table: every API, with the running instances on live nodes as backends.
+/// The route table: every API, with its running instances on live nodes as backends. An
+/// API that no live node runs keeps those of its down nodes that the reconciler has not
+/// forgotten: an agent cut off from the control plane may still serve the edges (which
+/// skip a replica that refuses to connect) until a replacement runs.
 pub fn build(
     apis: &[apis::Model],
     running: &[instances::Model],
@@ -24,11 +31,17 @@ pub fn build(
     timeout_ms: u64,
 ) -> Vec<Route> {
     let ttl = chrono::Duration::from_std(node_ttl).unwrap_or(chrono::Duration::MAX);
-    let live: HashMap<Uuid, &nodes::Model> =
-        nodes.iter().filter(|n| now.signed_duration_since(n.last_heartbeat) <= ttl).map(|n| (n.id, n)).collect();
+    let known: HashMap<Uuid, (&nodes::Model, bool)> =
+        nodes.iter().map(|n| (n.id, (n, now.signed_duration_since(n.last_heartbeat) <= ttl))).collect();
+    let running: Vec<(&instances::Model, &nodes::Model, bool)> = running
+        .iter()
+        .filter(|i| i.state == instances::RUNNING)
+        .filter_map(|i| known.get(&i.node_id).map(|(n, live)| (i, *n, *live)))
+        .collect();
+    let served_live: HashSet<Uuid> = running.iter().filter(|(_, _, live)| *live).map(|(i, _, _)| i.api_id).collect();
     let mut backends: HashMap<Uuid, Vec<Backend>> = HashMap::new();
-    for i in running.iter().filter(|i| i.state == instances::RUNNING) {
-        if let Some(n) = live.get(&i.node_id) {
+    for (i, n, live) in running {
+        if live || !served_live.contains(&i.api_id) {
             backends.entry(i.api_id).or_default().push(Backend {
                 instance_id: i.id.clone(),
                 agent_addr: n.address.clone(),
@@ -71,4 +84,72 @@ pub(crate) async fn refresh(deployer: &Deployer) -> Result<()> {
         true
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, age_s: i64, now: DateTime<Utc>) -> nodes::Model {
+        nodes::Model {
+            id: Uuid::new_v4(),
+            name: name.into(),
+            address: format!("http://{name}:7100"),
+            region: String::new(),
+            runtimes: "python".into(),
+            memory_mb: 1024,
+            cpus_milli: 1000,
+            max_timeout_ms: 30_000,
+            docker_ok: true,
+            registered_at: now,
+            last_heartbeat: now - chrono::Duration::seconds(age_s),
+            warm: "{}".into(),
+            instance_memory_mb: 256,
+            instance_cpus_milli: 500,
+            identity: None,
+            schedulable: true,
+            draining: false,
+        }
+    }
+
+    fn api(slug: &str) -> apis::Model {
+        apis::Model {
+            id: Uuid::new_v4(),
+            owner_id: Uuid::new_v4(),
+            name: slug.into(),
+            slug: slug.into(),
+            runtime: "python".into(),
+            description: String::new(),
+            public: false,
+            latest_version: 1,
+            created_at: Utc::now(),
+        }
+    }
+
+    fn inst(id: &str, api: &apis::Model, node: &nodes::Model) -> instances::Model {
+        instances::Model {
+            id: id.into(),
+            api_id: api.id,
+            version: 1,
+            node_id: node.id,
+            state: instances::RUNNING.into(),
+            error: None,
+            restarts: 0,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn a_down_node_serves_only_what_no_live_node_serves() {
+        let now = Utc::now();
+        let nodes = [node("up", 0, now), node("down", 60, now)];
+        let (both, only_down) = (api("both"), api("only-down"));
+        let rows = [inst("b-up", &both, &nodes[0]), inst("b-down", &both, &nodes[1]), inst("d-down", &only_down, &nodes[1])];
+        let routes = build(&[both, only_down], &rows, &nodes, now, Duration::from_secs(8), 1000);
+        let ids = |r: &Route| r.backends.iter().map(|b| b.instance_id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&routes[0]), ["b-up"]);
+        assert_eq!(ids(&routes[1]), ["d-down"]);
+        assert_eq!(routes[1].backends[0].agent_addr, "http://down:7100");
+    }
 }

@@ -1,10 +1,29 @@
-//! An API's status, summed up from its desired state, its instances and the nodes. Pure.
+//! An API's status, summed up from its desired state, its instances and the nodes (pure),
+//! and how many instances each node holds, for operators.
 use std::collections::HashMap;
 
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect};
 use souq_proto::apis::{ApiStatus, ReplicaStatus};
 use uuid::Uuid;
 
-use crate::entity::{deployments, instances};
+use crate::{
+    entity::{deployments, instances},
+    error::Result,
+};
+
+/// How many instance rows (whatever their state) each node holds; only `node`'s if given.
+pub(crate) async fn per_node(db: &DatabaseConnection, node: Option<Uuid>) -> Result<HashMap<Uuid, u32>> {
+    let mut q = instances::Entity::find()
+        .select_only()
+        .column(instances::Column::NodeId)
+        .column_as(instances::Column::Id.count(), "n")
+        .group_by(instances::Column::NodeId);
+    if let Some(id) = node {
+        q = q.filter(instances::Column::NodeId.eq(id));
+    }
+    let rows: Vec<(Uuid, i64)> = q.into_tuple().all(db).await?;
+    Ok(rows.into_iter().map(|(id, n)| (id, u32::try_from(n).unwrap_or(u32::MAX))).collect())
+}
 
 /// The status of API `api_id`: `stopped` when it is not meant to run; `failed` when the
 /// desired version's handler failed to load; `running` once as many replicas of the

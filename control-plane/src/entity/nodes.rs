@@ -29,6 +29,11 @@ pub struct Model {
     /// The identity the node was pinned to at its first registration: the SHA-256 of its
     /// certificate's public key, in hex; `None` for nodes registered in plain text.
     pub identity: Option<String>,
+    /// False once an operator cordons the node: it takes no new work.
+    pub schedulable: bool,
+    /// True while an operator drains the node: no new work, and its instances are moved
+    /// to other nodes (each retired once its replacement runs).
+    pub draining: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -60,6 +60,8 @@ mod tests {
             instance_memory_mb: 256,
             instance_cpus_milli: 500,
             identity: None,
+            schedulable: true,
+            draining: false,
         }
     }
 

@@ -1,5 +1,7 @@
 //! The node agents: their registration and heartbeats, placement of work on them, and
-//! the gRPC clients the control plane calls them with. Knows nothing of what runs there.
+//! the gRPC clients the control plane calls them with, and operators' cordons and drains.
+//! Knows nothing of what runs there.
+pub mod admin;
 pub mod agents;
 pub mod registry;
 pub mod scheduler;
@@ -18,7 +20,8 @@ pub struct Nodes {
     pub(crate) agents: AgentClients,
     /// How often agents heartbeat.
     pub(crate) heartbeat_interval: Duration,
-    /// A node that has not heartbeated for this long takes no work.
+    /// A node that has not heartbeated for this long is down: it takes no work, and its
+    /// instances are replaced.
     pub(crate) node_ttl: Duration,
 }
 

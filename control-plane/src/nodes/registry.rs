@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::Utc;
-use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter};
+use sea_orm::{ActiveModelTrait, ActiveValue::{NotSet, Set}, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter};
 use souq_proto::{
     Kind, Runtime,
     registry::{HeartbeatRequest, RegisterRequest},
@@ -92,6 +92,9 @@ pub(crate) async fn register(fleet: &Nodes, req: &RegisterRequest, identity: Opt
         instance_memory_mb: Set(i64::try_from(cap.instance_memory_mb).unwrap_or(i64::MAX)),
         instance_cpus_milli: Set(i32::try_from(cap.instance_cpus_milli).unwrap_or(i32::MAX)),
         identity: Set(identity),
+        // An operator's cordon or drain outlives the agent's restarts.
+        schedulable: NotSet,
+        draining: NotSet,
     };
     let row = match &existing {
         Some(old) => {

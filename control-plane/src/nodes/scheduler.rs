@@ -35,6 +35,10 @@ pub struct Candidate {
     pub instance_memory_mb: u64,
     /// What one instance reserves there.
     pub instance_cpus_milli: u64,
+    /// False once cordoned by an operator: no new work goes there.
+    pub schedulable: bool,
+    /// Being drained by an operator: no new work, and its instances move elsewhere.
+    pub draining: bool,
 }
 
 impl From<crate::entity::nodes::Model> for Candidate {
@@ -54,14 +58,22 @@ impl From<crate::entity::nodes::Model> for Candidate {
             cpus_milli: u64::try_from(n.cpus_milli).unwrap_or(0),
             instance_memory_mb: u64::try_from(n.instance_memory_mb).unwrap_or(0),
             instance_cpus_milli: u64::try_from(n.instance_cpus_milli).unwrap_or(0),
+            schedulable: n.schedulable,
+            draining: n.draining,
         }
     }
 }
 
 impl Candidate {
-    fn live(&self, now: DateTime<Utc>, node_ttl: Duration) -> bool {
+    /// Whether the node heartbeated within `node_ttl` of `now`; a node that did not is down.
+    pub fn live(&self, now: DateTime<Utc>, node_ttl: Duration) -> bool {
         let ttl = chrono::Duration::from_std(node_ttl).unwrap_or(chrono::Duration::MAX);
         now.signed_duration_since(self.last_heartbeat) <= ttl
+    }
+
+    /// Whether new work may go to the node: an operator has not cordoned or drained it.
+    pub fn takes_work(&self) -> bool {
+        self.schedulable && !self.draining
     }
 
     /// Whether one more instance fits beside `placed` others.
@@ -80,7 +92,7 @@ pub enum Refusal {
     DockerDown,
 }
 
-/// Picks a live node that offers `runtime`, preferring nodes with a warm sandbox of it.
+/// Picks a live node that offers `runtime` and takes work (not cordoned or draining), preferring nodes with a warm sandbox of it.
 /// `spread` (a well-mixed number derived from the user) spreads users over equal nodes
 /// and keeps each user on the same node, where their warm sandbox is; the same inputs
 /// always give the same node.
@@ -93,7 +105,7 @@ pub fn place(
 ) -> Result<&Candidate, Refusal> {
     let mut live: Vec<&Candidate> = nodes
         .iter()
-        .filter(|n| n.live(now, node_ttl))
+        .filter(|n| n.live(now, node_ttl) && n.takes_work())
         .filter(|n| n.runtimes.contains(&runtime))
         .collect();
     if live.is_empty() {
@@ -132,7 +144,7 @@ pub struct Load {
 }
 
 /// Picks a node for each replica, or none at all: a deployment is never half placed.
-/// Nodes must be live, reach Docker, offer the runtime, carry the region label and have
+/// Nodes must be live, take work (not cordoned or draining), reach Docker, offer the runtime, carry the region label and have
 /// memory and CPU free for one more instance. Among them each replica goes to the node
 /// with the fewest replicas of this API, then the fewest instances, then the first name,
 /// so replicas spread and the same inputs always give the same answer. On refusal the
@@ -149,6 +161,10 @@ pub fn place_replicas(
     let offering: Vec<&Candidate> = live.iter().copied().filter(|n| n.runtimes.contains(&runtime)).collect();
     if offering.is_empty() {
         return Err(format!("no live node offers the {runtime} runtime"));
+    }
+    let offering: Vec<&Candidate> = offering.into_iter().filter(|n| n.takes_work()).collect();
+    if offering.is_empty() {
+        return Err(format!("every live node that offers the {runtime} runtime is cordoned or draining"));
     }
     let mut fit: Vec<&Candidate> = offering.iter().copied().filter(|n| want.region.is_none_or(|r| n.region == r)).collect();
     if fit.is_empty() {
@@ -199,6 +215,8 @@ mod tests {
             cpus_milli: 2000,
             instance_memory_mb: 256,
             instance_cpus_milli: 500,
+            schedulable: true,
+            draining: false,
         }
     }
 
@@ -258,6 +276,24 @@ mod tests {
         let a = place_replicas(&fwd, &want, &HashMap::new(), now(), TTL).unwrap();
         let b = place_replicas(&rev, &want, &HashMap::new(), now(), TTL).unwrap();
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn cordoned_and_draining_nodes_take_no_work() {
+        let rt = [Runtime::Python];
+        let mut cordoned = node("a", &rt, true, 0);
+        cordoned.schedulable = false;
+        let mut draining = node("b", &rt, true, 0);
+        draining.draining = true;
+        let nodes = [cordoned, draining, node("c", &rt, true, 0)];
+        let want = Replicas { count: 3, ..PY };
+        assert_eq!(names(&nodes, &place_replicas(&nodes, &want, &HashMap::new(), now(), TTL).unwrap()), ["c", "c", "c"]);
+        for spread in 0..4 {
+            assert_eq!(place(&nodes, Runtime::Python, now(), TTL, spread).unwrap().name, "c");
+        }
+        let why = place_replicas(&nodes[..2], &PY, &HashMap::new(), now(), TTL).unwrap_err();
+        assert!(why.contains("cordoned or draining"), "{why}");
+        assert_eq!(place(&nodes[..2], Runtime::Python, now(), TTL, 0), Err(Refusal::NoNode));
     }
 
     fn now() -> DateTime<Utc> {

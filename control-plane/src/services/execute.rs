@@ -20,7 +20,7 @@ impl execute_server::Execute for ExecuteService {
     #[instrument(skip_all)]
     async fn execute(&self, req: Request<ExecuteRequest>) -> Answer<ExecuteResponse> {
         let caller = user(&self.state, &req).await?;
-        self.state.execute_rate.admit(caller)?;
-        ok(execute::run(&self.state.nodes, self.state.default_timeout, caller, req.into_inner()).await)
+        self.state.execute_rate.admit(&self.state.db, caller).await?;
+        ok(execute::run(&self.state.nodes, &self.state.leadership, self.state.default_timeout, caller, req.into_inner()).await)
     }
 }

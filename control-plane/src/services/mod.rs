@@ -10,6 +10,7 @@ mod plan_history_db_tests;
 pub mod execute;
 pub mod market;
 pub mod metering;
+pub mod nodes;
 pub mod registry;
 pub mod routes;
 

@@ -128,7 +128,7 @@ fn no_such_api() -> ApiError {
         NotFound,
         PayloadTooLarge,
         (status = 429, description = "Over the plan's rate (problem type rate-limited, with Retry-After and RateLimit-*) or its monthly quota (quota-exceeded, Retry-After until next month)", body = Problem, content_type = PROBLEM_JSON),
-        (status = 502, description = "The handler failed (problem type handler-error), or answered past the node's output cap (response-too-large)", body = Problem, content_type = PROBLEM_JSON),
+        (status = 502, description = "The handler failed (problem type handler-error), or answered past the node's output cap (response-too-large), or the API's host was lost during the call (upstream-lost: it may have run; a POST or PATCH is never run twice, a GET, HEAD, OPTIONS, PUT or DELETE is tried on another replica first)", body = Problem, content_type = PROBLEM_JSON),
         Unavailable,
         GatewayTimeout))]
 pub async fn call(State(state): State<AppState>, req: Request) -> Result<Response> {
@@ -208,22 +208,24 @@ pub async fn call(State(state): State<AppState>, req: Request) -> Result<Respons
         t if t.is_zero() => DEFAULT_TIMEOUT,
         t => t.min(MAX_TIMEOUT),
     };
-    let invoked = tokio::time::timeout(timeout + SLACK, invoke(&state.agents, &route, event)).await;
+    let invoked = tokio::time::timeout(timeout + SLACK, invoke(&state.agents, &route, &method, event, timeout)).await;
     let answer = match invoked {
         Err(_) => Err(ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,
             "timeout",
             format!("the API did not answer within {} ms", timeout.as_millis()),
         )),
-        // No replica took the call: nothing ran, so nothing is metered or counted.
-        Ok(Err(InvokeError::NoReplica)) => {
+        // No replica took the call (nothing ran), or its host was lost during it (it may
+        // have run, but no handler's answer came): only calls that reached a handler and
+        // got its answer are metered and counted.
+        Ok(Err(e @ (InvokeError::NoReplica | InvokeError::Lost))) => {
             if let Some(a) = admission {
                 a.cancel();
             }
             if let Some(l) = &limits {
                 state.limiter.refund(l, ts_ms).await;
             }
-            return Err(InvokeError::NoReplica.into());
+            return Err(e.into());
         }
         Ok(Err(e)) => Err(ApiError::from(e)),
         Ok(Ok((result, node))) => {

@@ -3,6 +3,7 @@
 //! documented unserved. The few routes deliberately left out of the document are all in
 //! `undocumented`.
 pub mod accounts;
+pub mod admin;
 pub mod apis;
 pub mod call;
 pub mod execute;
@@ -53,6 +54,7 @@ pub fn documented(call_body_limit: usize) -> OpenApiRouter<AppState> {
         .merge(apis::routes())
         .merge(market::routes())
         .merge(execute::routes())
+        .merge(admin::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .merge(call::routes().layer(DefaultBodyLimit::max(call_body_limit)))
 }

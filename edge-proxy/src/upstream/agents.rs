@@ -3,11 +3,14 @@
 //! channel per agent, made once and reused by every call).
 use std::time::Duration;
 
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use souq_proto::{
+    Kind, WireError,
     agent::{InvokeRequest, InvokeResult},
     agent_clients::{AgentClients, Dialing},
+    outcome::{self, Reached},
 };
+use tokio::time::Instant;
 use tonic::Code;
 use tracing::{debug, error, warn};
 
@@ -34,11 +37,14 @@ pub const DIALING: Dialing = Dialing {
     max_answer_bytes: MAX_ANSWER_BYTES,
 };
 
-/// Why a call did not reach a handler.
+/// Why a call got no answer from a handler.
 #[derive(Debug)]
 pub enum InvokeError {
     /// Every backend refused before running anything (not found, not serving, unreachable).
     NoReplica,
+    /// The connection to the API's host broke during the call, which may have run; not
+    /// run again, as its method is not idempotent, or no replica or time was left.
+    Lost,
     /// A backend answered with an error after taking the call; not retried.
     Status(tonic::Status),
 }
@@ -54,10 +60,18 @@ impl From<InvokeError> for ApiError {
                     "no replica of this API could take the call",
                 )
             },
+            InvokeError::Lost => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                UPSTREAM_LOST,
+                "the API's host was lost during the call; it may have run",
+            ),
             InvokeError::Status(s) => agent_error(s),
         }
     }
 }
+
+/// The problem type of a call whose host was lost while it ran.
+pub const UPSTREAM_LOST: &str = "upstream-lost";
 
 /// The client-facing error of an agent's refusal. Errors that are the platform's own
 /// fault (a join token the agent refuses, a message over the size limit) are never shown
@@ -74,22 +88,61 @@ fn agent_error(s: tonic::Status) -> ApiError {
     }
 }
 
-/// Whether a failed attempt ran nothing, so another replica may take the call.
-fn retryable(code: Code) -> bool {
-    matches!(code, Code::NotFound | Code::Unavailable)
+/// What a failed attempt means for the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// Nothing ran: another replica may take the call, whatever its method.
+    NotRun,
+    /// The agent or its connection was lost during the call: it may have run.
+    Lost,
+    /// The agent answered for the handler (a timeout, an answer too large, …).
+    Answered,
 }
 
-/// Runs one call on `route`: on each backend in round-robin turn, at most once each,
-/// moving on only when a backend ran nothing. The caller bounds the whole in time.
+/// Sorts a failed attempt by what the agent said (`souq_proto::outcome`) and by how it
+/// failed. A status that carries no Souq kind did not come from the agent's code: the
+/// transport lost it. NOT_FOUND is "no such instance" whether marked or not, so an agent
+/// from before the mark still sends a call on.
+fn failure(s: &tonic::Status) -> Failure {
+    if outcome::reached(s) == Reached::No {
+        return Failure::NotRun;
+    }
+    if !outcome::souq_made(s) {
+        return Failure::Lost;
+    }
+    match WireError::from(s).kind {
+        Kind::NotFound => Failure::NotRun,
+        Kind::Unavailable => Failure::Lost,
+        _ => Failure::Answered,
+    }
+}
+
+/// Whether a call may run twice with no other effect than once (RFC 9110, 9.2.2).
+pub fn idempotent(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE)
+}
+
+/// Runs one call on `route` within `timeout`: on each backend in round-robin turn, at
+/// most once each. It moves on when a backend ran nothing, or when the call may have run
+/// but `method` is idempotent; a later attempt gets only the time left. The caller
+/// bounds the whole in time as well.
 pub async fn invoke<'r>(
     agents: &AgentClients,
     route: &'r Route,
+    method: &Method,
     event: Vec<u8>,
+    timeout: Duration,
 ) -> Result<(InvokeResult, &'r str), InvokeError> {
-    let timeout_ms = u64::try_from(route.timeout.as_millis()).unwrap_or(u64::MAX);
+    let deadline = Instant::now() + timeout;
+    let retry_lost = idempotent(method);
     let candidates: Vec<&Backend> = route.backends_in_turn().collect();
     let mut event = Some(event);
+    let mut lost = false;
     for (i, backend) in candidates.iter().enumerate() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if i > 0 && left.is_zero() {
+            break;
+        }
         let mut client = match agents.get(&backend.agent_addr) {
             Ok(c) => c,
             Err(e) => {
@@ -102,68 +155,30 @@ pub async fn invoke<'r>(
         let req = agents.request(InvokeRequest {
             instance_id: backend.instance_id.clone(),
             event: payload.unwrap_or_default(),
-            timeout_ms,
+            timeout_ms: u64::try_from(left.as_millis()).unwrap_or(u64::MAX).max(1),
         });
-        match client.invoke(req).await {
+        let s = match client.invoke(req).await {
             Ok(resp) => return Ok((resp.into_inner(), backend.node.as_str())),
-            Err(s) if retryable(s.code()) => {
-                debug!(node = %backend.node, instance = %backend.instance_id, code = ?s.code(), "replica did not take the call; trying the next");
+            Err(s) => s,
+        };
+        match failure(&s) {
+            Failure::NotRun => {
+                debug!(node = %backend.node, instance = %backend.instance_id, code = ?s.code(), "replica ran nothing; trying the next");
             }
-            Err(s) => return Err(InvokeError::Status(s)),
+            Failure::Lost if retry_lost => {
+                warn!(node = %backend.node, instance = %backend.instance_id, code = ?s.code(), %method, "replica lost during an idempotent call; trying the next");
+                lost = true;
+            }
+            Failure::Lost => {
+                warn!(node = %backend.node, instance = %backend.instance_id, code = ?s.code(), %method, "replica lost during the call; it may have run, so it is not run again");
+                return Err(InvokeError::Lost);
+            }
+            Failure::Answered => return Err(InvokeError::Status(s)),
         }
     }
-    Err(InvokeError::NoReplica)
+    Err(if lost { InvokeError::Lost } else { InvokeError::NoReplica })
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_refusals_that_ran_nothing_move_on() {
-        assert!(retryable(Code::NotFound));
-        assert!(retryable(Code::Unavailable));
-        assert!(!retryable(Code::DeadlineExceeded));
-        assert!(!retryable(Code::Internal));
-        assert!(!retryable(Code::Unknown));
-    }
-
-    #[test]
-    fn platform_faults_are_not_the_callers() {
-        assert_eq!(agent_error(tonic::Status::unauthenticated("bad join token")).status, StatusCode::BAD_GATEWAY);
-        assert_eq!(agent_error(tonic::Status::out_of_range("too big")).status, StatusCode::BAD_GATEWAY);
-        let timeout: tonic::Status = souq_proto::WireError::new(souq_proto::Kind::Timeout, "too slow").into();
-        let e = agent_error(timeout);
-        assert_eq!((e.status, e.kind), (StatusCode::GATEWAY_TIMEOUT, "timeout"));
-        let e = ApiError::from(InvokeError::NoReplica);
-        assert_eq!((e.status, e.retry_after), (StatusCode::SERVICE_UNAVAILABLE, Some(1)));
-    }
-
-    #[tokio::test]
-    async fn an_unreachable_replica_is_skipped_and_none_left_is_503() {
-        use souq_proto::routes::{Backend as WireBackend, Route as WireRoute, RouteTable as WireTable};
-        // Port 1 on loopback refuses at once: both attempts fail before sending anything.
-        let backend = |id: &str| WireBackend {
-            instance_id: id.into(),
-            agent_addr: "http://127.0.0.1:1".into(),
-            node: "n".into(),
-            version: 1,
-        };
-        let wire = WireTable {
-            generation: 1,
-            routes: vec![WireRoute {
-                slug: "a".into(),
-                api_id: "id".into(),
-                owner_id: "o".into(),
-                public: false,
-                timeout_ms: 1000,
-                backends: vec![backend("x"), backend("y")],
-            }],
-        };
-        let table = crate::route_table::RouteTable::from_wire(wire, &Default::default());
-        let agents = AgentClients::new("join-token-0123456789", DIALING).expect("token");
-        let route = table.get("a").expect("route");
-        let out = invoke(&agents, route, b"{}".to_vec()).await;
-        assert!(matches!(out, Err(InvokeError::NoReplica)), "{out:?}");
-    }
-}
+#[path = "agents_tests.rs"]
+mod tests;

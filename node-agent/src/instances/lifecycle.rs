@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::{
+    gate::InvokeError,
     log_buffer::LogBuffer,
     serve_client::{self, Broken, CallError, LoadError, ServeClient, ServeLimits},
     spec::InstanceSpec,
@@ -170,12 +171,16 @@ impl Instance {
     }
 
     /// One call to the handler, waiting at most `timeout` (`None`: the instance's own).
-    pub async fn invoke(&self, event: Vec<u8>, timeout: Option<Duration>) -> Result<InvokeResult> {
+    /// The error says whether the call certainly ran nothing.
+    pub async fn invoke(&self, event: Vec<u8>, timeout: Option<Duration>) -> Result<InvokeResult, InvokeError> {
         let timeout = timeout.map_or(self.spec.timeout, |t| t.min(self.spec.timeout));
         let client = self.client.read().ok().and_then(|c| c.clone());
         let Some(client) = client else {
             let state = self.phase.borrow().state.name();
-            return Err(unavailable(format!("instance {} is not serving (it is {state})", self.spec.instance_id)));
+            return Err(InvokeError::not_run(unavailable(format!(
+                "instance {} is not serving (it is {state})",
+                self.spec.instance_id
+            ))));
         };
         let started = Instant::now();
         match client.call(event, timeout).await {
@@ -184,23 +189,31 @@ impl Instance {
                 body: answer.body,
                 duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             }),
-            Err(CallError::Busy) => Err(Error::Wire(WireError {
+            Err(CallError::Busy) => Err(InvokeError::not_run(Error::Wire(WireError {
                 retry_after: Some(1),
-                ..WireError::new(Kind::NoCapacity, format!("instance {} has too many calls in flight", self.spec.instance_id))
-            })),
-            // Some of these calls may have run (the shim had them when the channel broke);
-            // the edge retries them elsewhere all the same, as it would any lost reply.
-            Err(CallError::Unavailable) => {
-                Err(unavailable(format!("instance {} stopped serving during the call", self.spec.instance_id)))
-            }
-            Err(CallError::TooLarge { len, limit }) => Err(Error::Wire(WireError::new(
+                ..WireError::new(
+                    Kind::NoCapacity,
+                    format!("instance {} has too many calls in flight", self.spec.instance_id),
+                )
+            }))),
+            Err(CallError::Unavailable) => Err(InvokeError::not_run(unavailable(format!(
+                "instance {} is not serving (its channel broke)",
+                self.spec.instance_id
+            )))),
+            // The shim may have had the call when the channel broke: it may have run, so
+            // the edge runs it again elsewhere only when its method allows.
+            Err(CallError::Lost) => Err(InvokeError::maybe_run(unavailable(format!(
+                "instance {} stopped serving during the call",
+                self.spec.instance_id
+            )))),
+            Err(CallError::TooLarge { len, limit }) => Err(InvokeError::maybe_run(Error::Wire(WireError::new(
                 Kind::ResponseTooLarge,
                 format!("the handler's answer is {len} bytes, over the limit of {limit} bytes"),
-            ))),
-            Err(CallError::Timeout) => Err(Error::Wire(WireError::new(
+            )))),
+            Err(CallError::Timeout) => Err(InvokeError::maybe_run(Error::Wire(WireError::new(
                 Kind::Timeout,
                 format!("the handler did not answer within {} ms", timeout.as_millis()),
-            ))),
+            )))),
         }
     }
 

@@ -71,9 +71,11 @@ pub struct Answer {
 pub enum CallError {
     /// As many calls as allowed are in flight already; nothing was sent.
     Busy,
-    /// The channel is broken, or broke before the answer came. The call may have run or
-    /// not: the shim may have been executing it when the channel broke.
+    /// The channel was broken before the call was handed to it; nothing was sent.
     Unavailable,
+    /// The channel broke after the call was handed to it, before its answer came. The
+    /// call may have run or not: the shim may have been executing it.
+    Lost,
     /// No answer within the timeout. The channel is broken now (see [`Broken::Timeout`]).
     Timeout,
     /// The answer was `len` bytes, over the output limit of `limit`: it was dropped
@@ -260,7 +262,7 @@ impl ServeClient {
         self.requests.send(Request { event, reply, permit }).map_err(|_| CallError::Unavailable)?;
         match tokio::time::timeout(timeout, answer).await {
             Ok(Ok(answer)) => answer,
-            Ok(Err(_)) => Err(CallError::Unavailable),
+            Ok(Err(_)) => Err(CallError::Lost),
             Err(_) => {
                 self.shared.break_with(Broken::Timeout(timeout));
                 Err(CallError::Timeout)
@@ -268,7 +270,7 @@ impl ServeClient {
         }
     }
 
-    /// Closes the channel; calls in flight fail with [`CallError::Unavailable`].
+    /// Closes the channel; calls in flight fail with [`CallError::Lost`].
     pub fn close(&self) {
         self.shared.break_with(Broken::Stopped);
     }

@@ -164,7 +164,7 @@ async fn a_call_past_its_timeout_breaks_the_channel_and_fails_the_rest() {
     shim.request().await.unwrap();
     shim.request().await.unwrap();
     assert_eq!(stuck.await.unwrap(), Err(CallError::Timeout));
-    assert_eq!(behind.await.unwrap(), Err(CallError::Unavailable), "a call behind the stuck one is failed over");
+    assert_eq!(behind.await.unwrap(), Err(CallError::Lost), "a call behind the stuck one is failed over");
     assert_eq!(client.broken().await, Broken::Timeout(Duration::from_millis(100)));
     assert_eq!(client.call(b"3".to_vec(), Duration::from_secs(1)).await, Err(CallError::Unavailable));
     assert_eq!(client.in_flight(), 0, "permits come back when the channel breaks");
@@ -178,7 +178,7 @@ async fn a_closed_channel_fails_calls_in_flight() {
     let call = tokio::spawn(async move { c.call(b"{}".to_vec(), Duration::from_secs(10)).await });
     shim.request().await.unwrap();
     drop(shim);
-    assert_eq!(call.await.unwrap(), Err(CallError::Unavailable));
+    assert_eq!(call.await.unwrap(), Err(CallError::Lost));
     assert!(matches!(client.broken().await, Broken::Closed(_)));
 }
 
@@ -243,6 +243,6 @@ async fn an_answer_out_of_order_breaks_the_channel() {
     let mut out = Vec::new();
     FakeShim::answer(&mut out, id + 7, "json", b"1");
     shim.writer.write_all(&out).await.unwrap();
-    assert_eq!(call.await.unwrap(), Err(CallError::Unavailable));
+    assert_eq!(call.await.unwrap(), Err(CallError::Lost));
     assert!(matches!(client.broken().await, Broken::Protocol(_)));
 }

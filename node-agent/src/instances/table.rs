@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use super::{
+    gate::{Gate, InvokeError},
     lifecycle::{Instance, Launcher},
     serve_client::ServeLimits,
     spec::InstanceSpec,
@@ -37,6 +38,8 @@ pub struct Instances {
     limits: ServeLimits,
     max_instances: usize,
     closed: CancellationToken,
+    /// Invoke's door: calls in flight, and the drain.
+    gate: Gate,
 }
 
 impl std::fmt::Debug for Instances {
@@ -59,6 +62,7 @@ impl Instances {
             limits: ServeLimits { output_limit, load_timeout: LOAD_TIMEOUT, max_in_flight: MAX_IN_FLIGHT },
             max_instances: max_instances.max(1),
             closed: CancellationToken::new(),
+            gate: Gate::default(),
         }
     }
 
@@ -125,10 +129,24 @@ impl Instances {
 
     /// One call to the instance `id`, waiting at most `timeout` (`None`: the instance's own).
     pub async fn invoke(&self, id: &str, event: Vec<u8>, timeout: Option<Duration>) -> Result<InvokeResult> {
-        let instance = self
-            .get(id)
-            .ok_or_else(|| Error::Wire(WireError::new(Kind::NotFound, format!("this node has no instance {id}"))))?;
+        self.call(id, event, timeout).await.map_err(|e| e.error)
+    }
+
+    /// [`Instances::invoke`], with an error that says whether the call certainly ran
+    /// nothing: the data path's Invoke. Refused once the drain has begun.
+    pub async fn call(&self, id: &str, event: Vec<u8>, timeout: Option<Duration>) -> Result<InvokeResult, InvokeError> {
+        let _pass = self.gate.enter()?;
+        let instance = self.get(id).ok_or_else(|| {
+            InvokeError::not_run(Error::Wire(WireError::new(Kind::NotFound, format!("this node has no instance {id}"))))
+        })?;
         instance.invoke(event, timeout).await
+    }
+
+    /// Refuses new calls (as having run nothing) and waits, at most `patience`, for the
+    /// calls in flight to end; returns how many still ran then. The instances keep serving
+    /// them meanwhile.
+    pub async fn drain(&self, patience: Duration) -> usize {
+        self.gate.drain(patience).await
     }
 
     /// Every instance's status.

@@ -265,3 +265,54 @@ async fn bounds_and_shutdown() {
     assert_eq!(launcher.removed.load(SeqCst), 2);
     assert_eq!(kind(all.deploy(spec("a", Duration::from_secs(1))).await), Kind::Unavailable);
 }
+
+/// Waits, boundedly, until `cond` holds.
+async fn until(cond: impl Fn() -> bool) {
+    for _ in 0..1000 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("never happened");
+}
+
+/// Whether a failed call was refused as having run nothing.
+fn ran_nothing<T: std::fmt::Debug>(r: Result<T, InvokeError>) -> bool {
+    r.expect_err("a failed call").ran_nothing
+}
+
+#[tokio::test]
+async fn only_refusals_that_ran_nothing_say_so() {
+    let launcher = FakeLauncher::with(&[Shim::Reject, Shim::CrashOnCall]);
+    let all = instances(&launcher);
+    assert!(ran_nothing(all.call("nope", b"{}".to_vec(), None).await), "no such instance");
+    all.deploy(spec("i-1", Duration::from_secs(30))).await.unwrap();
+    assert!(ran_nothing(all.call("i-1", b"{}".to_vec(), None).await), "not serving (failed to load)");
+    all.deploy(spec("i-2", Duration::from_secs(30))).await.unwrap();
+    // The shim took the call, then died: it may have run.
+    assert!(!ran_nothing(all.call("i-2", b"{}".to_vec(), None).await), "lost during the call");
+}
+
+#[tokio::test]
+async fn the_drain_lets_calls_in_flight_finish_and_refuses_new_ones() {
+    let launcher = FakeLauncher::with(&[Shim::Hang, Shim::Echo]);
+    let all = Arc::new(instances(&launcher));
+    all.deploy(spec("slow", Duration::from_millis(300))).await.unwrap();
+    all.deploy(spec("i-1", Duration::from_secs(30))).await.unwrap();
+    let in_flight = tokio::spawn({
+        let all = all.clone();
+        async move { all.call("slow", b"1".to_vec(), None).await }
+    });
+    until(|| all.gate.in_flight() == 1).await;
+    let drained = tokio::spawn({
+        let all = all.clone();
+        async move { all.drain(Duration::from_secs(30)).await }
+    });
+    until(|| all.gate.is_draining()).await;
+    let refused = all.call("i-1", b"{}".to_vec(), None).await;
+    assert!(ran_nothing(refused), "a new call is refused as having run nothing");
+    // The call in flight got its (timeout) answer rather than being cut.
+    assert!(!ran_nothing(in_flight.await.unwrap()));
+    assert_eq!(drained.await.unwrap(), 0, "nothing was still running");
+}

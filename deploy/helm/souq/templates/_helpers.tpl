@@ -91,7 +91,12 @@ key: {{ .item.key }}
 {{/* Whether the chart's own Secret is needed: anything not named by an existingSecret. */}}
 {{- define "souq.ownSecretNeeded" -}}
 {{- $s := .Values.secrets }}
-{{- if or (not $s.database.existingSecret) (not $s.redis.existingSecret) (not $s.smtp.existingSecret) (not $s.joinToken.existingSecret) (not $s.signingKey.existingSecret) }}true{{- end }}
+{{- if or (not $s.database.existingSecret) (not $s.redis.existingSecret) (and $s.smtp.url (not $s.smtp.existingSecret)) (not $s.joinToken.existingSecret) (not $s.signingKey.existingSecret) (not $s.adminToken.existingSecret) }}true{{- end }}
+{{- end }}
+
+{{/* Whether an SMTP server is given; without one, mail goes to .eml files in mail.dir. */}}
+{{- define "souq.smtpGiven" -}}
+{{- if or .Values.secrets.smtp.url .Values.secrets.smtp.existingSecret }}true{{- end }}
 {{- end }}
 
 {{/* The internal TLS Secret of a role (control-plane, agent, edge). */}}
@@ -176,9 +181,12 @@ key: {{ .item.key }}
 {{- if and $i.url $i.existingSecret }}
 {{- fail (printf "secrets.%s: set url or existingSecret, not both" $k) }}
 {{- end }}
-{{- if not (or $i.url $i.existingSecret) }}
-{{- fail (printf "secrets.%s: set url or existingSecret (PostgreSQL, Redis and SMTP are external)" $k) }}
+{{- if and (not (or $i.url $i.existingSecret)) (or (ne $k "smtp") (not $.Values.mail.dir)) }}
+{{- fail (printf "secrets.%s: set url or existingSecret (PostgreSQL, Redis and SMTP are external; without SMTP, set mail.dir)" $k) }}
 {{- end }}
+{{- end }}
+{{- if and .Values.mail.dir (include "souq.smtpGiven" .) }}
+{{- fail "mail.dir: only without SMTP (secrets.smtp with neither url nor existingSecret); mail goes to one or the other" }}
 {{- end }}
 {{- range $k := list "controlPlane" "edge" }}
 {{- $p := (get $.Values $k).pdb }}

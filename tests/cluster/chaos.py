@@ -1,0 +1,438 @@
+"""The chaos driver of scripts/cluster.py: a marketplace under steady load while faults
+hit the cluster one after another, with what each cost.
+
+Setup: a provider and a consumer sign up through an edge (verified from the .eml the
+control plane wrote), the provider creates 3 Python APIs, gives each a plan with room
+for the load, publishes and deploys them with 2 replicas; the consumer subscribes and
+makes a key, so every call is metered. Load: threads calling the APIs through both edges
+with the key (client timeout: the route timeout + 5 s) and one thread of executes.
+
+Faults, in turn: 1 an agent SIGKILLed (its instance containers keep running), 2 a whole
+host lost (its agent and every container labelled souq.node=<it>), 4 the leading control
+plane killed, 5 the leader frozen (docker pause) for the lease + 5 s. After each, the host
+or control plane comes back, and the cluster must settle before the next.
+
+Per fault: time to detect (node "down" in the admin REST, or a new lease holder), time
+to recover (every API at full replicas off the lost node), calls sent / 2xx / definite
+errors / without an answer, metered calls vs 2xx, double placements and orphans.
+"""
+import collections
+import json
+import subprocess
+import sys
+import threading
+import time
+
+import client
+import harness
+from harness import docker
+
+FAULTS = {1: "agent SIGKILL", 2: "host lost", 4: "leader killed", 5: "leader frozen"}
+# The edge's route timeout when an API names none (README: a handler past 30 s is a 504).
+ROUTE_TIMEOUT = 30
+CALL_TIMEOUT = ROUTE_TIMEOUT + 5
+EXEC_TIMEOUT_MS = 10_000
+REPLICAS = 2
+HANDLER = """import os
+def handler(event):
+    return {{"api": {i}, "path": event["path"], "host": os.uname().nodename}}
+"""
+# Bounds (seconds) on each wait; past them the fault's row says "-" and the run fails.
+DETECT_MAX = 60
+RECOVER_MAX = 120
+SETTLE_MAX = 180
+ORPHANS_AFTER = 60
+FLUSH_MAX = 30
+POLL = 0.25
+# The full run's targets (seconds).
+DETECT_TARGET, RECOVER_TARGET, FAILOVER_TARGET = 10, 15, 15
+
+
+def say(msg):
+    harness.say(msg)
+
+
+class Stats:
+    """Outcomes of one fault's window, by kind; the first few lost calls in detail."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.calls = collections.Counter()
+        self.execs = collections.Counter()
+        self.statuses = collections.Counter()
+        self.lost = []
+
+    def add(self, counter, answer, what):
+        with self.lock:
+            counter["sent"] += 1
+            counter[answer.kind] += 1
+            if answer.kind == "error":
+                self.statuses[f"{what} {answer.status}"] += 1
+            if answer.kind in ("lost", "unreachable") and len(self.lost) < 5:
+                self.lost.append(f"{what}: {answer.kind} {answer.detail}")
+
+
+class Load:
+    """Calls to every API through the edges with the consumer's key, and executes."""
+
+    def __init__(self, edges, apis, key, threads, pause):
+        self.edges, self.apis, self.key, self.threads, self.pause = edges, apis, key, threads, pause
+        self.exec_token = None
+        self.stop_flag = threading.Event()
+        self.workers = []
+        self.stats = Stats()
+        self.seq = 0
+
+    def start(self, stats, exec_token):
+        self.stats, self.exec_token = stats, exec_token
+        self.stop_flag.clear()
+        self.workers = [threading.Thread(target=self._calls, args=(i,), daemon=True) for i in range(self.threads)]
+        self.workers.append(threading.Thread(target=self._executes, daemon=True))
+        for w in self.workers:
+            w.start()
+
+    def stop(self):
+        self.stop_flag.set()
+        for w in self.workers:
+            w.join(CALL_TIMEOUT + 10)
+
+    def _calls(self, i):
+        n = 0
+        while not self.stop_flag.is_set():
+            api = self.apis[(i + n) % len(self.apis)]
+            n += 1
+            a = self.edges.request("GET", f"/call/{api['slug']}/ping?n={n}", headers={"x-api-key": self.key},
+                                   timeout=CALL_TIMEOUT)
+            self.stats.add(self.stats.calls, a, "call")
+            self.stop_flag.wait(self.pause)
+
+    def _executes(self):
+        while not self.stop_flag.is_set():
+            a = self.edges.request("POST", "/api/v1/execute",
+                                   {"runtime": "python", "code": "print(6 * 7)", "timeout_ms": EXEC_TIMEOUT_MS},
+                                   token=self.exec_token, timeout=EXEC_TIMEOUT_MS / 1000 + 5)
+            self.stats.add(self.stats.execs, a, "execute")
+            self.stop_flag.wait(2.0)
+
+
+class Chaos:
+    def __init__(self, state, args):
+        self.state, self.args = state, args
+        self.edges = client.Edges(state["edges"])
+        self.agents = {c["node"]: c for c in state["containers"] if c["role"] == "agent"}
+        self.rows = []
+        self.misses = []
+
+    # --- setup ---------------------------------------------------------------------------
+    def setup(self):
+        e, mail = self.edges, self.state["mail_dir"]
+        self.provider = client.User(e, mail, "provider")
+        self.consumer = client.User(e, mail, "consumer")
+        say(f"provider {self.provider.addr} and consumer {self.consumer.addr} verified from the .eml files")
+        self.apis = []
+        tag = self.state["id"]
+        for i in range(3):
+            tok = self.provider.token()
+            body = client.expect(e.request("POST", "/api/v1/apis", {"name": f"chaos {tag} {i}", "runtime": "python",
+                                                                     "code": HANDLER.format(i=i)}, tok), 201, "create API")
+            api = {"id": body["id"], "slug": body["slug"]}
+            client.expect(e.request("POST", f"/api/v1/apis/{api['id']}/plans",
+                                    {"name": "load", "price_minor": 0, "currency": "SAR", "monthly_quota": 100_000_000,
+                                     "rate_limit_per_minute": 1_000_000}, tok), 201, "create plan")
+            client.expect(e.request("PATCH", f"/api/v1/apis/{api['id']}", {"public": True}, tok), 200, "publish")
+            client.expect(e.request("POST", f"/api/v1/apis/{api['id']}/deploy", {"replicas": REPLICAS}, tok), 202, "deploy")
+            self.apis.append(api)
+        if not self.wait(lambda: self.full(None), SETTLE_MAX):
+            raise RuntimeError(f"the APIs did not reach {REPLICAS} running replicas within {SETTLE_MAX} s: {self.statuses()}")
+        ctok = self.consumer.token()
+        for api in self.apis:
+            client.expect(e.request("POST", f"/api/v1/marketplace/{api['slug']}/subscribe", {"plan": "load"}, ctok), 201,
+                          f"subscribe to {api['slug']}")
+        self.key = client.expect(e.request("POST", "/api/v1/keys", {"name": "chaos"}, ctok), 201, "create key")["key"]
+        for api in self.apis:  # the edges learn the subscription and key within moments
+            ok = self.wait(lambda: e.request("GET", f"/call/{api['slug']}/warm", headers={"x-api-key": self.key}).kind == "ok",
+                           60)
+            if not ok:
+                raise RuntimeError(f"{api['slug']} never answered the consumer's key")
+        say(f"3 APIs deployed with {REPLICAS} replicas each, subscribed, key works: {[a['slug'] for a in self.apis]}")
+        self.load = Load(e, self.apis, self.key, self.args.threads, self.args.pause)
+
+    # --- what the cluster says --------------------------------------------------------------
+    def statuses(self):
+        tok = self.provider.token()
+        out = {}
+        for api in self.apis:
+            a = self.edges.request("GET", f"/api/v1/apis/{api['id']}/status", token=tok, timeout=5)
+            out[api["id"]] = a.body if a.kind == "ok" and isinstance(a.body, dict) else None
+        return out
+
+    def full(self, lost_node):
+        """Every API has its desired replicas running, none on `lost_node`."""
+        for st in self.statuses().values():
+            if not st:
+                return False
+            up = [r for r in st.get("replicas") or [] if r.get("state") == "running" and r.get("node") != lost_node]
+            if st.get("state") != "running" or len(up) < st.get("desired_replicas", REPLICAS):
+                return False
+        return True
+
+    def node_state(self, node):
+        """'up' or 'down', and where that came from: the admin REST, else heartbeat age in
+        the nodes table against --node-ttl (until the admin REST lands)."""
+        listed = harness.nodes(self.state)
+        if listed is not None:
+            row = next((n for n in listed if n.get("name") == node), None)
+            return (row or {}).get("state", "missing"), "admin REST"
+        age = harness.heartbeats(self.state).get(node)
+        return ("down" if age is None or age > self.args.node_ttl else "up"), f"heartbeat age > {self.args.node_ttl:g} s"
+
+    def instance_containers(self):
+        """Instance containers of the cluster's agent nodes: (id, node, instance id, state)."""
+        p = docker("ps", "-a", "--filter", "label=souq.kind=instance", "--format",
+                   '{{.ID}}\t{{.Label "souq.node"}}\t{{.Label "souq.instance"}}\t{{.State}}', check=False)
+        rows = [line.split("\t") for line in p.stdout.splitlines() if line.count("\t") == 3]
+        return [r for r in rows if r[1] in self.state["agent_nodes"]]
+
+    def instance_rows(self):
+        rows = harness.psql(self.state, "select id::text as id, api_id::text as api_id, state from instances")
+        return {r["id"]: r for r in rows or []}
+
+    def live_agent_nodes(self):
+        st = harness.running([c["name"] for c in self.agents.values()])
+        return {n for n, c in self.agents.items() if st.get(c["name"]) == "running"}
+
+    def doubles(self):
+        """Serving copies beyond the replicas: per API, running instance containers on
+        nodes whose agent runs (a dead agent's containers serve nobody), above its
+        replicas; and any instance id in two containers."""
+        conts, rows, live = self.instance_containers(), self.instance_rows(), self.live_agent_nodes()
+        per_api = collections.Counter()
+        ids = collections.Counter(c[2] for c in conts if c[3] == "running")
+        for c in conts:
+            if c[3] == "running" and c[1] in live:
+                per_api[(rows.get(c[2]) or {}).get("api_id")] += 1
+        over = sum(max(0, per_api[a["id"]] - REPLICAS) for a in self.apis)
+        return over + sum(n - 1 for n in ids.values() if n > 1)
+
+    def orphans(self):
+        rows = self.instance_rows()
+        return [c for c in self.instance_containers() if c[2] not in rows]
+
+    def metered(self):
+        a = self.edges.request("GET", "/api/v1/usage", token=self.consumer.token(), timeout=10)
+        if a.kind != "ok":
+            return None
+        return sum(k.get("calls", 0) for k in a.body.get("keys") or [])
+
+    def settled_metered(self):
+        """The consumer's metered calls once the edges' flushes have landed: unchanged for 4 s."""
+        last, since, deadline = None, time.monotonic(), time.monotonic() + FLUSH_MAX
+        while time.monotonic() < deadline:
+            m = self.metered()
+            if m != last:
+                last, since = m, time.monotonic()
+            elif time.monotonic() - since >= 4:
+                break
+            time.sleep(1)
+        return last
+
+    @staticmethod
+    def wait(cond, within, poll=1.0):
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            try:
+                if cond():
+                    return True
+            except (OSError, RuntimeError, subprocess.SubprocessError, ValueError, KeyError, TypeError):
+                pass
+            time.sleep(poll)
+        return False
+
+    # --- faults -------------------------------------------------------------------------
+    def busiest_node(self, avoid=()):
+        count = collections.Counter()
+        for st in self.statuses().values():
+            for r in (st or {}).get("replicas") or []:
+                if r.get("state") == "running" and r.get("node") in self.agents and r.get("node") not in avoid:
+                    count[r["node"]] += 1
+        return count.most_common(1)[0][0] if count else sorted(set(self.agents) - set(avoid))[0]
+
+    def healthy(self):
+        return all(self.node_state(n)[0] == "up" for n in self.agents) and self.full(None)
+
+    def run_fault(self, fault, last_node):
+        row = {"fault": f"{fault} {FAULTS[fault]}", "detect": None, "recover": None, "detect_source": ""}
+        if not self.wait(self.healthy, SETTLE_MAX, poll=2):
+            row["note"] = f"not healthy before the fault within {SETTLE_MAX} s"
+        before = self.settled_metered()
+        stats = Stats()
+        self.load.start(stats, self.consumer.token())
+        time.sleep(3)
+        lease = harness.leader(self.state)
+        old_leader = lease[0] or next(c for c in self.state["containers"] if c["role"] == "control-plane")
+        target = None
+        if fault in (1, 2):
+            target = self.busiest_node(avoid=(last_node,) if fault == 2 else ())
+            row["target"] = target
+            agent = self.agents[target]["name"]
+            # Listed before the kill: a dead agent's sandboxes may stop on their own.
+            ids = docker("ps", "-q", "--filter", f"label=souq.node={target}", check=False).stdout.split()
+            t0 = time.monotonic()
+            docker("kill", "--signal", "KILL", agent, *(ids if fault == 2 else []), check=False)
+            if fault == 2:
+                row["target"] += f" (+{len(ids)} containers)"
+            else:
+                # The agent alone was killed: do its sandboxes and instances keep running?
+                time.sleep(2)
+                left = docker("ps", "-q", "--filter", f"label=souq.node={target}", check=False).stdout.split()
+                row["kept_running"] = f"{len(left)}/{len(ids)}"
+                row["target"] += f" ({len(left)}/{len(ids)} kept running)"
+        else:
+            row["target"] = old_leader["hostname"] + ("" if lease[0] else " (no lease: not the leader)")
+            t0 = time.monotonic()
+            if fault == 4:
+                docker("kill", "--signal", "KILL", old_leader["name"], check=False)
+            else:
+                docker("pause", old_leader["name"], check=False)
+        say(f"fault {fault} ({FAULTS[fault]}) on {row['target']}")
+        # Fault 5 ends on a timer of its own: the polls below may block on the frozen leader.
+        unpaused = threading.Event()
+        if fault == 5:
+            def unpause():
+                docker("unpause", old_leader["name"], check=False)
+                unpaused.set()
+                say(f"unpaused {old_leader['hostname']} after {time.monotonic() - t0:.1f} s")
+
+            timer = threading.Timer(max(0.0, t0 + self.args.lease_s + 5 - time.monotonic()), unpause)
+            timer.start()
+        else:
+            unpaused.set()
+
+        # Detect.
+        deadline = t0 + DETECT_MAX
+        while time.monotonic() < deadline:
+            if fault in (1, 2):
+                st, src = self.node_state(target)
+                row["detect_source"] = src
+                if st == "down":
+                    row["detect"] = time.monotonic() - t0
+                    break
+            else:
+                lead, lrow = harness.leader(self.state)
+                row["detect_source"] = "lease table" if lrow is not None else "no lease table yet"
+                if lead and lead["name"] != old_leader["name"]:
+                    row["detect"] = time.monotonic() - t0
+                    break
+            time.sleep(POLL)
+        # Recover: every API at full replicas off the lost node.
+        since = t0 + (row["detect"] or 0)
+        deadline = t0 + RECOVER_MAX
+        while time.monotonic() < deadline:
+            if self.full(target):
+                row["recover"] = time.monotonic() - since
+                break
+            time.sleep(POLL)
+        say(f"fault {fault}: detect {fmt(row['detect'])} s ({row['detect_source']}), recover {fmt(row['recover'])} s")
+        # Restore.
+        if not unpaused.wait(self.args.lease_s + 10):
+            docker("unpause", old_leader["name"], check=False)
+        if fault in (1, 2):
+            docker("start", self.agents[target]["name"], check=False)
+        elif fault == 4:
+            docker("start", old_leader["name"], check=False)
+        say(f"restored {row['target']}; waiting for the cluster to settle")
+        settled = self.wait(self.healthy, SETTLE_MAX, poll=2)
+        if not settled:
+            row["note"] = (row.get("note", "") + f" did not settle within {SETTLE_MAX} s").strip()
+        # Double placements from now on, until the orphan check.
+        worst = self.doubles()
+        while time.monotonic() < t0 + ORPHANS_AFTER:
+            worst = max(worst, self.doubles())
+            time.sleep(2)
+        row["doubles"] = max(worst, self.doubles())
+        orphans = self.orphans()
+        row["orphans"] = len(orphans)
+        row["orphans_at"] = time.monotonic() - t0
+        self.load.stop()
+        after = self.settled_metered()
+        row["calls"] = dict(stats.calls)
+        row["execs"] = dict(stats.execs)
+        row["statuses"] = dict(stats.statuses)
+        row["lost_examples"] = stats.lost
+        row["metered"] = None if before is None or after is None else after - before
+        if orphans:
+            row["orphan_examples"] = orphans[:5]
+        self.judge(fault, row)
+        self.rows.append(row)
+        print_row(row)
+        return target
+
+    def judge(self, fault, row):
+        c, x = row["calls"], row["execs"]
+        miss = []
+        if c.get("lost", 0) or x.get("lost", 0):
+            miss.append(f"{c.get('lost', 0)} calls and {x.get('lost', 0)} executes without an answer")
+        if row["metered"] != c.get("ok", 0):
+            miss.append(f"metered {row['metered']} != {c.get('ok', 0)} answered 2xx")
+        if row["doubles"]:
+            miss.append(f"{row['doubles']} double placements")
+        if row["orphans"]:
+            miss.append(f"{row['orphans']} orphans")
+        if row.get("note"):
+            miss.append(row["note"])
+        if not self.args.short:
+            limit = DETECT_TARGET if fault in (1, 2) else FAILOVER_TARGET
+            if row["detect"] is None or row["detect"] > limit:
+                miss.append(f"detect {fmt(row['detect'])} s > {limit} s")
+            if row["recover"] is None or row["recover"] > RECOVER_TARGET:
+                miss.append(f"recover {fmt(row['recover'])} s > {RECOVER_TARGET} s after detect")
+        elif row["detect"] is None or row["recover"] is None:
+            # --short judges no times, but a fault never detected or never recovered from
+            # within the bounds is still a miss.
+            miss.append(f"detect {fmt(row['detect'])} / recover {fmt(row['recover'])} within {DETECT_MAX}/{RECOVER_MAX} s")
+        row["missed"] = miss
+        self.misses += [f"fault {row['fault']}: {m}" for m in miss]
+
+
+def fmt(v):
+    return "-" if v is None else f"{v:.1f}"
+
+
+HEADER = (f"{'fault':18} {'target':34} {'detect s':>8} {'recover s':>9} {'sent':>6} {'2xx':>6} {'error':>6} "
+          f"{'no answer':>9} {'metered':>8} {'double':>6} {'orphans':>7}  execs ok/err/lost")
+
+
+def print_row(row):
+    c, x = row["calls"], row["execs"]
+    print(f"{row['fault']:18} {row['target'][:34]:34} {fmt(row['detect']):>8} {fmt(row['recover']):>9} "
+          f"{c.get('sent', 0):>6} {c.get('ok', 0):>6} {c.get('error', 0) + c.get('unreachable', 0):>6} "
+          f"{c.get('lost', 0):>9} {row['metered'] if row['metered'] is not None else '-':>8} {row['doubles']:>6} "
+          f"{row['orphans']:>7}  {x.get('ok', 0)}/{x.get('error', 0) + x.get('unreachable', 0)}/{x.get('lost', 0)}",
+          flush=True)
+    for m in row["missed"]:
+        print(f"    missed: {m}", flush=True)
+    if row["statuses"]:
+        print(f"    errors: {row['statuses']}", flush=True)
+    for ex in row["lost_examples"]:
+        print(f"    no answer: {ex}", flush=True)
+
+
+def chaos(args):
+    state = harness.load_state(args.state)
+    faults = [int(f) for f in args.faults.split(",") if f.strip()]
+    bad = [f for f in faults if f not in FAULTS]
+    if bad:
+        raise harness.ClusterError(f"--faults: unknown {bad}; known {sorted(FAULTS)}")
+    ch = Chaos(state, args)
+    ch.setup()
+    print(HEADER, flush=True)
+    last = None
+    for f in faults:
+        node = ch.run_fault(f, last)
+        last = node or last
+    print(json.dumps({"rows": ch.rows}, default=str), file=sys.stderr)
+    if ch.misses:
+        print(f"chaos: {len(ch.misses)} target(s) missed", flush=True)
+        return 1
+    print("chaos: every target met" + (" (--short: times not judged)" if args.short else ""), flush=True)
+    return 0
