@@ -4,14 +4,15 @@
     cluster.py up [--agents 3] [--control-planes 2] [--edges 2] [--image TAG] [--json]
     cluster.py status
     cluster.py down
-    cluster.py chaos [--short] [--faults 1,2,4,5]
+    cluster.py chaos [--short] [--faults 1,2,3,4,5,6,7,8,9]
 
 `up` builds Souq's image from the debug binary when needed (or takes --image), renders
 deploy/helm/souq, starts PostgreSQL and Redis, the migration Job, then every workload as
 containers with their own addresses on a private network; agents on nodes of their own
 (regions sa-riyadh, sa-riyadh, ae-dubai), each with its data dir on this host. It prints
 one JSON object: containers (name, role, node, ip), edge URLs, the PostgreSQL URL, the
-mail dir and the admin token. `status` adds the leading control plane and the nodes;
+mail dir and the admin token. Two networks: control (control planes, PostgreSQL, Redis,
+edges, agents) and data (edges, agents, control planes; the agents' advertised pod IPs). `status` adds the leading control plane and the nodes;
 `down` removes everything. The state is kept in --state (/tmp/souq-cluster/state.json).
 `chaos` drives the cluster under load through faults and prints one row per fault;
 it exits 1 when a target is missed (see tests/cluster/chaos.py).
@@ -70,7 +71,10 @@ def parse(argv):
     sub.add_parser("down", help="remove the cluster")
     ch = sub.add_parser("chaos", help="faults under load, one row each")
     ch.add_argument("--short", action="store_true", help="lighter load; judge answers, metering, placements, not times")
-    ch.add_argument("--faults", default="1,2,4,5", help="which faults, in order (1 agent, 2 host, 4 leader, 5 frozen leader)")
+    ch.add_argument("--faults", default=None,
+                    help="which faults, in order (default all; --short 1,2,4,5): 1 agent killed, 2 host lost, "
+                         "3 agent partitioned, 4 leader killed, 5 leader frozen, 6 PostgreSQL restart, "
+                         "7 Redis restart, 8 edge killed, 9 rolling upgrade")
     ch.add_argument("--threads", type=int, default=None, help="calling threads (default 4, --short 2)")
     ch.add_argument("--pause", type=float, default=0.1, help="seconds each thread waits between calls")
     ch.add_argument("--lease-s", type=float, default=lease_ttl(),

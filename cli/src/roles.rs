@@ -124,6 +124,15 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
         advertise_addr: None,
         data_dir: args.db.data_dir.clone(),
     })?;
+    // A new embedded database starts its leases at epoch 0; the agent would refuse every
+    // command from it while it remembers the epochs of a database that is gone.
+    if args.db.database_url.is_none() && !args.db.data_dir.join("souq.db").exists() {
+        let epoch_file = args.db.data_dir.join("channels.epoch");
+        if epoch_file.exists() {
+            std::fs::remove_file(&epoch_file).with_context(|| format!("removing {}", epoch_file.display()))?;
+            info!(file = %epoch_file.display(), "new database: the agent's remembered control-plane epoch is reset");
+        }
+    }
     args.db.prepare()?;
     let admin_token_file = args.db.data_dir.join("admin-token");
     cp_cfg.admin_token = Some(admin_token(&admin_token_file)?);

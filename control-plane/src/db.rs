@@ -68,33 +68,44 @@ fn sqlite_file(database_url: &str) -> Option<std::path::PathBuf> {
     (!memory).then(|| std::path::PathBuf::from(path))
 }
 
-/// Scratch databases for tests of modules below `state` (which `testing` builds on, so
-/// they cannot use it): SQLite in a temporary directory, or a new PostgreSQL database
-/// when `SOUQ_TEST_PG_URL` is set, migrated.
+/// Scratch databases for tests: SQLite in a temporary directory, or a new PostgreSQL
+/// database when `SOUQ_TEST_PG_URL` (a URL template with `{db}`, as the whole-system
+/// tests take) is set. The one place tests make a database; `testing` builds a `State`
+/// on it, and modules below `state` use it directly.
 #[cfg(test)]
 pub(crate) mod scratch {
     #![allow(clippy::unwrap_used)]
     use std::path::PathBuf;
 
     use sea_orm::{ConnectionTrait, DatabaseConnection};
+    use sea_orm_migration::MigratorTrait;
 
-    /// A migrated database of its own; [`ScratchDb::close`] removes it.
+    /// A database of its own; [`ScratchDb::close`] removes it.
     pub(crate) struct ScratchDb {
         /// The connection.
         pub(crate) db: DatabaseConnection,
-        dir: PathBuf,
+        /// Its URL, for a second pool (a second replica).
+        pub(crate) url: String,
+        /// A directory of the test's own, removed with the database.
+        pub(crate) dir: PathBuf,
         pg: Option<(String, String)>,
     }
 
     impl ScratchDb {
         /// A fresh, migrated database.
         pub(crate) async fn new() -> ScratchDb {
+            Self::migrated_to(None).await
+        }
+
+        /// A fresh database with only the first `steps` migrations applied (all when
+        /// `None`).
+        pub(crate) async fn migrated_to(steps: Option<u32>) -> ScratchDb {
             let id = uuid::Uuid::new_v4().simple().to_string();
-            let dir = std::env::temp_dir().join(format!("souq-cp-scratch-{id}"));
+            let dir = std::env::temp_dir().join(format!("souq-cp-test-{id}"));
             std::fs::create_dir_all(&dir).unwrap();
             let (url, pg) = match std::env::var("SOUQ_TEST_PG_URL") {
                 Ok(template) => {
-                    let name = format!("souq_cp_scratch_{id}");
+                    let name = format!("souq_cp_test_{id}");
                     let admin = super::connect(&template.replace("{db}", "postgres")).await.unwrap();
                     admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.unwrap();
                     (template.replace("{db}", &name), Some((template, name)))
@@ -102,8 +113,8 @@ pub(crate) mod scratch {
                 Err(_) => (format!("sqlite://{}?mode=rwc", dir.join("souq.db").display()), None),
             };
             let db = super::connect(&url).await.unwrap();
-            super::migrate(&db).await.unwrap();
-            ScratchDb { db, dir, pg }
+            souq_migrations::Migrator::up(&db, steps).await.unwrap();
+            ScratchDb { db, url, dir, pg }
         }
 
         /// Closes the database and removes it.

@@ -3,13 +3,13 @@
 //! template with `{db}`, as the whole-system tests take) is set.
 #![allow(clippy::unwrap_used)]
 
-use std::{path::PathBuf, sync::Arc};
+use std::sync::Arc;
 
 use chrono::Utc;
-use sea_orm::{ConnectionTrait, EntityTrait, IntoActiveModel};
+use sea_orm::{EntityTrait, IntoActiveModel};
 use uuid::Uuid;
 
-use crate::{Config, ManualClock, auth::token::TokenSigner, entity::users, state::State};
+use crate::{Config, ManualClock, auth::token::TokenSigner, db::scratch::ScratchDb, entity::users, state::State};
 
 /// A state on its own database; [`TestDb::close`] removes the database.
 pub(crate) struct TestDb {
@@ -17,8 +17,7 @@ pub(crate) struct TestDb {
     pub(crate) state: Arc<State>,
     /// The clock every area reads; move it to test months and expiry.
     pub(crate) clock: Arc<ManualClock>,
-    dir: PathBuf,
-    pg: Option<(String, String)>,
+    scratch: ScratchDb,
 }
 
 impl TestDb {
@@ -29,26 +28,14 @@ impl TestDb {
 
     /// A fresh database with only the first `steps` migrations applied (all when `None`).
     pub(crate) async fn migrated_to(steps: Option<u32>) -> TestDb {
-        let id = Uuid::new_v4().simple().to_string();
-        let dir = std::env::temp_dir().join(format!("souq-cp-test-{id}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let (url, pg) = match std::env::var("SOUQ_TEST_PG_URL") {
-            Ok(template) => {
-                let name = format!("souq_cp_test_{id}");
-                let admin = crate::connect(&template.replace("{db}", "postgres")).await.unwrap();
-                admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.unwrap();
-                (template.replace("{db}", &name), Some((template, name)))
-            }
-            Err(_) => (format!("sqlite://{}?mode=rwc", dir.join("souq.db").display()), None),
-        };
-        let db = crate::connect(&url).await.unwrap();
-        <souq_migrations::Migrator as sea_orm_migration::MigratorTrait>::up(&db, steps).await.unwrap();
+        let scratch = ScratchDb::migrated_to(steps).await;
+        let (db, url, dir) = (scratch.db.clone(), scratch.url.clone(), scratch.dir.clone());
         let clock = Arc::new(ManualClock::new());
         let mut cfg = Config::new(url, dir.join("jwt.pem"), "join".into(), "http://localhost".into(), dir.join("mail"));
         cfg.clock = clock.clone();
         let tokens = TokenSigner::load_or_create(&cfg.signing_key_path, cfg.access_token_ttl).unwrap();
         let state = Arc::new(State::new(&cfg, db, tokens, Arc::default(), tokio_util::sync::CancellationToken::new()));
-        TestDb { state, clock, dir, pg }
+        TestDb { state, clock, scratch }
     }
 
     /// A new user, with a verified address or not.
@@ -70,11 +57,6 @@ impl TestDb {
 
     /// Closes the database and removes it.
     pub(crate) async fn close(self) {
-        self.state.db.clone().close().await.unwrap();
-        if let Some((template, name)) = self.pg {
-            let admin = crate::connect(&template.replace("{db}", "postgres")).await.unwrap();
-            admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.unwrap();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        self.scratch.close().await;
     }
 }

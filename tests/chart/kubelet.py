@@ -48,8 +48,14 @@ class Pod:
         self.ip, self.node = ip, node
         self.containers = []  # (container spec, docker name)
         self.aliases = []
-        # Extra Docker labels on its containers (scripts/cluster.py: souq.role, souq.host).
+        # Extra Docker labels on its containers (scripts/cluster.py: souq.role, souq.node).
         self.docker_labels = {}
+        # scripts/cluster.py: the network its IP is on (None: the kubelet's), further
+        # (network, ip) it is connected to before it starts, and the `docker create`
+        # arguments of each container (to start it again from another image).
+        self.network = None
+        self.extra_networks = []
+        self.create_args = {}
 
     def port(self, container, port):
         """A container port by number or name; refuses ports the container does not declare."""
@@ -286,14 +292,12 @@ class Kubelet:
                 raise KubeletError(f"pod {pod.name}: image {image} is not present (ErrImageNeverPull offline)")
             image_user = json.loads(inspect.stdout)[0]["Config"].get("User", "")
             name = f"{self.prefix}-{self.run_id}-{pod.name}-{c['name']}"[:120]
-            args = ["run", "--pull", "never", "--label", self.label, "--name", name, "--hostname", pod.name[:63],
-                    "--network", self.network, "--ip", pod.ip]
+            args = ["--pull", "never", "--label", self.label, "--name", name, "--hostname", pod.name[:63],
+                    "--network", pod.network or self.network, "--ip", pod.ip]
             for k, v in pod.docker_labels.items():
                 args += ["--label", f"{k}={v}"]
             for a in pod.aliases:
                 args += ["--network-alias", a]
-            if detach:
-                args.append("-d")
             args += self._security(pod, c, image_user)
             fs_group = (pod.spec.get("securityContext") or {}).get("fsGroup")
             args += self._volumes(pod, c, fs_group)
@@ -315,66 +319,23 @@ class Kubelet:
             else:
                 args += [image, *(c.get("args") or [])]
             pod.containers.append((c, name))
-            if detach:
-                docker(*args)
-            else:
-                return docker(*args, check=False, timeout=int(pod.spec.get("activeDeadlineSeconds", 600)))
+            if not detach:
+                return docker("run", *args, check=False, timeout=int(pod.spec.get("activeDeadlineSeconds", 600)))
+            pod.create_args[name] = args
+            create_and_start(args, name, pod.extra_networks)
         return [n for _, n in pod.containers]
 
     # --- probes -------------------------------------------------------------------------
     def _probe_once(self, pod, c, name, probe):
-        timeout = probe.get("timeoutSeconds", 1)
-        if "tcpSocket" in probe:
-            port = pod.port(c, probe["tcpSocket"]["port"])
-            try:
-                socket.create_connection((pod.ip, port), timeout=timeout).close()
-                return True
-            except OSError:
-                return False
-        if "httpGet" in probe:
-            g = probe["httpGet"]
-            if g.get("scheme", "HTTP") != "HTTP":
-                raise KubeletError(f"pod {pod.name}: HTTPS probes are not supported by the stand-in")
-            url = f"http://{pod.ip}:{pod.port(c, g['port'])}{g.get('path', '/')}"
-            try:
-                with urllib.request.urlopen(url, timeout=timeout) as r:
-                    return 200 <= r.status < 400
-            except OSError:
-                return False
-        if "exec" in probe:
-            return docker("exec", name, *probe["exec"]["command"], check=False, timeout=timeout + 5).returncode == 0
-        raise KubeletError(f"pod {pod.name}: unsupported probe {list(probe)}")
+        return probe_once(pod, c, name, probe)
 
     def running(self, name):
-        p = docker("inspect", "-f", "{{.State.Running}} {{.State.ExitCode}}", name, check=False)
-        return p.returncode == 0 and p.stdout.startswith("true")
+        return running(name)
 
     def wait_ready(self, pods):
         """Startup probe (if any), then readiness, for every container; each within its
         probe's failureThreshold x periodSeconds (as the kubelet's bounds)."""
-        pending = []
-        for pod in pods:
-            for c, name in pod.containers:
-                for kind in ("startupProbe", "readinessProbe"):
-                    if c.get(kind):
-                        pending.append((pod, c, name, kind, c[kind]))
-        started = time.monotonic()
-        deadlines = {}
-        while pending:
-            pod, c, name, kind, probe = pending[0]
-            key = (name, kind)
-            if key not in deadlines:
-                deadlines[key] = time.monotonic() + probe.get("initialDelaySeconds", 0) + \
-                    probe.get("failureThreshold", 3) * probe.get("periodSeconds", 10) + 5
-            if not self.running(name):
-                raise KubeletError(f"container {name} exited before its {kind} passed:\n{logs(name)}")
-            if self._probe_once(pod, c, name, probe):
-                self.say(f"{pod.name}: {kind} passed after {time.monotonic() - started:.0f} s")
-                pending.pop(0)
-                continue
-            if time.monotonic() > deadlines[key]:
-                raise KubeletError(f"{pod.name}: {kind} did not pass within its bounds:\n{logs(name)}")
-            time.sleep(1)
+        wait_ready([(pod, c, name) for pod in pods for c, name in pod.containers], self.say)
 
     def cleanup(self):
         ids = docker("ps", "-aq", "--filter", f"label={self.label}", check=False).stdout.split()
@@ -384,6 +345,73 @@ class Kubelet:
             docker("network", "rm", self.network, check=False)
         shutil.rmtree(self.scratch, ignore_errors=True)
         return len(ids)
+
+
+def create_and_start(args, name, extra_networks=()):
+    """`docker create` with `args`, connects it to each further (network, ip), starts it:
+    Docker 20.10 takes one network at create, and a pod on several must have them all
+    before its process starts."""
+    docker("create", *args)
+    for net, ip in extra_networks:
+        docker("network", "connect", *(["--ip", ip] if ip else []), net, name)
+    docker("start", name)
+
+
+def probe_once(pod, c, name, probe):
+    """One try of a probe against the container `name` of `pod` (container spec `c`)."""
+    timeout = probe.get("timeoutSeconds", 1)
+    if "tcpSocket" in probe:
+        port = pod.port(c, probe["tcpSocket"]["port"])
+        try:
+            socket.create_connection((pod.ip, port), timeout=timeout).close()
+            return True
+        except OSError:
+            return False
+    if "httpGet" in probe:
+        g = probe["httpGet"]
+        if g.get("scheme", "HTTP") != "HTTP":
+            raise KubeletError(f"pod {pod.name}: HTTPS probes are not supported by the stand-in")
+        url = f"http://{pod.ip}:{pod.port(c, g['port'])}{g.get('path', '/')}"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as r:
+                return 200 <= r.status < 400
+        except OSError:
+            return False
+    if "exec" in probe:
+        return docker("exec", name, *probe["exec"]["command"], check=False, timeout=timeout + 5).returncode == 0
+    raise KubeletError(f"pod {pod.name}: unsupported probe {list(probe)}")
+
+
+def running(name):
+    p = docker("inspect", "-f", "{{.State.Running}} {{.State.ExitCode}}", name, check=False)
+    return p.returncode == 0 and p.stdout.startswith("true")
+
+
+def wait_ready(containers, say):
+    """Startup probe (if any), then readiness, for each (pod, container spec, docker name);
+    each within its probe's failureThreshold x periodSeconds (as the kubelet's bounds)."""
+    pending = []
+    for pod, c, name in containers:
+        for kind in ("startupProbe", "readinessProbe"):
+            if c.get(kind):
+                pending.append((pod, c, name, kind, c[kind]))
+    started = time.monotonic()
+    deadlines = {}
+    while pending:
+        pod, c, name, kind, probe = pending[0]
+        key = (name, kind)
+        if key not in deadlines:
+            deadlines[key] = time.monotonic() + probe.get("initialDelaySeconds", 0) + \
+                probe.get("failureThreshold", 3) * probe.get("periodSeconds", 10) + 5
+        if not running(name):
+            raise KubeletError(f"container {name} exited before its {kind} passed:\n{logs(name)}")
+        if probe_once(pod, c, name, probe):
+            say(f"{pod.name}: {kind} passed after {time.monotonic() - started:.0f} s")
+            pending.pop(0)
+            continue
+        if time.monotonic() > deadlines[key]:
+            raise KubeletError(f"{pod.name}: {kind} did not pass within its bounds:\n{logs(name)}")
+        time.sleep(1)
 
 
 def logs(name, tail=40):

@@ -23,16 +23,26 @@ COPY smtp_sink.py /usr/local/bin/smtp_sink.py
 """
 
 # initdb with a password for the souq role (scram over TCP), then a database named souq.
+# On a restart of the container (scripts/cluster.py chaos) the data is there: only start
+# it, after removing the pid file of the server the restart killed. SIGTERM (docker stop)
+# stops the server fast, so a restart is a clean one.
 POSTGRES = r"""set -eu
 bin=$(ls -d /usr/lib/postgresql/*/bin | head -1)
 mkdir -p /tmp/pg && chown postgres /tmp/pg
-printf '%s\n' "$PGPASS" > /tmp/pw && chown postgres /tmp/pw
-su postgres -s /bin/sh -c "$bin/initdb -D /tmp/pg/data -U souq --pwfile=/tmp/pw --auth-local=trust --auth-host=scram-sha-256 >/dev/null"
-echo 'host all all 0.0.0.0/0 scram-sha-256' >> /tmp/pg/data/pg_hba.conf
+fresh=0
+if [ ! -s /tmp/pg/data/PG_VERSION ]; then
+  fresh=1
+  printf '%s\n' "$PGPASS" > /tmp/pw && chown postgres /tmp/pw
+  su postgres -s /bin/sh -c "$bin/initdb -D /tmp/pg/data -U souq --pwfile=/tmp/pw --auth-local=trust --auth-host=scram-sha-256 >/dev/null"
+  rm -f /tmp/pw
+  echo 'host all all 0.0.0.0/0 scram-sha-256' >> /tmp/pg/data/pg_hba.conf
+fi
+rm -f /tmp/pg/data/postmaster.pid
 su postgres -s /bin/sh -c "$bin/pg_ctl -D /tmp/pg/data -o \"-c listen_addresses=* -k /tmp/pg\" -w start >/dev/null"
-su postgres -s /bin/sh -c "$bin/createdb -h /tmp/pg -U souq souq"
+[ "$fresh" = 0 ] || su postgres -s /bin/sh -c "$bin/createdb -h /tmp/pg -U souq souq"
+trap 'su postgres -s /bin/sh -c "$bin/pg_ctl -D /tmp/pg/data -m fast stop"; exit 0' TERM
 echo 'postgres ready'
-exec tail -f /dev/null
+tail -f /dev/null & wait
 """
 
 
@@ -58,15 +68,19 @@ def container(kube, name):
     return f"{kube.prefix}-{kube.run_id}-{name}"
 
 
-def start(kube, tag, password, names=("postgresql", "redis", "mail"), labels=None):
+def start(kube, tag, password, names=("postgresql", "redis", "mail"), labels=None, durable_redis=False):
     """Starts the services named (default all three); returns {name: ip}. Waits until
-    each answers. `labels(name)` gives extra Docker labels per service."""
+    each answers. `labels(name)` gives extra Docker labels per service. `durable_redis`:
+    an append-only file (fsync every second, and at a clean stop), so that Redis keeps
+    its data across a restart, as a production Redis would."""
+    persist = ["--dir", "/tmp", "--appendonly", "yes", "--appendfsync", "everysec"] if durable_redis else \
+        ["--appendonly", "no"]
     common = ["run", "-d", "--pull", "never", "--label", kube.label, "--network", kube.network]
     started = {}
     for name, extra, cmd in [
         ("postgresql", ["-e", f"PGPASS={password}"], ["sh", "-c", POSTGRES]),
         ("redis", ["--user", "redis"], ["redis-server", "--bind", "0.0.0.0", "--protected-mode", "no",
-                                        "--requirepass", password, "--save", "", "--appendonly", "no"]),
+                                        "--requirepass", password, "--save", "", *persist]),
         ("mail", ["--user", "65534:65534"], ["python3", "/usr/local/bin/smtp_sink.py", "2525"]),
     ]:
         if name not in names:

@@ -1,7 +1,8 @@
 """HTTP to a cluster's edges, as a load balancer in front of them would: each request goes
 to the next edge in turn, and a connection refused (or not accepted) before anything was
-sent moves it to the other edges. Anything that goes wrong after the request was sent is
-an answer lost, never retried. Also the account flow of the chaos driver: sign up,
+sent moves it to the other edges. Nothing is retried once the request was sent: a
+connection reset or closed before a whole answer is what a load balancer answers 502
+for ("lb502", a definite answer); a timeout is an answer lost. Also the account flow of the chaos driver: sign up,
 verify from the .eml the control plane wrote, log in."""
 import email
 import email.policy
@@ -20,8 +21,10 @@ MAX_BODY = 1 << 20
 
 
 class Answer:
-    """One request's outcome: `kind` is ok (2xx), error (any other HTTP status), lost (sent,
-    then a timeout or a reset: no answer) or unreachable (no edge took the connection)."""
+    """One request's outcome: `kind` is ok (2xx), error (any other HTTP status), lb502 (sent,
+    then the connection was reset or closed without a whole answer: a load balancer's
+    502), lost (sent, then no answer within the timeout) or unreachable (no edge took the
+    connection)."""
 
     def __init__(self, kind, status=None, body=None, detail=""):
         self.kind, self.status, self.body, self.detail = kind, status, body, detail
@@ -60,6 +63,9 @@ class Edges:
                 conn.request(method, path, body=data, headers=hdrs)
                 resp = conn.getresponse()
                 raw = resp.read(MAX_BODY)
+            except (ConnectionError, http.client.IncompleteRead, http.client.BadStatusLine) as e:
+                # RemoteDisconnected is both a ConnectionResetError and a BadStatusLine.
+                return Answer("lb502", detail=f"{host}: {type(e).__name__}: {e}")
             except (OSError, http.client.HTTPException) as e:
                 return Answer("lost", detail=f"{host}: {type(e).__name__}: {e}")
             finally:

@@ -1,14 +1,23 @@
 """A Souq cluster of several simulated hosts in Docker, from the Helm chart: `up`,
 `status` and `down` of scripts/cluster.py. Renders deploy/helm/souq, starts PostgreSQL
 and Redis (tests/chart/services.py), runs the migration Job, then every workload as
-containers on one private network (tests/chart/kubelet.py). Each agent runs on its own
-node name with its own data dir on the real host; control planes and edges get node
-names of their own, so killing an agent's host touches nothing else.
+containers (tests/chart/kubelet.py). Each agent runs on its own node name with its own
+data dir on the real host; control planes and edges get node names of their own, so
+killing an agent's host touches nothing else.
 
-Every container carries the labels souq.chart-run=<id>, souq.role and souq.host=<node>.
-Not souq.node: that label is the agent's own, and an agent removes every container
-labelled with its node name when it starts (its leftovers), which would include itself.
-The agent's sandboxes and instances carry souq.node=<node> (and souq.instance, souq.kind).
+Two networks, so that an agent can be cut off from the control plane alone:
+  - control: control planes, PostgreSQL, Redis, edges and agents. The Services' names
+    (the control plane's, which agents and edges dial) resolve here only.
+  - data: edges, agents and control planes. An agent's pod IP, the one address it
+    advertises, is on this network: edges and control planes dial it there.
+An agent disconnected from the control network can no longer reach the control plane
+(no heartbeats, the control plane's name does not resolve), while edges, and the control
+planes, still reach it on the data network.
+
+Every container carries the labels souq.chart-run=<id>, souq.role and souq.node=<node>.
+The agent's sandboxes and instances carry souq.node=<node> too, and souq.kind (and
+souq.instance): an agent removes, at start, only containers with its node's name and a
+kind, so it leaves itself alone.
 """
 import base64
 import json
@@ -73,7 +82,7 @@ def save_state(path, state):
 
 def public(state):
     """The JSON `up` and `status` print: what a test needs to drive the cluster."""
-    keys = ("id", "image", "network", "containers", "edges", "database_url", "mail_dir", "admin_token", "agent_nodes")
+    keys = ("id", "image", "network", "data_network", "containers", "edges", "database_url", "mail_dir", "admin_token", "agent_nodes")
     return {k: state.get(k) for k in keys}
 
 
@@ -155,7 +164,7 @@ def rewrite(obj, old, new):
     return obj
 
 
-def install(kube, objs, cid, root, placeholder, cp_nodes, edge_nodes):
+def install(kube, data, objs, cid, root, placeholder, cp_nodes, edge_nodes):
     """Helm's install order (pre-install hooks, then the release), with Deployment
     replicas spread over their own nodes and each DaemonSet once per matching node."""
     pre = sorted((o for o in objs if "pre-install" in run_test.hook(o)[0]),
@@ -189,9 +198,37 @@ def install(kube, objs, cid, root, placeholder, cp_nodes, edge_nodes):
                 pods.append(kube.new_pod("DaemonSet", name, tpl, node.rsplit("-", 1)[1], node=node))
     kube.bind_services([o for o in release if o["kind"] == "Service"])
     for p in pods:
-        p.docker_labels = {"souq.role": p.labels.get("app.kubernetes.io/component", ""), "souq.host": p.node,
-                           "souq.cluster": cid}
+        role = p.labels.get("app.kubernetes.io/component", "")
+        p.docker_labels = {"souq.role": role, "souq.node": p.node, "souq.cluster": cid}
+        # Agents: the pod IP (advertised) on the data network, and a leg on the control
+        # network to reach the control plane's Service. Others: the other way round.
+        if role == "agent":
+            p.network, control_ip, p.ip = data.network, p.ip, data.take_ip()
+            p.extra_networks = [(kube.network, control_ip)]
+        else:
+            p.extra_networks = [(data.network, data.take_ip())]
     return pods
+
+
+class Network:
+    """A further network of the cluster (the data network): a free /24, its addresses."""
+
+    def __init__(self, name, label):
+        self.name, self.network, self.next_ip = name, name, 10
+        for _ in range(8):
+            self.prefix = f"10.{random.randint(200, 250)}.{random.randint(0, 255)}"
+            p = docker("network", "create", "--label", label, "--subnet", f"{self.prefix}.0/24",
+                       "--gateway", f"{self.prefix}.1", name, check=False)
+            if p.returncode == 0:
+                return
+            if "overlap" not in p.stderr:
+                break
+        raise ClusterError(f"docker network create {name}: {p.stderr.strip()}")
+
+    def take_ip(self):
+        ip = f"{self.prefix}.{self.next_ip}"
+        self.next_ip += 1
+        return ip
 
 
 def psql(state, sql, timeout=20):
@@ -238,22 +275,30 @@ def up(args):
                           capture_output=True, text=True, check=True).stdout
     base = dict(line.split("=", 1) for line in tags.split())["python"]
     kube.make_network()
+    state["data_network"] = f"{kube.network}-data"
+    save_state(args.state, state)
+    data = Network(state["data_network"], kube.label)
     svc_node = f"{cid}-db"
-    ips = services.start(kube, services.image(base), password, names=("postgresql", "redis"),
+    ips = services.start(kube, services.image(base), password, names=("postgresql", "redis"), durable_redis=True,
                          labels=lambda name: {"souq.role": "postgres" if name == "postgresql" else "redis",
-                                              "souq.host": svc_node, "souq.cluster": cid})
+                                              "souq.node": svc_node, "souq.cluster": cid})
     for name, ip in ips.items():
         state["containers"].append({"name": services.container(kube, name), "role": "postgres" if name == "postgresql" else "redis",
                                     "node": svc_node, "ip": ip, "hostname": None})
     state["database_url"] = f"postgres://souq:{password}@{ips['postgresql']}:5432/souq"
     save_state(args.state, state)
     say(f"PostgreSQL and Redis up: {ips}")
-    pods = install(kube, objs, cid, root, placeholder, cp_nodes, edge_nodes)
+    pods = install(kube, data, objs, cid, root, placeholder, cp_nodes, edge_nodes)
     for p in pods:
         kube.start(p)
         name = p.containers[0][1]
+        # What a restart from another image needs (chaos's rolling upgrade): the create
+        # arguments, the further networks, the container spec (probes), the grace.
         state["containers"].append({"name": name, "role": p.docker_labels["souq.role"], "node": p.node, "ip": p.ip,
-                                    "hostname": p.name[:63]})
+                                    "hostname": p.name[:63], "network": p.network or kube.network,
+                                    "extra_networks": p.extra_networks, "create_args": p.create_args[name],
+                                    "spec": p.containers[0][0], "pod_name": p.name,
+                                    "grace_s": p.spec.get("terminationGracePeriodSeconds", 30)})
         save_state(args.state, state)
         say(f"started {p.docker_labels['souq.role']} {p.name} on node {p.node} at {p.ip}")
     kube.wait_ready(pods)
@@ -370,7 +415,12 @@ def down(args):
     ids = sorted(set(ids))
     if ids:
         docker("rm", "-f", "-v", *ids, check=False, timeout=300)
-    docker("network", "rm", state["network"], check=False)
+    for net in (state["network"], state.get("data_network")):
+        if net:
+            docker("network", "rm", net, check=False)
+    # The rolling upgrade's tag of the same image (the Engine keeps it while in use).
+    if state.get("upgraded_image"):
+        docker("rmi", state["upgraded_image"], check=False)
     root = pathlib.Path(state["root"])
     if root.parent == STATE_ROOT:  # never anything outside our own tree
         shutil.rmtree(root, ignore_errors=True)

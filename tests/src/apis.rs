@@ -1,7 +1,15 @@
-//! Helpers for tests of deployed APIs: create, deploy and wait, call.
-use std::time::Duration;
+//! Helpers for tests of deployed APIs: create, deploy and wait, call, and call steadily
+//! while something changes.
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use serde_json::{Value, json};
+use tokio::task::JoinHandle;
 
 use crate::TestCluster;
 
@@ -14,7 +22,50 @@ pub struct Api {
     pub slug: String,
 }
 
+/// Calls of `GET /` to one API, one after another, until [`CallLoop::finish`].
+pub struct CallLoop {
+    stop: Arc<AtomicBool>,
+    calls: Arc<AtomicUsize>,
+    task: JoinHandle<Vec<(u16, Value)>>,
+}
+
+impl CallLoop {
+    /// Stops calling and returns how many calls were made and every answer that was not
+    /// 200.
+    pub async fn finish(self) -> (usize, Vec<(u16, Value)>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let failures = self.task.await.unwrap();
+        (self.calls.load(Ordering::Relaxed), failures)
+    }
+
+    /// Stops calling and panics unless every call answered 200 and more than `min` were
+    /// made.
+    pub async fn all_ok(self, min: usize) {
+        let (n, failures) = self.finish().await;
+        assert!(failures.is_empty(), "{} of {n} calls failed: {:?}", failures.len(), &failures[..failures.len().min(5)]);
+        assert!(n > min, "only {n} calls");
+    }
+}
+
 impl TestCluster {
+    /// Starts calling `GET /` of `api` without pause, with the owner's token.
+    pub fn call_loop(self: &Arc<Self>, token: &str, api: &Api) -> CallLoop {
+        let (stop, calls) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
+        let (c, token, api, flag, count) = (self.clone(), token.to_owned(), api.clone(), stop.clone(), calls.clone());
+        let task = tokio::spawn(async move {
+            let mut failures = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                let (s, _, r) = c.call(&token, &api, "GET", "/", &[], Vec::new()).await;
+                count.fetch_add(1, Ordering::Relaxed);
+                if s != 200 {
+                    failures.push((s, r));
+                }
+            }
+            failures
+        });
+        CallLoop { stop, calls, task }
+    }
+
     /// Creates an API and returns it; panics unless the answer is 201.
     pub async fn create_api(&self, token: &str, name: &str, runtime: &str, code: &str) -> Api {
         let (s, r) = self.post("/api/v1/apis", Some(token), json!({"name": name, "runtime": runtime, "code": code})).await;

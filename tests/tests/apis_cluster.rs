@@ -3,14 +3,7 @@
 //! rollback replaces instances without dropping a call.
 #![allow(clippy::unwrap_used)]
 
-use std::{
-    collections::BTreeSet,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
-    },
-    time::Duration,
-};
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use serde_json::json;
 use souq_tests::TestCluster;
@@ -119,22 +112,7 @@ async fn a_rollback_replaces_instances_without_dropping_calls() {
     assert_eq!(c.call_ok(&token, &api, "/").await["v"], 2);
 
     // Call without pause while rolling back to version 1; every call must succeed.
-    let stop = Arc::new(AtomicBool::new(false));
-    let calls = Arc::new(AtomicUsize::new(0));
-    let caller = {
-        let (c, token, api, stop, calls) = (c.clone(), token.clone(), api.clone(), stop.clone(), calls.clone());
-        tokio::spawn(async move {
-            let mut failures = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                let (s, _, r) = c.call(&token, &api, "GET", "/", &[], Vec::new()).await;
-                calls.fetch_add(1, Ordering::Relaxed);
-                if s != 200 {
-                    failures.push((s, r));
-                }
-            }
-            failures
-        })
-    };
+    let calls = c.call_loop(&token, &api);
     let st = c.deploy(&token, &api, json!({"version": 1, "replicas": 2})).await;
     assert_eq!(st["version"], 1);
     // Wait until the old instances are gone, with calls still going.
@@ -148,10 +126,7 @@ async fn a_rollback_replaces_instances_without_dropping_calls() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, Ordering::Relaxed);
-    let failures = caller.await.unwrap();
-    assert!(failures.is_empty(), "{} of {} calls failed: {:?}", failures.len(), calls.load(Ordering::Relaxed), &failures[..failures.len().min(5)]);
-    assert!(calls.load(Ordering::Relaxed) > 20);
+    calls.all_ok(20).await;
     assert_eq!(c.call_ok(&token, &api, "/").await["v"], 1);
     Arc::into_inner(c).unwrap().stop().await;
 }

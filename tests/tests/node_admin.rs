@@ -3,13 +3,7 @@
 //! call; an agent that stops for good is marked down and its replica replaced on another node.
 #![allow(clippy::unwrap_used)]
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
-    },
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use serde_json::{Value, json};
 use souq_proto::{
@@ -140,22 +134,7 @@ async fn cordon_stops_placements_and_a_drain_moves_a_replica_without_a_failed_ca
     let st = c.deploy(&token, &api, json!({"replicas": 2})).await;
     assert_eq!(placed(&st), [n0.clone(), n1.clone()], "{st}");
     c.call_ok(&token, &api, "/").await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let calls = Arc::new(AtomicUsize::new(0));
-    let caller = {
-        let (c, token, api, stop, calls) = (c.clone(), token.clone(), api.clone(), stop.clone(), calls.clone());
-        tokio::spawn(async move {
-            let mut failures = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                let (s, _, r) = c.call(&token, &api, "GET", "/", &[], Vec::new()).await;
-                calls.fetch_add(1, Ordering::Relaxed);
-                if s != 200 {
-                    failures.push((s, r));
-                }
-            }
-            failures
-        })
-    };
+    let calls = c.call_loop(&token, &api);
     let (s, r) = act(&c, &n0, "drain").await;
     assert_eq!((s, r["draining"].as_bool(), r["schedulable"].as_bool()), (202, Some(true), Some(false)), "{r}");
     let st = wait_until(&c, &token, &api, Duration::from_secs(90), |st| {
@@ -166,11 +145,7 @@ async fn cordon_stops_placements_and_a_drain_moves_a_replica_without_a_failed_ca
     assert_eq!(placed(&st), [n1.clone(), n2.clone()], "{st}");
     // The edge's table follows within moments; calls keep going meanwhile.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    stop.store(true, Ordering::Relaxed);
-    let failures = caller.await.unwrap();
-    let n = calls.load(Ordering::Relaxed);
-    assert!(failures.is_empty(), "{} of {n} calls failed: {:?}", failures.len(), &failures[..failures.len().min(5)]);
-    assert!(n > 20, "only {n} calls");
+    calls.all_ok(20).await;
     let drained = node(&c, &n0).await;
     assert_eq!((drained["draining"].as_bool(), drained["instances"].as_u64()), (Some(true), Some(0)), "{drained}");
     let (s, r) = act(&c, &n0, "uncordon").await;

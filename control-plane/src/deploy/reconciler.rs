@@ -47,6 +47,8 @@ type Calls = JoinSet<()>;
 struct Term {
     epoch: u64,
     leadership: Arc<Leadership>,
+    /// When this replica began to lead under `epoch`.
+    began: DateTime<Utc>,
 }
 
 impl Term {
@@ -71,7 +73,7 @@ pub(crate) async fn run(deployer: Arc<Deployer>, leadership: Arc<Leadership>, sh
     loop {
         let epoch = *leading.borrow_and_update();
         if let Some(epoch) = epoch {
-            lead(&deployer, Term { epoch, leadership: leadership.clone() }, &mut leading, &shutdown).await;
+            lead(&deployer, Term { epoch, leadership: leadership.clone(), began: Utc::now() }, &mut leading, &shutdown).await;
         } else {
             tokio::select! {
                 () = shutdown.cancelled() => {}
@@ -130,7 +132,20 @@ async fn pass(deployer: &Arc<Deployer>, term: &Term, calls: &mut Calls, acted: &
     let api_rows = api_rows::Entity::find().all(db).await?;
     let runtimes: HashMap<Uuid, Runtime> = api_rows.iter().filter_map(|a| a.runtime.parse().ok().map(|r| (a.id, r))).collect();
     let rows = instances::Entity::find().all(db).await?;
-    let nodes: Vec<Candidate> = nodes::Entity::find().all(db).await?.into_iter().map(Candidate::from).collect();
+    // A new leader gives every node one TTL from the start of its term before it counts
+    // it down: heartbeats that failed while no replica led (a failover, a database
+    // restart) say nothing of the node, and taking every node for dead at once would move
+    // instances that are serving.
+    let nodes: Vec<Candidate> = nodes::Entity::find()
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|n| {
+            let mut c = Candidate::from(n);
+            c.last_heartbeat = c.last_heartbeat.max(term.began);
+            c
+        })
+        .collect();
     let now = Utc::now();
     let node_ttl = deployer.nodes.node_ttl;
     let world = plan::World { deployments: &deployments, runtimes: &runtimes, instances: &rows, nodes: &nodes, now, node_ttl };

@@ -91,25 +91,7 @@ mod tests {
     use super::*;
 
     fn node(name: &str, age_s: i64, now: DateTime<Utc>) -> nodes::Model {
-        nodes::Model {
-            id: Uuid::new_v4(),
-            name: name.into(),
-            address: format!("http://{name}:7100"),
-            region: String::new(),
-            runtimes: "python".into(),
-            memory_mb: 1024,
-            cpus_milli: 1000,
-            max_timeout_ms: 30_000,
-            docker_ok: true,
-            registered_at: now,
-            last_heartbeat: now - chrono::Duration::seconds(age_s),
-            warm: "{}".into(),
-            instance_memory_mb: 256,
-            instance_cpus_milli: 500,
-            identity: None,
-            schedulable: true,
-            draining: false,
-        }
+        nodes::Model::sample(name, &format!("http://{name}:7100"), now - chrono::Duration::seconds(age_s))
     }
 
     fn api(slug: &str) -> apis::Model {

@@ -40,3 +40,30 @@ pub struct Model {
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
+
+#[cfg(test)]
+impl Model {
+    /// A schedulable node for tests: 1 GiB, one core, Python, named `name` at `address`,
+    /// last heard from at `last_heartbeat`.
+    pub(crate) fn sample(name: &str, address: &str, last_heartbeat: DateTimeUtc) -> Model {
+        Model {
+            id: Uuid::now_v7(),
+            name: name.into(),
+            address: address.into(),
+            region: String::new(),
+            runtimes: "python".into(),
+            memory_mb: 1024,
+            cpus_milli: 1000,
+            max_timeout_ms: 30_000,
+            docker_ok: true,
+            registered_at: last_heartbeat,
+            last_heartbeat,
+            warm: "{}".into(),
+            instance_memory_mb: 256,
+            instance_cpus_milli: 500,
+            identity: None,
+            schedulable: true,
+            draining: false,
+        }
+    }
+}

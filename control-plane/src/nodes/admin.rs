@@ -90,23 +90,8 @@ mod tests {
     fn a_node_is_down_past_the_ttl_and_a_drain_is_not_schedulable() {
         let now = Utc::now();
         let mut n = nodes::Model {
-            id: uuid::Uuid::nil(),
-            name: "n1".into(),
-            address: "http://n1:7100".into(),
             region: "r".into(),
-            runtimes: "python".into(),
-            memory_mb: 1024,
-            cpus_milli: 1000,
-            max_timeout_ms: 30_000,
-            docker_ok: true,
-            registered_at: now,
-            last_heartbeat: now - chrono::Duration::seconds(3),
-            warm: "{}".into(),
-            instance_memory_mb: 256,
-            instance_cpus_milli: 500,
-            identity: None,
-            schedulable: true,
-            draining: false,
+            ..nodes::Model::sample("n1", "http://n1:7100", now - chrono::Duration::seconds(3))
         };
         let ttl = std::time::Duration::from_secs(8);
         let up = info(&n, 2, now, ttl);

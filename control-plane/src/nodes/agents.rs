@@ -39,30 +39,11 @@ pub(crate) async fn forget_gone(fleet: Arc<Nodes>, shutdown: CancellationToken) 
 #[cfg(test)]
 mod tests {
     use souq_proto::agent_clients::{AgentClients, Dialing};
-    use uuid::Uuid;
 
     use super::*;
 
     fn node(address: &str, age_s: i64, now: DateTime<Utc>) -> nodes::Model {
-        nodes::Model {
-            id: Uuid::now_v7(),
-            name: address.into(),
-            address: address.into(),
-            region: String::new(),
-            runtimes: "python".into(),
-            memory_mb: 1024,
-            cpus_milli: 1000,
-            max_timeout_ms: 30_000,
-            docker_ok: true,
-            registered_at: now,
-            last_heartbeat: now - chrono::Duration::seconds(age_s),
-            warm: "{}".into(),
-            instance_memory_mb: 256,
-            instance_cpus_milli: 500,
-            identity: None,
-            schedulable: true,
-            draining: false,
-        }
+        nodes::Model::sample(address, address, now - chrono::Duration::seconds(age_s))
     }
 
     #[tokio::test]

@@ -157,11 +157,15 @@ async fn remove(docker: &Docker, id: &str) {
     }
 }
 
-/// Removes every container labelled with this node's name (sessions and instances
-/// alike): leftovers of an earlier run at start, and stragglers at shutdown. Returns how
-/// many there were.
+/// Removes every sandbox this node made (sessions and instances alike, labelled with the
+/// node's name and a kind): leftovers of an earlier run at start, and stragglers at
+/// shutdown. Other containers on the host that name the node (the agent's own, under an
+/// orchestrator that labels a host's workloads) carry no kind and are left alone.
+/// Returns how many there were.
 pub async fn remove_own_containers(docker: &Docker, node_name: &str) -> Result<usize> {
-    let filters = HashMap::from([("label".to_owned(), vec![format!("{}={node_name}", profile::LABEL_NODE)])]);
+    // Docker ANDs label filters: this node's name, and a kind of any value.
+    let labels = vec![format!("{}={node_name}", profile::LABEL_NODE), profile::LABEL_KIND.to_owned()];
+    let filters = HashMap::from([("label".to_owned(), labels)]);
     let list = docker
         .list_containers(Some(ListContainersOptions { all: true, filters: Some(filters), ..Default::default() }))
         .await?;
