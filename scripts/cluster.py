@@ -75,6 +75,9 @@ def parse(argv):
                     help="which faults, in order (default all; --short 1,2,4,5): 1 agent killed, 2 host lost, "
                          "3 agent partitioned, 4 leader killed, 5 leader frozen, 6 PostgreSQL restart, "
                          "7 Redis restart, 8 edge killed, 9 rolling upgrade")
+    ch.add_argument("--upgrade-drain", action="store_true",
+                    help="fault 9: drain each agent's node (admin REST) before its restart, uncordon after "
+                         "(default: restart only, then wait for full replicas, as the issue asks)")
     ch.add_argument("--threads", type=int, default=None, help="calling threads (default 4, --short 2)")
     ch.add_argument("--pause", type=float, default=0.1, help="seconds each thread waits between calls")
     ch.add_argument("--lease-s", type=float, default=lease_ttl(),

@@ -119,6 +119,11 @@ impl agent_server::Agent for AgentService {
     #[instrument(skip_all, fields(instance_id = %req.get_ref().instance_id, api_id = %req.get_ref().api_id))]
     async fn deploy(&self, req: Request<DeployRequest>) -> Result<Response<InstanceStatus>, Status> {
         self.node.fence.admit(fence::epoch_of(req.metadata()))?;
+        if self.node.leaving.load(std::sync::atomic::Ordering::SeqCst) {
+            // The control plane was told this node is leaving: it places the instance
+            // elsewhere when this refusal comes back.
+            return Err(WireError::new(Kind::Unavailable, "this node agent is shutting down").into());
+        }
         Ok(Response::new(self.deploy_inner(req.into_inner()).await?))
     }
 

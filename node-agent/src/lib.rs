@@ -45,7 +45,13 @@ use crate::{agent_service::AgentService, node::Node};
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How long calls in flight get to finish at shutdown before the instances stop: with
 /// [`SHUTDOWN_GRACE`] and the sweep, within the 10 s that `souq` gives a role.
-pub const INVOKE_DRAIN: Duration = Duration::from_secs(4);
+pub const INVOKE_DRAIN: Duration = Duration::from_secs(3);
+/// How long a stopping agent keeps serving as before, once it has told the control plane
+/// that its instances are going: the edges' route tables drop them meanwhile (the leader
+/// acts within a pass, about a second, and the edges follow at once), so calls stop
+/// arriving here before Invoke refuses them. With [`INVOKE_DRAIN`], [`SHUTDOWN_GRACE`]
+/// and the sweep, within the 10 s that `souq` gives a role.
+pub const LEAVE_GRACE: Duration = Duration::from_secs(2);
 
 /// Runs the agent on `listener` until `shutdown` is cancelled. Refuses a `cfg` that
 /// [`Config::validate`] refuses, before touching the Engine or the filesystem.
@@ -57,14 +63,24 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: CancellationToken
         .endpoint(&cfg.control_plane_url, Role::ControlPlane)
         .map_err(|e| Error::Config(format!("invalid value for --control-plane-url: {e}")))?
         .connect_timeout(Duration::from_secs(2))
+        // Pings find a control plane that died or froze (a paused process keeps its
+        // sockets open) within about 4 s; the next heartbeat connects again through the
+        // Service's name, to a replica that answers.
+        .http2_keep_alive_interval(Duration::from_secs(2))
+        .keep_alive_timeout(Duration::from_secs(2))
         .connect_lazy();
     let node = Arc::new(Node::new(cfg, local));
     node.clear_leftovers().await?;
 
-    // A child of the caller's token: the caller's shutdown stops every task, and the
-    // agent stopping its own (say, after its server failed) stops no other role.
-    let mut tasks = Tasks::new(shutdown.child_token());
-    tasks.spawn("membership", membership::run(node.clone(), RegistryClient::new(control_plane), tasks.token()));
+    // A token of the agent's own, cancelled LEAVE_GRACE after the caller's: at the
+    // caller's shutdown, membership tells the control plane this node is leaving, and the
+    // agent serves as before for LEAVE_GRACE; only then does it stop. The agent stopping
+    // its own (say, after its server failed) stops no other role.
+    let mut tasks = Tasks::new(CancellationToken::new());
+    let registry = RegistryClient::new(control_plane);
+    // Cancelled once the instances are stopped at shutdown, for membership's last report.
+    let gone = CancellationToken::new();
+    tasks.spawn("membership", membership::run(node.clone(), registry, shutdown.clone(), gone.clone()));
     tasks.spawn("warm pools", {
         let (node, token) = (node.clone(), tasks.token());
         async move { node.pools.maintain(&node.engine, token).await }
@@ -82,6 +98,7 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: CancellationToken
                 warn!(calls = cut, "calls still running after the drain; they fail now");
             }
             node.instances.stop_all().await;
+            gone.cancel();
         }
     });
 
@@ -94,6 +111,7 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: CancellationToken
         conn
     });
     let token = tasks.token();
+    let node_leaving = node.clone();
     let service = AgentService { node: node.clone(), shutdown: token.clone() };
     let join_token = node.join_token.clone();
     // The control plane and the edges call agents; an agent or anyone else is refused.
@@ -105,7 +123,12 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: CancellationToken
             let req = callers(req)?;
             agent_service::authorize(&join_token, &req).map(|()| req)
         }))
-        .serve_with_incoming_shutdown(incoming, token.cancelled())
+        .serve_with_incoming_shutdown(incoming, async move {
+            shutdown.cancelled().await;
+            node_leaving.leaving.store(true, std::sync::atomic::Ordering::SeqCst);
+            tokio::time::sleep(LEAVE_GRACE).await;
+            token.cancel();
+        })
         .await;
     tasks.shutdown(SHUTDOWN_GRACE).await;
     node.remove_stragglers().await;

@@ -66,8 +66,18 @@ async fn register(node: &Node, client: &mut RegistryClient<Channel>) -> Result<(
     Ok((resp.node_id, Duration::from_millis(u64::from(resp.heartbeat_interval_ms.max(200)))))
 }
 
-/// Keeps this node registered until `shutdown`.
-pub(crate) async fn run(node: Arc<Node>, mut client: RegistryClient<Channel>, shutdown: CancellationToken) {
+/// How long a leaving agent waits for its instances to stop before its last report.
+const GONE_WAIT: Duration = Duration::from_secs(8);
+
+/// Keeps this node registered until `shutdown`; then tells the control plane that the
+/// node is leaving, and once `gone` is cancelled (its instances are stopped), that they
+/// are gone.
+pub(crate) async fn run(
+    node: Arc<Node>,
+    mut client: RegistryClient<Channel>,
+    shutdown: CancellationToken,
+    gone: CancellationToken,
+) {
     let mut backoff = Duration::from_millis(200);
     loop {
         let (node_id, interval) = match register(&node, &mut client).await {
@@ -87,7 +97,7 @@ pub(crate) async fn run(node: Arc<Node>, mut client: RegistryClient<Channel>, sh
         };
         loop {
             tokio::select! {
-                () = shutdown.cancelled() => return,
+                () = shutdown.cancelled() => return leave(&node, &mut client, &node_id, &gone).await,
                 () = tokio::time::sleep(interval) => {}
             }
             let docker_ok = match node.docker() {
@@ -106,5 +116,36 @@ pub(crate) async fn run(node: Arc<Node>, mut client: RegistryClient<Channel>, sh
                 Err(status) => warn!(code = ?status.code(), message = status.message(), "heartbeat failed"),
             }
         }
+    }
+}
+
+/// The reports of a stopping agent. First, as shutdown starts: no Docker, so the control
+/// plane sends it no more work, and its instances still listed, so they stay in the
+/// routes while the agent serves for `LEAVE_GRACE` (meanwhile the edges learn of every
+/// replacement that started elsewhere just before). Then, once its instances are stopped
+/// (or after [`GONE_WAIT`]): none, so the control plane stops counting them and places
+/// them again at once. Best effort: a control plane that does not answer within a second
+/// learns it when the node goes silent.
+async fn leave(node: &Node, client: &mut RegistryClient<Channel>, node_id: &str, gone: &CancellationToken) {
+    report(node, client, node_id, "this node is leaving").await;
+    if tokio::time::timeout(GONE_WAIT, gone.cancelled()).await.is_err() {
+        warn!("instances not stopped in time; reporting what is left");
+    }
+    report(node, client, node_id, "this node's instances are stopped").await;
+}
+
+/// One heartbeat that says Docker is not to be used here, with the instances as they are.
+async fn report(node: &Node, client: &mut RegistryClient<Channel>, node_id: &str, what: &str) {
+    let hb = HeartbeatRequest {
+        node_id: node_id.to_owned(),
+        capacity: Some(capacity(node)),
+        docker_ok: false,
+        instances: node.instances.statuses(),
+    };
+    let mut req = with_token(hb, &node.join_token);
+    req.set_timeout(Duration::from_secs(1));
+    match client.heartbeat(req).await {
+        Ok(_) => info!("told the control plane: {what}"),
+        Err(status) => warn!(code = ?status.code(), message = status.message(), "could not tell the control plane: {what}"),
     }
 }

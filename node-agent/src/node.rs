@@ -44,6 +44,9 @@ pub(crate) struct Node {
     /// directory, which a start clears, in the agent's data dir) could not be read; the
     /// start fails with it rather than forget the fence.
     fence_error: Option<String>,
+    /// Set when shutdown starts: the control plane has been told this node is leaving,
+    /// so a Deploy must not start anything here.
+    pub(crate) leaving: std::sync::atomic::AtomicBool,
 }
 
 impl Node {
@@ -84,6 +87,7 @@ impl Node {
             engine,
             fence,
             fence_error,
+            leaving: std::sync::atomic::AtomicBool::new(false),
         }
     }
 

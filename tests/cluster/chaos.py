@@ -23,6 +23,7 @@ errors / lb 502 / without an answer, metered calls vs 2xx, double placements, or
 """
 import collections
 import json
+import pathlib
 import subprocess
 import sys
 import threading
@@ -68,7 +69,8 @@ def say(msg):
 
 
 class Stats:
-    """Outcomes of one fault's window, by kind; the first few lost calls in detail."""
+    """Outcomes of one fault's window, by kind; the first few calls that failed in detail
+    (when, which edge, what it said), to match against the containers' logs."""
 
     def __init__(self):
         self.lock = threading.Lock()
@@ -77,14 +79,16 @@ class Stats:
         self.statuses = collections.Counter()
         self.lost = []
 
-    def add(self, counter, answer, what):
+    def add(self, counter, answer, what, path=""):
         with self.lock:
             counter["sent"] += 1
             counter[answer.kind] += 1
             if answer.kind == "error":
                 self.statuses[f"{what} {answer.status}"] += 1
-            if answer.kind in ("lost", "unreachable", "lb502") and len(self.lost) < 5:
-                self.lost.append(f"{what}: {answer.kind} {answer.detail}")
+            if answer.kind != "ok" and len(self.lost) < 5:
+                at = time.strftime("%H:%M:%S", time.gmtime())
+                self.lost.append(f"{what} {path} at {at}Z: {answer.kind} {answer.status or ''} {answer.detail} "
+                                 f"{str(answer.body)[:300] if answer.body is not None else ''}".rstrip())
 
 
 class Load:
@@ -118,7 +122,7 @@ class Load:
             n += 1
             a = self.edges.request("GET", f"/call/{api['slug']}/ping?n={n}", headers={"x-api-key": self.key},
                                    timeout=CALL_TIMEOUT)
-            self.stats.add(self.stats.calls, a, "call")
+            self.stats.add(self.stats.calls, a, "call", api["slug"])
             self.stop_flag.wait(self.pause)
 
     def _executes(self):
@@ -181,13 +185,16 @@ class Chaos:
             out[api["id"]] = a.body if a.kind == "ok" and isinstance(a.body, dict) else None
         return out
 
-    def full(self, lost_node):
-        """Every API has its desired replicas running, none on `lost_node`."""
+    def full(self, lost_node, empty=False):
+        """Every API has its desired replicas running, none on `lost_node`; with `empty`,
+        no replica in any state there either (a drained node)."""
         for st in self.statuses().values():
             if not st:
                 return False
             up = [r for r in st.get("replicas") or [] if r.get("state") == "running" and r.get("node") != lost_node]
             if st.get("state") != "running" or len(up) < st.get("desired_replicas", REPLICAS):
+                return False
+            if empty and any(r.get("node") == lost_node for r in st.get("replicas") or []):
                 return False
         return True
 
@@ -468,7 +475,14 @@ class Chaos:
     def restart_from(self, c, image, old_image):
         """One workload stopped with its grace and started again from `image` with the
         same spec (name, addresses, networks), then waited for by its probes."""
+        say(f"fault 9: stopping {c['hostname']} at {time.strftime('%H:%M:%S', time.gmtime())}Z")
         docker("stop", "-t", str(int(c["grace_s"])), c["name"], check=False, timeout=int(c["grace_s"]) + 60)
+        # Its log outlives it, for evidence: <cluster root>/logs/<name>.<n>.log.
+        logs = pathlib.Path(self.state["root"]) / "logs"
+        logs.mkdir(exist_ok=True)
+        n = len(list(logs.glob(f"{c['name']}.*.log")))
+        out = docker("logs", c["name"], check=False, timeout=60)
+        (logs / f"{c['name']}.{n}.log").write_text(out.stdout + out.stderr)
         docker("rm", "-f", c["name"], check=False)
         c["create_args"] = [image if a == old_image else a for a in c["create_args"]]
         create_and_start(c["create_args"], c["name"], c["extra_networks"])
@@ -476,12 +490,21 @@ class Chaos:
         pod = Pod(c["pod_name"], "", "", {}, {}, c["ip"], c["node"])
         wait_ready([(pod, c["spec"], c["name"])], say)
 
+    def admin(self, node, action):
+        """POST /api/v1/admin/nodes/<node>/<action> (cordon, drain, uncordon) with the
+        admin token; the answer's kind is "ok" on 2xx."""
+        a = self.edges.request("POST", f"/api/v1/admin/nodes/{node}/{action}", token=self.state["admin_token"], timeout=10)
+        if a.kind != "ok":
+            raise RuntimeError(f"{action} {node}: {a}")
+
     def fault_upgrade(self, row):
         """9: every workload restarted one at a time on a new tag of the same image:
         control planes (the leader last), edges, agents; between agents, until the node
         is up and every API is at full replicas. recover: the whole rollout."""
         old = self.state["image"]
-        new = f"{old}-up{int(time.time()) % 100000}"
+        # Tags of the image `up` made (a second upgrade replaces the first one's tag).
+        base = self.state.setdefault("base_image", old)
+        new = f"{base}-up{int(time.time()) % 100000}"
         docker("tag", old, new)
         self.state["upgraded_image"] = new
         harness.save_state(self.args.state, self.state)
@@ -494,9 +517,18 @@ class Chaos:
         say(f"fault 9 ({FAULTS[9]}): {row['target']}")
         done = 0
         for c in order:
+            drain = c["role"] == "agent" and self.args.upgrade_drain
+            if drain:
+                # An operator's careful way: move the node's instances off it first.
+                self.admin(c["node"], "drain")
+                if not self.wait(lambda: self.full(c["node"], empty=True), SETTLE_MAX, poll=POLL):
+                    row["note"] = f"{c['node']} did not drain within {SETTLE_MAX} s"
+                    break
             self.restart_from(c, new, old)
             if c["role"] == "agent":
                 ok = self.wait(lambda: self.node_state(c["node"])[0] == "up" and self.full(None), SETTLE_MAX, poll=POLL)
+                if ok and drain:
+                    self.admin(c["node"], "uncordon")
             elif c["role"] == "edge":
                 ok = self.wait(lambda: self.edge_ready(c), READY_MAX, poll=POLL)
             else:
@@ -505,10 +537,13 @@ class Chaos:
                 row["note"] = f"{c['hostname']} not back within its bound"
                 break
             done += 1
-            say(f"fault 9: {c['hostname']} on {new} ({done}/{len(order)}) after {time.monotonic() - t0:.0f} s")
+            say(f"fault 9: {c['hostname']} on {new} ({done}/{len(order)}) after {time.monotonic() - t0:.0f} s "
+                f"at {time.strftime('%H:%M:%S', time.gmtime())}Z")
         if done == len(order):
             self.state["image"] = new
             harness.save_state(self.args.state, self.state)
+            if old != base:
+                docker("rmi", old, check=False)
             row["recover"] = time.monotonic() - t0
         row["detect_source"] = "rollout"
         return t0
@@ -579,7 +614,7 @@ def print_row(row):
     if row["statuses"]:
         print(f"    errors: {row['statuses']}", flush=True)
     for ex in row["lost_examples"]:
-        print(f"    no answer / lb 502: {ex}", flush=True)
+        print(f"    failed: {ex}", flush=True)
 
 
 def chaos(args):

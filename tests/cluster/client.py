@@ -74,7 +74,7 @@ class Edges:
                 parsed = json.loads(raw)
             except ValueError:
                 parsed = raw.decode(errors="replace")
-            return Answer("ok" if 200 <= resp.status < 300 else "error", resp.status, parsed)
+            return Answer("ok" if 200 <= resp.status < 300 else "error", resp.status, parsed, detail=host)
         return Answer("unreachable", detail="; ".join(refused))
 
 

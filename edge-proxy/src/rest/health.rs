@@ -13,8 +13,10 @@ pub async fn healthz() -> axum::Json<Value> {
     axum::Json(json!({"status": "ok"}))
 }
 
-/// The edge can serve: it holds the token key and the control plane answers. The route
-/// and access tables' states and the metering mode come along.
+/// The edge can serve: it holds the token key, the control plane answers, and it has
+/// received the route and access tables (before them, calls with API keys answer 503 and
+/// every call 404). The chart uses this as the startup probe only, so an edge that has
+/// started stays in service on its last tables while the control plane is away.
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<Value>) {
     let cp = state
         .accounts
@@ -23,16 +25,15 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<Va
         .await
         .is_ok();
     let key = state.verifier.ready();
-    let status = if cp && key { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    // The route table is reported, not required: management works without it, and calls
-    // keep working on the last table while the control plane is away.
+    let (has_routes, has_access) = (state.routes.has_table(), state.access.has_table());
+    let ready = cp && key && has_routes && has_access;
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let table = state.routes.snapshot();
-    let routes = json!({"received": state.routes.has_table(), "generation": table.generation, "apis": table.len()});
-    // So is the access table (API keys answer 503 until it arrives) and the metering mode.
+    let routes = json!({"received": has_routes, "generation": table.generation, "apis": table.len()});
     let access = state.access.snapshot();
-    let access = json!({"received": state.access.has_table(), "generation": access.generation,
+    let access = json!({"received": has_access, "generation": access.generation,
         "keys": access.key_count(), "grants": access.grant_count()});
-    let body = json!({"ready": cp && key, "control_plane": cp, "token_key": key, "routes": routes,
+    let body = json!({"ready": ready, "control_plane": cp, "token_key": key, "routes": routes,
         "access": access, "metering": state.meter.mode()});
     (status, axum::Json(body))
 }
