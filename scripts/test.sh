@@ -3,7 +3,8 @@
 #   1. installs and starts what the tests need (Docker Engine, PostgreSQL, Redis),
 #   2. builds the sandbox runtime images if they are missing,
 #   3. builds, lints, checks module cycles, tests the Helm chart offline and runs it in
-#      Docker from Souq's own image (once, on PostgreSQL in containers),
+#      Docker from Souq's own image (once, on PostgreSQL in containers), checks the alert
+#      rules and scrapes and traces a `souq up` with a real Prometheus and OTLP receiver,
 #   4. runs every test on SQLite (the embedded default), then again on PostgreSQL.
 # Idempotent. Set CARGO_TARGET_DIR to share a build cache between checkouts.
 set -euo pipefail
@@ -29,6 +30,9 @@ fi
 
 step "Helm chart, offline (no database: runs once)"
 SOUQ_BIN="$(realpath "${CARGO_TARGET_DIR:-target}")/debug/souq" bash scripts/test-chart.sh
+
+step "observability: alert rules, Prometheus and OTLP against souq up (runs once)"
+SOUQ_BIN="$(realpath "${CARGO_TARGET_DIR:-target}")/debug/souq" bash scripts/test-observability.sh
 
 step "Helm chart, run in Docker by a kubelet stand-in (runs once)"
 SOUQ_BIN="$(realpath "${CARGO_TARGET_DIR:-target}")/debug/souq" bash scripts/test-chart-run.sh

@@ -276,6 +276,8 @@ impl EdgeLimitArgs {
 /// `souq up`.
 #[derive(Debug, Args)]
 pub struct UpArgs {
+    #[command(flatten)]
+    pub telemetry: crate::telemetry::TelemetryArgs,
     /// Address of the public REST edge.
     #[arg(long, env = "SOUQ_EDGE_ADDR", default_value = "127.0.0.1:8080")]
     pub edge_addr: SocketAddr,
@@ -368,6 +370,8 @@ impl NodeTimingArgs {
 /// `souq control-plane`.
 #[derive(Debug, Args)]
 pub struct ControlPlaneArgs {
+    #[command(flatten)]
+    pub telemetry: crate::telemetry::TelemetryArgs,
     /// Address of the gRPC listener.
     #[arg(long, env = "SOUQ_GRPC_ADDR", default_value = "127.0.0.1:7000")]
     pub grpc_addr: SocketAddr,
@@ -399,6 +403,8 @@ pub struct ControlPlaneArgs {
 /// `souq agent`.
 #[derive(Debug, Args)]
 pub struct AgentArgs {
+    #[command(flatten)]
+    pub telemetry: crate::telemetry::TelemetryArgs,
     /// Address of the agent's gRPC listener.
     #[arg(long, env = "SOUQ_AGENT_ADDR", default_value = "127.0.0.1:7100")]
     pub agent_addr: SocketAddr,
@@ -529,6 +535,8 @@ impl SandboxArgs {
             channel_dir: channel_dir(&base.data_dir)?,
             cpu_overcommit: self.cpu_overcommit,
             // Set by the role from its --tls-* options, once they are checked.
+            metrics: Default::default(),
+            health: Default::default(),
             grpc_tls: souq_proto::tls::Transport::Insecure,
         };
         cfg.validate().map_err(ConfigError)?;
@@ -562,6 +570,8 @@ fn channel_dir(data_dir: &std::path::Path) -> Result<PathBuf, ConfigError> {
 /// `souq edge`.
 #[derive(Debug, Args)]
 pub struct EdgeArgs {
+    #[command(flatten)]
+    pub telemetry: crate::telemetry::TelemetryArgs,
     /// Address of the public REST edge.
     #[arg(long, env = "SOUQ_EDGE_ADDR", default_value = "127.0.0.1:8080")]
     pub edge_addr: SocketAddr,

@@ -4,6 +4,7 @@
 mod bench;
 mod certs;
 mod config;
+mod metrics_port;
 mod node;
 mod roles;
 mod signals;
@@ -31,12 +32,28 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    telemetry::init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("souq: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
+        }
+    };
+    use telemetry::Service::{Agent, ControlPlane, Edge};
+    let (services, traces) = match &cli.command {
+        Command::Up(a) => (&[Edge, ControlPlane, Agent][..], Some(&a.telemetry)),
+        Command::ControlPlane(a) => (&[ControlPlane][..], Some(&a.telemetry)),
+        Command::Agent(a) => (&[Agent][..], Some(&a.telemetry)),
+        Command::Edge(a) => (&[Edge][..], Some(&a.telemetry)),
+        _ => (&[][..], None),
+    };
+    // The OTLP exporter is a tonic client: it is made inside the runtime, and the guard
+    // flushes it before the runtime goes.
+    let _telemetry = match runtime.block_on(async { telemetry::init(services, traces) }) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("souq: {e}");
+            return ExitCode::from(EXIT_CONFIG);
         }
     };
     let shutdown = CancellationToken::new();

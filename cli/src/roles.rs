@@ -1,14 +1,15 @@
 //! Starting each role: validated config in, libraries' `run` functions out.
-use std::{path::Path, time::Duration};
+use std::{path::Path, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use tokio::{io::{AsyncReadExt, AsyncWriteExt}, net::TcpListener, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use souq_proto::tls::Role;
+use souq_proto::{metrics::Registry, tls::Role};
+use tonic_health::server::HealthReporter;
 
-use crate::config::{self, AgentArgs, ConfigError, ControlPlaneArgs, DbArgs, EdgeArgs, UpArgs};
+use crate::{telemetry::TelemetryArgs, config::{self, AgentArgs, ConfigError, ControlPlaneArgs, DbArgs, EdgeArgs, UpArgs}};
 
 /// How long in-flight work may take to finish after a shutdown signal.
 const GRACE: Duration = Duration::from_secs(10);
@@ -51,6 +52,40 @@ fn admin_token(path: &Path) -> Result<String, ConfigError> {
     let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(fail)?;
     file.write_all(format!("{token}\n").as_bytes()).map_err(fail)?;
     Ok(token)
+}
+
+/// The metrics of the roles this process runs, registered in one registry.
+#[derive(Default)]
+struct ProcessMetrics {
+    registry: Registry,
+}
+
+impl ProcessMetrics {
+    fn control_plane(&mut self) -> Arc<souq_control_plane::metrics::Metrics> {
+        Arc::new(souq_control_plane::metrics::Metrics::register(&mut self.registry))
+    }
+    fn agent(&mut self) -> Arc<souq_node_agent::metrics::Metrics> {
+        Arc::new(souq_node_agent::metrics::Metrics::register(&mut self.registry))
+    }
+    fn edge(&mut self) -> Arc<souq_edge_proxy::metrics::Metrics> {
+        Arc::new(souq_edge_proxy::metrics::Metrics::register(&mut self.registry))
+    }
+
+    /// Serves the registry on `--metrics-addr` when it is set; otherwise hands it back for
+    /// the edge to serve on its own port (`None` for roles without one).
+    async fn serve(
+        self,
+        telemetry: &TelemetryArgs,
+        health: HealthReporter,
+        tasks: &mut JoinSet<anyhow::Result<()>>,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<Option<Arc<Registry>>> {
+        let registry = Arc::new(self.registry);
+        let Some(addr) = telemetry.metrics_addr else { return Ok(Some(registry)) };
+        let listener = bind(addr, "metrics (--metrics-addr)").await?;
+        tasks.spawn(crate::metrics_port::serve(listener, registry, health, shutdown.clone()));
+        Ok(None)
+    }
 }
 
 /// Waits for all tasks; after `shutdown`, gives them [`GRACE`] to finish.
@@ -140,6 +175,8 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
     // Mutual TLS between the roles, as when they run apart: a CA in the data dir.
     [cp_cfg.grpc_tls, agent_cfg.grpc_tls, edge_cfg.grpc_tls] = crate::certs::up(&args.db.data_dir)?;
     agent_cfg.images = runtime_images(&args.db.data_dir, args.sandbox.docker_host.as_deref()).await?;
+    let mut metrics = ProcessMetrics::default();
+    (cp_cfg.metrics, agent_cfg.metrics, edge_cfg.metrics) = (metrics.control_plane(), metrics.agent(), metrics.edge());
 
     let cp_listener = bind("127.0.0.1:0".parse()?, "control plane").await?;
     let agent_listener = bind("127.0.0.1:0".parse()?, "node agent").await?;
@@ -155,6 +192,7 @@ pub async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()>
     // the control plane.
     let backend = CancellationToken::new();
     let mut tasks = JoinSet::new();
+    edge_cfg.exposition = metrics.serve(&args.telemetry, cp_cfg.health.clone(), &mut tasks, &backend).await?;
     let s = backend.clone();
     tasks.spawn(async move { souq_control_plane::run(cp_cfg, cp_listener, s).await.context("control plane") });
     let s = backend.clone();
@@ -194,8 +232,11 @@ pub async fn control_plane(args: ControlPlaneArgs, shutdown: CancellationToken) 
         return Err(ConfigError("missing --public-url: mail links are built from it".into()).into());
     }
     args.db.prepare()?;
+    let mut metrics = ProcessMetrics::default();
+    cfg.metrics = metrics.control_plane();
     let listener = bind(args.grpc_addr, "control plane (--grpc-addr)").await?;
     let mut tasks = JoinSet::new();
+    metrics.serve(&args.telemetry, cfg.health.clone(), &mut tasks, &shutdown).await?;
     let s = shutdown.clone();
     tasks.spawn(async move { souq_control_plane::run(cfg, listener, s).await.context("control plane") });
     supervise(tasks, shutdown).await
@@ -215,8 +256,11 @@ pub async fn agent(args: AgentArgs, shutdown: CancellationToken) -> anyhow::Resu
     std::fs::create_dir_all(&args.data_dir)
         .map_err(|e| ConfigError(format!("invalid value for --data-dir: {}: {e}", args.data_dir.display())))?;
     cfg.images = runtime_images(&args.data_dir, args.sandbox.docker_host.as_deref()).await?;
+    let mut metrics = ProcessMetrics::default();
+    cfg.metrics = metrics.agent();
     let listener = bind(args.agent_addr, "node agent (--agent-addr)").await?;
     let mut tasks = JoinSet::new();
+    metrics.serve(&args.telemetry, cfg.health.clone(), &mut tasks, &shutdown).await?;
     let s = shutdown.clone();
     tasks.spawn(async move { souq_node_agent::run(cfg, listener, s).await.context("node agent") });
     supervise(tasks, shutdown).await
@@ -230,8 +274,11 @@ pub async fn edge(args: EdgeArgs, shutdown: CancellationToken) -> anyhow::Result
     cfg.edge_id = args.edge_id;
     cfg.validate().map_err(ConfigError)?;
     cfg.grpc_tls = args.grpc.transport(Role::Edge)?;
+    let mut metrics = ProcessMetrics::default();
+    cfg.metrics = metrics.edge();
     let listener = bind(args.edge_addr, "edge (--edge-addr)").await?;
     let mut tasks = JoinSet::new();
+    cfg.exposition = metrics.serve(&args.telemetry, HealthReporter::new(), &mut tasks, &shutdown).await?;
     let s = shutdown.clone();
     tasks.spawn(async move { souq_edge_proxy::run(cfg, listener, s).await.context("edge") });
     supervise(tasks, shutdown).await

@@ -68,6 +68,12 @@ pub struct Config {
     /// control plane's certificate, or plain text (the default of this library; `souq`
     /// refuses it without `--insecure-grpc`).
     pub grpc_tls: souq_proto::tls::Transport,
+    /// The control plane's metrics; the `souq` binary registers them and serves the
+    /// registry (fresh, unregistered ones unless set).
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// The statuses the gRPC health service answers: SERVING while `run` serves,
+    /// NOT_SERVING once shutdown starts.
+    pub health: tonic_health::server::HealthReporter,
 }
 
 /// The per-user quotas; [`Config::validate`] checks them.
@@ -221,6 +227,8 @@ impl Config {
             signup_limit: SIGNUP_LIMIT,
             forgot_limit: FORGOT_LIMIT,
             audit_retention: AUDIT_RETENTION,
+            metrics: Arc::default(),
+            health: tonic_health::server::HealthReporter::new(),
         }
     }
 

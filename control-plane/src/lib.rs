@@ -1,6 +1,8 @@
 //! Souq's control plane: holds the state and makes every decision. It speaks gRPC only:
 //! `Accounts`, `Apis`, `Market` and `Execute` for the edge on behalf of users, `Routes`
-//! and `Metering` for the edge's data path, and `Registry` for the node agents.
+//! and `Metering` for the edge's data path, `Registry` for the node agents, `Nodes` for
+//! operators, and `grpc.health.v1.Health` for probes. Every service is counted and timed
+//! (`metrics`); the database gauges are refreshed every second on every replica.
 //!
 //! Each area is a slice of its own: `accounts`, `apis` (the neutral core of an API),
 //! `deploy` and `market` (both built on `apis`, neither on the other), `execute` and
@@ -21,10 +23,14 @@ pub mod deploy;
 pub mod entity;
 pub mod error;
 pub mod execute;
+pub mod gauges;
+mod grpc_metrics;
+mod health;
 mod identity;
 pub mod leader;
 pub mod mail;
 pub mod market;
+pub mod metrics;
 pub mod nodes;
 pub mod outbox;
 pub mod quotas;
@@ -36,10 +42,17 @@ mod testing;
 use std::{sync::Arc, time::Duration};
 
 use souq_proto::{
-    accounts::accounts_server::AccountsServer, apis::apis_server::ApisServer, execute::execute_server::ExecuteServer,
-    market::market_server::MarketServer, metering::metering_server::MeteringServer,
-    registry::registry_server::RegistryServer, routes::routes_server::RoutesServer, tasks::Tasks,
+    accounts::accounts_server::{self, AccountsServer},
+    apis::apis_server::{self, ApisServer},
+    execute::execute_server::{self, ExecuteServer},
+    market::market_server::{self, MarketServer},
+    metering::metering_server::{self, MeteringServer},
+    nodes::nodes_server::{self, NodesServer},
+    registry::registry_server::{self, RegistryServer},
+    routes::routes_server::{self, RoutesServer},
+    tasks::Tasks,
 };
+use tonic_health::ServingStatus;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
@@ -59,6 +72,18 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How often every replica rebuilds the route and access tables it serves to edges from
 /// the database, so edges connected to it see what other replicas changed.
 pub const FOLLOW_EVERY: Duration = Duration::from_secs(1);
+
+/// The gRPC services the control plane serves, by name: the health service reports each.
+pub const SERVICES: [&str; 8] = [
+    accounts_server::SERVICE_NAME,
+    apis_server::SERVICE_NAME,
+    execute_server::SERVICE_NAME,
+    market_server::SERVICE_NAME,
+    metering_server::SERVICE_NAME,
+    nodes_server::SERVICE_NAME,
+    registry_server::SERVICE_NAME,
+    routes_server::SERVICE_NAME,
+];
 
 /// Runs the control plane on `listener` until `shutdown` is cancelled: checks the config,
 /// migrates the database, starts the background tasks and serves every gRPC service.
@@ -111,31 +136,51 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: CancellationToken
 
     let addr = listener.local_addr().map_err(|e| Error::Internal(e.to_string()))?;
     info!(%addr, "control plane listening");
+    health::set_all(&cfg.health, &SERVICES, ServingStatus::Serving).await;
     // Every service admits only its callers' role (mutual TLS); in plain text, only the
-    // join token (agents' and edges' feeds) and the users' tokens stand guard.
+    // join token (agents' and edges' feeds) and the users' tokens stand guard. Health
+    // answers any caller the transport admits. Each service is counted and timed.
     let tls = cfg.grpc_tls.clone();
     let (edges, agents) = (tls.only(identity::EDGES), tls.only(identity::AGENTS));
+    let meter = grpc_metrics::Meter::new(cfg.metrics.clone());
+    let (st, admin_token) = (&state, cfg.admin_token.clone());
     let served = tls
-        .server(tonic::transport::Server::builder())
+        .server(tonic::transport::Server::builder().trace_fn(souq_proto::grpc_server_span!()))
         .map_err(Error::Internal)?
-        .add_service(AccountsServer::with_interceptor(
-            services::accounts::AccountsService { state: state.clone() },
+        .add_service(meter.wrap(health::server(&cfg.health, shutdown.clone())))
+        .add_service(meter.wrap(AccountsServer::with_interceptor(
+            services::accounts::AccountsService { state: st.clone() },
             edges.clone(),
-        ))
-        .add_service(ApisServer::with_interceptor(services::apis::ApisService { state: state.clone() }, edges.clone()))
-        .add_service(MarketServer::with_interceptor(
-            services::market::MarketService { state: state.clone() },
+        )))
+        .add_service(meter.wrap(ApisServer::with_interceptor(services::apis::ApisService { state: st.clone() }, edges.clone())))
+        .add_service(meter.wrap(MarketServer::with_interceptor(
+            services::market::MarketService { state: st.clone() },
             edges.clone(),
-        ))
-        .add_service(ExecuteServer::with_interceptor(
-            services::execute::ExecuteService { state: state.clone() },
+        )))
+        .add_service(meter.wrap(ExecuteServer::with_interceptor(
+            services::execute::ExecuteService { state: st.clone() },
             edges.clone(),
-        ))
-        .add_service(RegistryServer::with_interceptor(services::registry::RegistryService { state: state.clone() }, agents))
-        .add_service(RoutesServer::with_interceptor(services::routes::RoutesService { state: state.clone() }, edges.clone()))
-        .add_service(souq_proto::nodes::nodes_server::NodesServer::with_interceptor(services::nodes::NodesService { state: state.clone(), admin_token: cfg.admin_token.clone() }, edges.clone()))
-        .add_service(MeteringServer::with_interceptor(services::metering::MeteringService { state }, edges))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled())
+        )))
+        .add_service(meter.wrap(RegistryServer::with_interceptor(
+            services::registry::RegistryService { state: st.clone() },
+            agents,
+        )))
+        .add_service(meter.wrap(RoutesServer::with_interceptor(
+            services::routes::RoutesService { state: st.clone() },
+            edges.clone(),
+        )))
+        .add_service(meter.wrap(NodesServer::with_interceptor(
+            services::nodes::NodesService { state: st.clone(), admin_token },
+            edges.clone(),
+        )))
+        .add_service(meter.wrap(MeteringServer::with_interceptor(
+            services::metering::MeteringService { state: st.clone() },
+            edges,
+        )))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            shutdown.cancelled().await;
+            health::set_all(&cfg.health, &SERVICES, ServingStatus::NotServing).await;
+        })
         .await;
     tasks.shutdown(SHUTDOWN_GRACE).await;
     served.map_err(|e| Error::Internal(format!("grpc server: {e}")))
@@ -155,5 +200,10 @@ async fn follow_tables(state: Arc<state::State>, shutdown: CancellationToken) {
         if let Err(e) = market::access::refresh(&state.market).await {
             tracing::warn!(error = %e, "could not rebuild the access table");
         }
+        if let Err(e) = gauges::refresh(&state.db, &state.metrics, chrono::Utc::now(), state.nodes.node_ttl).await {
+            state.metrics.gauge_refresh_errors.inc();
+            tracing::warn!(error = %e, "could not refresh the gauges from the database");
+        }
     }
 }
+

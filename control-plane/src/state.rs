@@ -13,6 +13,7 @@ use crate::{
     deploy::Deployer,
     leader::{self, Leadership},
     market::Market,
+    metrics::Metrics,
     nodes::Nodes,
     quotas::{ExecuteRate, Quotas},
 };
@@ -42,6 +43,8 @@ pub(crate) struct State {
     /// Cancelled when shutdown starts: the table streams to the edges end then, so the
     /// server's drain does not wait on them (the edges keep their last tables).
     pub(crate) draining: CancellationToken,
+    /// The control plane's metrics.
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 impl State {
@@ -62,9 +65,10 @@ impl State {
         let nodes = Arc::new(
             Nodes::new(db.clone(), &cfg.join_token, cfg.heartbeat_interval, cfg.node_ttl).with_transport(cfg.grpc_tls.clone()),
         );
-        let deployer = Deployer::new(db.clone(), nodes.clone(), cfg.default_timeout, cfg.max_replicas);
+        let deployer =
+            Deployer::new(db.clone(), nodes.clone(), cfg.default_timeout, cfg.max_replicas).with_metrics(cfg.metrics.clone());
         let market = Market::new(db.clone(), cfg.clock.clone());
-        let leadership = Arc::new(Leadership::new(db.clone(), leader::holder_id()));
+        let leadership = Arc::new(Leadership::new(db.clone(), leader::holder_id()).with_metrics(cfg.metrics.clone()));
         State {
             db,
             join_token: cfg.join_token.clone(),
@@ -77,6 +81,7 @@ impl State {
             quotas: cfg.quotas,
             execute_rate: ExecuteRate::new(cfg.quotas.executes_per_minute, cfg.clock.clone()),
             draining,
+            metrics: cfg.metrics.clone(),
         }
     }
 }

@@ -1,11 +1,12 @@
 //! `run` end to end on a real port over SQLite: it refuses a bad config before serving,
-//! serves every gRPC service with its auth rule, and stops (background tasks included)
-//! once its token is cancelled.
+//! serves every gRPC service with its auth rule (and gRPC health to anyone), counts the
+//! requests, and stops (background tasks included) once its token is cancelled, telling
+//! health NOT_SERVING.
 #![allow(clippy::unwrap_used)]
 
 use std::{path::PathBuf, time::Duration};
 
-use souq_control_plane::{Config, Error, run};
+use souq_control_plane::{Config, Error, SERVICES, metrics::GrpcLabels, run};
 use souq_proto::{
     accounts::{GetVerifyingKeyRequest, MeRequest, accounts_client::AccountsClient},
     apis::{ListApisRequest, apis_client::ApisClient},
@@ -18,6 +19,10 @@ use souq_proto::{
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Request, transport::Endpoint};
+use tonic_health::{
+    pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient, health_server::Health},
+    server::HealthService,
+};
 
 const JOIN_TOKEN: &str = "run-test-join-token";
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -59,8 +64,16 @@ async fn every_service_is_served_with_its_auth_rule_and_run_stops_on_cancel() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let stop = CancellationToken::new();
-    let server = tokio::spawn(run(config(&dir), listener, stop.clone()));
+    let cfg = config(&dir);
+    let (health, metrics) = (cfg.health.clone(), cfg.metrics.clone());
+    let server = tokio::spawn(run(cfg, listener, stop.clone()));
     let channel = Endpoint::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
+
+    // Health: anyone may ask; the server and every service are SERVING.
+    for service in [""].into_iter().chain(SERVICES) {
+        let asked = HealthClient::new(channel.clone()).check(HealthCheckRequest { service: service.into() }).await.unwrap();
+        assert_eq!(asked.into_inner().status(), ServingStatus::Serving, "{service:?}");
+    }
 
     // User-facing services: a call without a token is refused, public reads are not.
     let key = AccountsClient::new(channel.clone()).get_verifying_key(GetVerifyingKeyRequest {}).await.unwrap().into_inner();
@@ -88,9 +101,26 @@ async fn every_service_is_served_with_its_auth_rule_and_run_stops_on_cancel() {
     let beat = RegistryClient::new(channel.clone()).heartbeat(with_join_token(HeartbeatRequest::default())).await.unwrap();
     assert!(beat.into_inner().reregister, "an unknown node is told to register");
 
+    // Requests are counted by method and code; a single replica comes to lead.
+    let counted = |method: &str, code| metrics.grpc_requests.get_or_create(&GrpcLabels { method: method.into(), code }).get();
+    assert_eq!(counted("/souq.accounts.v1.Accounts/Me", "Unauthenticated"), 1);
+    assert_eq!(counted("/souq.accounts.v1.Accounts/GetVerifyingKey", "OK"), 1);
+    assert_eq!(counted("/souq.routes.v1.Routes/WatchRoutes", "OK"), 1, "a stream counts when it starts");
+    assert_eq!(counted("/grpc.health.v1.Health/Check", "OK"), 9);
+    let leads = async {
+        while metrics.leader.get() != 1 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(PATIENCE, leads).await.expect("the replica leads");
+    assert!(metrics.leader_epoch.get() >= 1);
+
     drop((routes, access, channel));
     stop.cancel();
     let ended = tokio::time::timeout(PATIENCE, server).await.expect("run ends once cancelled");
     ended.unwrap().unwrap();
+    let told = HealthService::from_health_reporter(health).check(Request::new(HealthCheckRequest::default())).await.unwrap();
+    assert_eq!(told.into_inner().status(), ServingStatus::NotServing, "NOT_SERVING once shutdown starts");
+    assert_eq!(metrics.leader.get(), 0, "the lease is given up at shutdown");
     std::fs::remove_dir_all(&dir).unwrap();
 }

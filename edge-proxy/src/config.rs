@@ -1,10 +1,8 @@
 //! The edge's configuration, and [`Config::validate`]: the one check of it, which the
 //! caller runs before binding any port.
-#[cfg(any(test, feature = "fault-injection"))]
-use std::sync::Arc;
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
-use crate::{client_addr::TrustedProxies, edge_id, tls};
+use crate::{client_addr::TrustedProxies, edge_id, metrics, tls};
 
 /// Default largest body of a call to a deployed API, in bytes.
 pub const DEFAULT_CALL_BODY_LIMIT: usize = 1024 * 1024;
@@ -76,6 +74,10 @@ pub struct Config {
     /// certificate, or plain text (this library's default; `souq` refuses it without
     /// `--insecure-grpc`).
     pub grpc_tls: souq_proto::tls::Transport,
+    /// The edge's metrics (fresh and unregistered by default; `souq` registers them).
+    pub metrics: Arc<metrics::Metrics>,
+    /// The registry `GET /metrics` answers with; `None` (the default) answers 404 there.
+    pub exposition: Option<Arc<souq_proto::metrics::Registry>>,
     /// TEST HOOK: fault injection into the usage flusher; inert unless armed. Only in
     /// tests and builds with the `fault-injection` feature.
     #[cfg(any(test, feature = "fault-injection"))]
@@ -100,6 +102,7 @@ impl std::fmt::Debug for Config {
             .field("trusted_proxies", &self.trusted_proxies)
             .field("tls", &self.tls)
             .field("grpc_tls", &self.grpc_tls)
+            .field("exposition", &self.exposition.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -123,6 +126,8 @@ impl Config {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             trusted_proxies: Vec::new(),
             tls: None,
+            metrics: Arc::default(),
+            exposition: None,
             #[cfg(any(test, feature = "fault-injection"))]
             flush_faults: Arc::default(),
         }

@@ -95,10 +95,16 @@ pub struct Problem {
     /// For `quota` problems (and per-user rates), the limit that was reached, e.g. `apis`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit: Option<String>,
+    /// The request's trace id (32 hex digits), to quote to an operator; present when the
+    /// edge traces requests.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[0-9a-f]{32}$")]
+    pub trace_id: Option<String>,
 }
 
 impl ApiError {
-    /// The problem+json body of this error.
+    /// The problem+json body of this error, with the current span's trace id: it is made
+    /// inside the request's span (handlers, extractors and fallbacks all run in it).
     pub fn problem(&self) -> Problem {
         Problem {
             type_: problem_type(self.kind),
@@ -107,6 +113,7 @@ impl ApiError {
             detail: self.detail.clone(),
             field: self.field.clone(),
             limit: self.limit.clone(),
+            trace_id: souq_proto::trace::current_trace_id(),
         }
     }
 }

@@ -10,6 +10,8 @@ use std::{
 };
 
 use tokio::sync::watch as signal;
+
+use crate::metrics::Receipt;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -41,15 +43,27 @@ pub struct Followed<T> {
     received: AtomicU64,
     /// Told of every installed table, for [`Followed::wait_for`].
     installed: signal::Sender<u64>,
+    /// When a table was last installed, for the table's age metric.
+    receipt: Arc<Receipt>,
 }
 
 impl<T: Table> Default for Followed<T> {
     fn default() -> Self {
-        Followed { current: RwLock::default(), received: AtomicU64::new(0), installed: signal::Sender::new(0) }
+        Self::with_receipt(Arc::default())
     }
 }
 
 impl<T: Table> Followed<T> {
+    /// An empty table that notes each one installed in `receipt`.
+    pub fn with_receipt(receipt: Arc<Receipt>) -> Self {
+        Followed {
+            current: RwLock::default(),
+            received: AtomicU64::new(0),
+            installed: signal::Sender::new(0),
+            receipt,
+        }
+    }
+
     /// A snapshot of the current table: one `Arc` clone under a read lock.
     pub fn snapshot(&self) -> Arc<T> {
         match self.current.read() {
@@ -75,6 +89,7 @@ impl<T: Table> Followed<T> {
             Ok(mut t) => *t = table.clone(),
             Err(poisoned) => *poisoned.into_inner() = table.clone(),
         }
+        self.receipt.mark();
         let n = self.received.fetch_add(1, Ordering::Relaxed) + 1;
         self.installed.send_replace(n);
         Some(table)

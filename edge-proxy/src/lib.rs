@@ -14,6 +14,8 @@ pub mod extract;
 pub mod followed;
 pub mod limit;
 pub mod meter;
+pub mod metrics;
+pub mod observe;
 pub mod query;
 pub mod rest;
 pub mod route_table;
@@ -44,7 +46,7 @@ pub use error::{ApiError, Result};
 pub use extract::MAX_BODY_BYTES;
 pub use state::AppState;
 
-async fn not_found() -> ApiError {
+pub(crate) async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not-found", "no such route")
 }
 
@@ -52,28 +54,23 @@ async fn method_not_allowed() -> ApiError {
     ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "method not allowed on this route")
 }
 
-/// The span of one request. The path is recorded with any token or API key in it
-/// redacted, so single-use links and keys never reach the logs.
-fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
-    let path = rest::call::redact_keys(req.uri().path());
-    let path = match path.strip_prefix("/api/v1/auth/verify-email/") {
-        Some(_) => "/api/v1/auth/verify-email/…",
-        None => path.as_ref(),
-    };
-    let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
-    tracing::info_span!("request", method = %req.method(), path = %path, request_id = %id)
-}
-
 /// The whole REST router: every route of [`rest::routes`], problem+json for unknown
-/// routes and methods, request ids and a span per request.
+/// routes and methods, request ids, and a span and metrics per request (each layer is
+/// applied per route, so both see the route template).
 pub fn router(state: AppState) -> Router {
+    let metrics = state.metrics.clone();
     rest::routes(state.call_body_limit)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+        .layer(axum::middleware::from_fn(move |req, next| observe::count(metrics.clone(), req, next)))
         .layer(axum::Extension(std::sync::Arc::new(rest::apis::logs::FollowSlots::default())))
         .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http()
+                .make_span_with(observe::request_span)
+                .on_response(observe::on_response),
+        )
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
 }
 
@@ -132,7 +129,8 @@ pub async fn run(mut cfg: Config, listener: TcpListener, shutdown: CancellationT
     }
     if let Some(shared) = state.meter.shared() {
         let metering = MeteringClient::new(state.control_plane.clone());
-        let flusher = meter::flush::Flusher::new(shared.clone(), metering, cfg.join_token.clone(), cfg.flush_interval);
+        let flusher = meter::flush::Flusher::new(shared.clone(), metering, cfg.join_token.clone(), cfg.flush_interval)
+            .with_metrics(cfg.metrics.clone());
         #[cfg(any(test, feature = "fault-injection"))]
         let flusher = flusher.with_faults(cfg.flush_faults.clone());
         reporting.spawn("usage flusher", flusher.supervise(reporting.token()));

@@ -12,7 +12,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 use crate::{
-    access::AccessTable, config::Config, edge_id, followed::Followed, limit, meter, route_table::RouteTable,
+    access::AccessTable, config::Config, edge_id, followed::Followed, limit, meter, metrics::Metrics,
+    route_table::RouteTable,
     upstream::agents::DIALING, verifier::Verifier,
 };
 
@@ -46,6 +47,10 @@ pub struct AppState {
     pub agents: Arc<AgentClients>,
     /// Largest body of a call to a deployed API.
     pub call_body_limit: usize,
+    /// The edge's metrics.
+    pub metrics: Arc<Metrics>,
+    /// The registry `GET /metrics` answers with; `None` answers 404 there.
+    pub exposition: Option<Arc<souq_proto::metrics::Registry>>,
     /// Cancelled at shutdown; ends long-lived responses (log follows) so the drain ends.
     pub shutdown: CancellationToken,
     /// The control plane's one channel, shared by every client of it.
@@ -86,6 +91,7 @@ impl AppState {
                 (meter::Meter::in_redis(conn.clone(), &edge_id), limit::Limiter::with_redis(conn, LIMIT_TIMEOUT))
             }
         };
+        cfg.metrics.metering_backlog.set(meter.backlog_probe());
         let agents = AgentClients::new(&cfg.join_token, DIALING)?.with_transport(cfg.grpc_tls.clone());
         let channel = cfg
             .grpc_tls
@@ -107,12 +113,14 @@ impl AppState {
             execute: ExecuteClient::new(channel.clone()),
             nodes: NodesClient::new(channel.clone()),
             verifier: Arc::default(),
-            routes: Arc::default(),
-            access: Arc::default(),
+            routes: Arc::new(Followed::with_receipt(cfg.metrics.route_table.clone())),
+            access: Arc::new(Followed::with_receipt(cfg.metrics.access_table.clone())),
             limiter: Arc::new(limiter),
             meter,
             agents: Arc::new(agents),
             call_body_limit: cfg.call_body_limit,
+            metrics: cfg.metrics.clone(),
+            exposition: cfg.exposition.clone(),
             shutdown,
             control_plane: channel,
         })

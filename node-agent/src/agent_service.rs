@@ -1,12 +1,16 @@
 //! The `Agent` gRPC service: the control plane's handle on this node's sandboxes and
-//! instances, and the edge's data path (Invoke).
-use std::{sync::Arc, time::Duration};
+//! instances, and the edge's data path (Invoke). Executes and invokes are counted here,
+//! by outcome, with their latency.
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use souq_proto::{
     Kind, Runtime, WireError,
     agent::{
         DeployRequest, ExecuteRequest, ExecuteResult, InstanceStatus, InvokeRequest, InvokeResult, LogLine, LogsRequest,
-        StopRequest, StopResult, agent_server,
+        ResultKind, StopRequest, StopResult, agent_server,
     },
     fence,
     limits::{MAX_STDIN_BYTES, check_code},
@@ -20,6 +24,7 @@ use crate::{
     docker::images,
     error::{Error, Result},
     instances::{log_stream, spec},
+    metrics::{ExecuteOutcome, InvokeOutcome, runtime_label},
     node::Node,
     sandbox::pool::Job,
 };
@@ -112,14 +117,26 @@ impl agent_server::Agent for AgentService {
 
     #[instrument(skip_all, fields(execution_id = %req.get_ref().execution_id, runtime = %req.get_ref().runtime))]
     async fn execute(&self, req: Request<ExecuteRequest>) -> Result<Response<ExecuteResult>, Status> {
-        self.node.fence.admit(fence::epoch_of(req.metadata()))?;
-        Ok(Response::new(self.execute_inner(req.into_inner()).await?))
+        let started = Instant::now();
+        let runtime = runtime_label(Runtime::from_request(&req.get_ref().runtime).ok());
+        let metrics = &self.node.metrics;
+        if let Err(stale) = self.node.fence.admit(fence::epoch_of(req.metadata())) {
+            metrics.executed(runtime, ExecuteOutcome::Refused, started.elapsed());
+            return Err(stale);
+        }
+        let result = self.execute_inner(req.into_inner()).await;
+        let outcome = match &result {
+            Ok(r) => ExecuteOutcome::of_result(r),
+            Err(e) => ExecuteOutcome::of_error(e),
+        };
+        metrics.executed(runtime, outcome, started.elapsed());
+        Ok(Response::new(result?))
     }
 
     #[instrument(skip_all, fields(instance_id = %req.get_ref().instance_id, api_id = %req.get_ref().api_id))]
     async fn deploy(&self, req: Request<DeployRequest>) -> Result<Response<InstanceStatus>, Status> {
         self.node.fence.admit(fence::epoch_of(req.metadata()))?;
-        if self.node.leaving.load(std::sync::atomic::Ordering::SeqCst) {
+        if self.node.is_leaving() {
             // The control plane was told this node is leaving: it places the instance
             // elsewhere when this refusal comes back.
             return Err(WireError::new(Kind::Unavailable, "this node agent is shutting down").into());
@@ -140,9 +157,22 @@ impl agent_server::Agent for AgentService {
     // the `souq_proto::outcome` mark, so the edge may try another replica.
     #[instrument(level = "debug", skip_all, fields(instance_id = %req.get_ref().instance_id))]
     async fn invoke(&self, req: Request<InvokeRequest>) -> Result<Response<InvokeResult>, Status> {
+        let started = Instant::now();
         let InvokeRequest { instance_id, event, timeout_ms } = req.into_inner();
         let timeout = (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms));
-        Ok(Response::new(self.node.instances.call(&instance_id, event, timeout).await?))
+        let result = self.node.instances.call(&instance_id, event, timeout).await;
+        let outcome = match &result {
+            Ok(r) if r.kind == i32::from(ResultKind::Error) => InvokeOutcome::Error,
+            Ok(_) => InvokeOutcome::Ok,
+            Err(e) => InvokeOutcome::of_error(&e.error, e.ran_nothing),
+        };
+        let metrics = &self.node.metrics;
+        metrics.invoked(outcome, started.elapsed());
+        if outcome == InvokeOutcome::Timeout {
+            let runtime = self.node.instances.get(&instance_id).map(|i| i.spec().runtime);
+            metrics.timed_out(runtime_label(runtime));
+        }
+        Ok(Response::new(result?))
     }
 
     #[instrument(skip_all, fields(instances = req.get_ref().instance_ids.len(), follow = req.get_ref().follow))]
@@ -165,3 +195,7 @@ impl agent_server::Agent for AgentService {
         Ok(Response::new(log_stream::stream(sources, tail, req.follow, self.shutdown.clone())))
     }
 }
+
+#[cfg(test)]
+#[path = "agent_service_tests.rs"]
+mod tests;

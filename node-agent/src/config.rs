@@ -1,11 +1,12 @@
 //! The agent's configuration, and [`Config::validate`], which refuses a bad one before any
 //! port is bound, naming the command-line option to fix.
-use std::{ops::RangeInclusive, path::PathBuf, time::Duration};
+use std::{ops::RangeInclusive, path::PathBuf, sync::Arc, time::Duration};
 
 use tonic::transport::Endpoint;
 
 use crate::{
     docker::Images,
+    metrics::Metrics,
     sandbox::{channel::MAX_CHANNEL_DIR, pool::PoolConfig, profile::Limits},
 };
 
@@ -61,6 +62,12 @@ pub struct Config {
     /// this agent's certificate, or plain text (this library's default; `souq` refuses it
     /// without `--insecure-grpc`).
     pub grpc_tls: souq_proto::tls::Transport,
+    /// Where the agent counts (`Arc::default()`: fresh families nobody serves); the
+    /// process registers them with [`Metrics::register`].
+    pub metrics: Arc<Metrics>,
+    /// The gRPC health service's statuses (`HealthReporter::new()`): the overall one (`""`)
+    /// is SERVING while the agent serves and its Docker Engine answers.
+    pub health: tonic_health::server::HealthReporter,
 }
 
 impl std::fmt::Debug for Config {
@@ -214,6 +221,8 @@ mod tests {
             channel_dir: "/var/lib/souq/channels".into(),
             cpu_overcommit: DEFAULT_CPU_OVERCOMMIT,
             grpc_tls: souq_proto::tls::Transport::Insecure,
+            metrics: Arc::default(),
+            health: tonic_health::server::HealthReporter::new(),
         }
     }
 

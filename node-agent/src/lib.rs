@@ -7,7 +7,9 @@
 //! The layers, each using only those below it: `docker` (the Engine and the runtime
 //! images), `sandbox` (the container profile, the shim channel, warm sessions and their
 //! pools), `instances` (deployed APIs on top of sandboxes), then `config` and `node`, and
-//! on top the gRPC service and the membership loop that `run` starts.
+//! on top the gRPC service and the membership loop that `run` starts. Beside the `Agent`
+//! service, the agent serves the gRPC health service (overall status `""`: SERVING while
+//! it serves and its Docker Engine answers), and counts in [`metrics::Metrics`].
 #![forbid(unsafe_code)]
 
 mod agent_service;
@@ -16,6 +18,7 @@ pub mod docker;
 pub mod error;
 pub mod instances;
 mod membership;
+pub mod metrics;
 mod node;
 pub mod sandbox;
 
@@ -25,6 +28,7 @@ use souq_proto::{agent::agent_server::AgentServer, registry::registry_client::Re
 use tokio::net::TcpListener;
 use tokio_stream::{StreamExt, wrappers::TcpListenerStream};
 use tokio_util::sync::CancellationToken;
+use tonic_health::{pb::health_server::HealthServer, server::HealthService};
 use tracing::{info, warn};
 
 pub use config::{Config, DEFAULT_CPU_OVERCOMMIT};
@@ -71,6 +75,9 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: CancellationToken
         .connect_lazy();
     let node = Arc::new(Node::new(cfg, local));
     node.clear_leftovers().await?;
+    // A reporter used before (an agent run again in one process) may say NOT_SERVING; the
+    // first registration pings the Engine and corrects this within moments.
+    node.report_health(true).await;
 
     // A token of the agent's own, cancelled LEAVE_GRACE after the caller's: at the
     // caller's shutdown, membership tells the control plane this node is leaving, and the
@@ -116,9 +123,13 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: CancellationToken
     let join_token = node.join_token.clone();
     // The control plane and the edges call agents; an agent or anyone else is refused.
     let mut callers = tls.only(&[Role::ControlPlane, Role::Edge]);
+    // Health checks come from orchestrators' probes, which present no join token.
+    let health = HealthServer::new(HealthService::from_health_reporter(node.health.clone()));
     let served = tls
         .server(tonic::transport::Server::builder())
         .map_err(Error::Config)?
+        .trace_fn(souq_proto::grpc_server_span!())
+        .add_service(health)
         .add_service(AgentServer::with_interceptor(service, move |req: tonic::Request<()>| {
             let req = callers(req)?;
             agent_service::authorize(&join_token, &req).map(|()| req)
@@ -126,6 +137,7 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: CancellationToken
         .serve_with_incoming_shutdown(incoming, async move {
             shutdown.cancelled().await;
             node_leaving.leaving.store(true, std::sync::atomic::Ordering::SeqCst);
+            node_leaving.report_health(false).await;
             tokio::time::sleep(LEAVE_GRACE).await;
             token.cancel();
         })
@@ -134,3 +146,4 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: CancellationToken
     node.remove_stragglers().await;
     served.map_err(|e| Error::Internal(format!("grpc server: {e}")))
 }
+

@@ -1,6 +1,7 @@
 //! Membership: registers this node with the control plane using the join token, then
 //! heartbeats its capacity, Docker health and every instance's status, registering again
-//! whenever asked to.
+//! whenever asked to. What it learns of the Docker Engine also sets the agent's gRPC
+//! health status.
 use std::{sync::Arc, time::Duration};
 
 use souq_proto::registry::{
@@ -51,6 +52,7 @@ async fn register(node: &Node, client: &mut RegistryClient<Channel>) -> Result<(
         }
         _ => (false, node.images.keys().copied().collect()),
     };
+    node.report_health(docker_ok).await;
     let req = RegisterRequest {
         node_name: node.name.clone(),
         advertise_addr: node.advertise_addr.clone(),
@@ -104,6 +106,7 @@ pub(crate) async fn run(
                 Ok(d) => docker::ping(&d).await,
                 Err(_) => false,
             };
+            node.report_health(docker_ok).await;
             let hb = HeartbeatRequest {
                 node_id: node_id.clone(),
                 capacity: Some(capacity(&node)),

@@ -5,13 +5,15 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
 use bollard::Docker;
 use souq_proto::fence::Fence;
+use tonic_health::{ServingStatus, server::HealthReporter};
 use tracing::{info, warn};
 
 use crate::{
     config::Config,
-    docker::{Engine, Images},
+    docker::{Engine, Images, engine},
     error::{Error, Result},
     instances::{DockerLauncher, Instances},
+    metrics::Metrics,
     sandbox::{
         admission::{Admission, PerUser},
         container::remove_own_containers,
@@ -47,21 +49,36 @@ pub(crate) struct Node {
     /// Set when shutdown starts: the control plane has been told this node is leaving,
     /// so a Deploy must not start anything here.
     pub(crate) leaving: std::sync::atomic::AtomicBool,
+    /// Where the agent counts.
+    pub(crate) metrics: Arc<Metrics>,
+    /// The gRPC health statuses; see [`Node::report_health`].
+    pub(crate) health: HealthReporter,
 }
 
 impl Node {
     /// The node `cfg` describes, listening on `local`. Nothing is started or sent yet.
     pub(crate) fn new(cfg: Config, local: SocketAddr) -> Node {
+        let metrics = cfg.metrics;
+        engine::count_errors_in(metrics.docker_errors.clone());
         let engine = Arc::new(Engine::new(cfg.docker_host));
         let (fence, fence_error) = match Fence::persisted(&fence_file(&cfg.channel_dir)) {
             Ok(f) => (f, None),
             Err(e) => (Fence::new(), Some(e.to_string())),
         };
         let host_memory_mb = host_memory_mb();
-        let launcher =
-            DockerLauncher::new(engine.clone(), cfg.node_name.clone(), cfg.limits.clone(), cfg.channel_dir.clone());
-        let instances =
-            Instances::new(Arc::new(launcher), cfg.limits.output_bytes, max_instances(host_memory_mb, &cfg.limits));
+        let launcher = DockerLauncher::with_metrics(
+            engine.clone(),
+            cfg.node_name.clone(),
+            cfg.limits.clone(),
+            cfg.channel_dir.clone(),
+            metrics.clone(),
+        );
+        let instances = Instances::with_metrics(
+            Arc::new(launcher),
+            cfg.limits.output_bytes,
+            max_instances(host_memory_mb, &cfg.limits),
+            metrics.clone(),
+        );
         let template = SessionTemplate {
             node: cfg.node_name.clone(),
             images: cfg.images.clone(),
@@ -75,9 +92,9 @@ impl Node {
             join_token: cfg.join_token,
             images: cfg.images,
             limits: cfg.limits,
-            admission: Admission::new(cfg.max_concurrent, cfg.queue_depth),
+            admission: Admission::with_metrics(cfg.max_concurrent, cfg.queue_depth, metrics.clone()),
             per_user: PerUser::new(cfg.max_concurrent_per_user),
-            pools: Pools::new(cfg.pool, template),
+            pools: Pools::with_metrics(cfg.pool, template, metrics.clone()),
             channel_dir: cfg.channel_dir,
             host_memory_mb,
             host_cpus_milli: std::thread::available_parallelism()
@@ -88,6 +105,25 @@ impl Node {
             fence,
             fence_error,
             leaving: std::sync::atomic::AtomicBool::new(false),
+            metrics,
+            health: cfg.health,
+        }
+    }
+
+    /// Whether shutdown has started (see `leaving`).
+    pub(crate) fn is_leaving(&self) -> bool {
+        self.leaving.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Sets the overall gRPC health status (`""`): SERVING while the node is not leaving
+    /// and its Engine answers (`docker_ok`), else NOT_SERVING.
+    pub(crate) async fn report_health(&self, docker_ok: bool) {
+        let serving = docker_ok && !self.is_leaving();
+        let status = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
+        self.health.set_service_status("", status).await;
+        // Shutdown may have begun meanwhile, its NOT_SERVING set before this SERVING.
+        if serving && self.is_leaving() {
+            self.health.set_service_status("", ServingStatus::NotServing).await;
         }
     }
 

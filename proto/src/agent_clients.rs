@@ -75,9 +75,10 @@ impl AgentClients {
         req
     }
 
-    /// Adds the join token to a request.
+    /// Adds the join token and the current trace context to a request.
     pub fn authorize<T>(&self, req: &mut tonic::Request<T>) {
         req.metadata_mut().insert("authorization", self.authorization.clone());
+        crate::trace::inject(req.metadata_mut());
     }
 
     /// The client of the agent at `address`, made on first use; an error says why the

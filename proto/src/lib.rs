@@ -7,11 +7,13 @@ pub mod agent_clients;
 pub mod claims;
 pub mod fence;
 pub mod limits;
+pub mod metrics;
 pub mod outcome;
 pub mod problem;
 pub mod runtime;
 pub mod tasks;
 pub mod tls;
+pub mod trace;
 
 /// Declares each package's generated code (`souq.<name>.v1`, compiled by `build.rs`,
 /// nested as the package path so cross-package references resolve) and re-exports it at
@@ -58,11 +60,13 @@ pub use problem::{Kind, WireError};
 pub use runtime::Runtime;
 
 /// Sets `authorization: Bearer <token>` on a gRPC request (a token that is not valid
-/// metadata is left off, and the callee then refuses the call).
+/// metadata is left off, and the callee then refuses the call), and the current trace
+/// context, so the callee's span joins the caller's trace.
 pub fn set_bearer<T>(req: &mut tonic::Request<T>, token: &str) {
     if let Ok(v) = format!("Bearer {token}").parse::<tonic::metadata::MetadataValue<_>>() {
         req.metadata_mut().insert("authorization", v);
     }
+    trace::inject(req.metadata_mut());
 }
 
 /// Whether the request's bearer token is `secret`, compared in constant time.

@@ -50,6 +50,10 @@ REFUSED = [
     ("an Ingress without hosts", {"edge": {"ingress": {"enabled": True}}}, "/edge/ingress/hosts"),
     ("a privileged port", {"edge": {"port": 80}}, "/edge/port"),
     ("a bad pull policy", {"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
+    ("the metrics port on the edge's port", {"metrics": {"port": 8080}}, "metrics.port"),
+    ("a privileged metrics port", {"metrics": {"port": 443}}, "/metrics/port"),
+    ("a sample ratio above 1", {"telemetry": {"traceSampleRatio": 1.5}}, "/telemetry/traceSampleRatio"),
+    ("an OTLP endpoint without a scheme", {"telemetry": {"otlpEndpoint": "collector:4317"}}, "/telemetry/otlpEndpoint"),
     ("a region label without values", {"agent": {"regionFromNodeLabel": {"label": "topology.kubernetes.io/region"}}},
      "/agent/regionFromNodeLabel/values"),
 ]

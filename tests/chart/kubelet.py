@@ -11,7 +11,8 @@ kubelet would refuse. It covers what Souq's chart uses:
   - Services: each name is a network alias of the pods its selector picks; every
     targetPort must be a declared container port (a Service port that differs from its
     targetPort is reachable only at the targetPort here, which the stand-in checks);
-  - probes (startup, then readiness): tcpSocket, httpGet, exec; the pod's IP is fixed in
+  - probes (startup, then readiness): tcpSocket, httpGet, exec, and grpc as a TCP check
+    of its port (the stand-in speaks no gRPC); the pod's IP is fixed in
     advance so status.podIP can be given before the container starts;
   - several nodes (scripts/cluster.py): each pod has its node (spec.nodeName), and a
     DaemonSet runs once on each node its nodeSelector matches (nodes_for).
@@ -360,8 +361,10 @@ def create_and_start(args, name, extra_networks=()):
 def probe_once(pod, c, name, probe):
     """One try of a probe against the container `name` of `pod` (container spec `c`)."""
     timeout = probe.get("timeoutSeconds", 1)
-    if "tcpSocket" in probe:
-        port = pod.port(c, probe["tcpSocket"]["port"])
+    # grpc: the kubelet asks grpc.health.v1.Health/Check; the stand-in only checks that
+    # the port takes connections.
+    if "tcpSocket" in probe or "grpc" in probe:
+        port = pod.port(c, (probe.get("tcpSocket") or probe.get("grpc"))["port"])
         try:
             socket.create_connection((pod.ip, port), timeout=timeout).close()
             return True

@@ -30,7 +30,16 @@ def _wrong_port(objs):
 
 
 def _probe_port(objs):
-    _container(objs, "DaemonSet", "-agent")[0]["readinessProbe"]["tcpSocket"]["port"] = "grpcs"
+    _container(objs, "DaemonSet", "-agent")[0]["readinessProbe"]["grpc"]["port"] = 9465
+
+
+def _tcp_probe(objs):
+    _container(objs, "Deployment", "-control-plane")[0]["livenessProbe"] = {"tcpSocket": {"port": "grpc"}}
+
+
+def _metrics_port(objs):
+    c = _container(objs, "Deployment", "-edge")[0]
+    c["ports"] = [p for p in c["ports"] if p.get("name") != "metrics"]
 
 
 def _socket_type(objs):
@@ -84,6 +93,8 @@ BREAKS = [
     ("the signing key's mount removed", _drop_mount),
     ("the edge listening on an undeclared port", _wrong_port),
     ("a probe on an undeclared port", _probe_port),
+    ("the control plane probed on its TLS port, not by gRPC health", _tcp_probe),
+    ("the edge's metrics port undeclared", _metrics_port),
     ("the Docker socket hostPath not of type Socket", _socket_type),
     ("the channel dir at another path inside", _channels_path),
     ("the join token in an env value", _token_in_value),

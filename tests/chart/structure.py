@@ -13,7 +13,9 @@ REQUIRED_ENV = {
     "edge": {"SOUQ_JOIN_TOKEN", "SOUQ_CONTROL_PLANE_URL", "SOUQ_REDIS_URL"},
     "migrate": {"SOUQ_DATABASE_URL"},
 }
-LISTEN_ENV = {"SOUQ_GRPC_ADDR", "SOUQ_EDGE_ADDR", "SOUQ_AGENT_ADDR"}
+LISTEN_ENV = {"SOUQ_GRPC_ADDR", "SOUQ_EDGE_ADDR", "SOUQ_AGENT_ADDR", "SOUQ_METRICS_ADDR"}
+# Roles whose main port is gRPC behind mutual TLS: probed by gRPC health on the metrics port.
+GRPC_HEALTH_ROLES = ("control-plane", "agent")
 TLS_ENV = ("SOUQ_TLS_CERT", "SOUQ_TLS_KEY", "SOUQ_TLS_CA")
 FILE_ENV = TLS_ENV + ("SOUQ_SIGNING_KEY_FILE", "SOUQ_EDGE_TLS_CERT", "SOUQ_EDGE_TLS_KEY")
 WORKLOADS = ("Deployment", "DaemonSet", "Job", "Pod")
@@ -177,6 +179,7 @@ def check_workloads(check, workloads, values, roles, named, by_kind):
             missing = REQUIRED_ENV[role] - env.keys()
             check(not missing, f"{where}: souq {role} needs {sorted(missing)}")
             if role != "migrate":
+                check_telemetry(check, where, role, c, env, values)
                 tls = [n for n in TLS_ENV if n in env]
                 insecure = env.get("SOUQ_INSECURE_GRPC", {}).get("value") == "true"
                 check((len(tls) == 3) != insecure, f"{where}: needs all of {TLS_ENV} or SOUQ_INSECURE_GRPC=true")
@@ -203,6 +206,29 @@ def check_workloads(check, workloads, values, roles, named, by_kind):
         check(sa.get("automountServiceAccountToken") is False, f"ServiceAccount {sa['metadata']['name']} mounts a token")
     for kind in ("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"):
         check(kind not in by_kind, f"a {kind} is rendered: no Souq role needs the API")
+
+
+def check_telemetry(check, where, role, c, env, values):
+    """Every long-running role serves metrics on metrics.port, declared as the container
+    port `metrics`, exports traces as telemetry says, and the gRPC roles are probed by
+    gRPC health on that port (the edge keeps its HTTP probes)."""
+    port = values["metrics"]["port"]
+    addr = env.get("SOUQ_METRICS_ADDR", {}).get("value")
+    check(addr == f"0.0.0.0:{port}", f"{where}: SOUQ_METRICS_ADDR is {addr!r}, not 0.0.0.0:{port}")
+    declared = {p.get("name"): p["containerPort"] for p in c.get("ports", [])}
+    check(declared.get("metrics") == port, f"{where}: no container port `metrics` {port}: {declared}")
+    otlp = values["telemetry"]["otlpEndpoint"]
+    got = env.get("SOUQ_OTLP_ENDPOINT", {}).get("value", "")
+    check(got == otlp, f"{where}: SOUQ_OTLP_ENDPOINT is {got!r}, not telemetry.otlpEndpoint {otlp!r}")
+    ratio = env.get("SOUQ_TRACE_SAMPLE_RATIO", {}).get("value")
+    check(ratio is not None and float(ratio) == float(values["telemetry"]["traceSampleRatio"]),
+          f"{where}: SOUQ_TRACE_SAMPLE_RATIO is {ratio!r}, not telemetry.traceSampleRatio")
+    for kind in ("livenessProbe", "readinessProbe", "startupProbe"):
+        probe = c.get(kind) or {}
+        if role in GRPC_HEALTH_ROLES:
+            check(probe.get("grpc", {}).get("port") == port, f"{where}: {kind} is not gRPC health on the metrics port: {probe}")
+        else:
+            check("httpGet" in probe, f"{where}: {kind} is not an HTTP probe: {probe}")
 
 
 def check_control_plane(check, dep, values):
@@ -375,12 +401,20 @@ def check_selectors(check, by_kind, workloads, named):
                 svc = named.get(("Service", b["name"]))
                 check(svc and b["port"].get("name") in {x["name"] for x in svc["spec"]["ports"]},
                       f"Ingress/{ing['metadata']['name']} routes to a missing Service port {b}")
+    long_running = by_kind.get("Deployment", []) + by_kind.get("DaemonSet", [])
     for sm in by_kind.get("ServiceMonitor", []):
+        where = f"ServiceMonitor/{sm['metadata']['name']}"
         svcs = [s for s in by_kind.get("Service", []) if matches(sm["spec"]["selector"]["matchLabels"], s["metadata"]["labels"])]
-        check(len(svcs) == 1, f"ServiceMonitor/{sm['metadata']['name']} selects {len(svcs)} Services")
+        check(svcs, f"{where} selects no Services")
         for e in sm["spec"]["endpoints"]:
-            check(any(e["port"] == p["name"] for s in svcs for p in s["spec"]["ports"]),
-                  f"ServiceMonitor/{sm['metadata']['name']} scrapes an undeclared port {e['port']}")
+            for s in svcs:
+                check(any(e["port"] == p["name"] for p in s["spec"]["ports"]),
+                      f"{where} scrapes port {e['port']}, which Service/{s['metadata']['name']} does not have")
+        # Every long-running workload is scraped: some selected Service picks its pods.
+        for o in long_running:
+            _, labels = pod_of(o)
+            check(any(matches(s["spec"].get("selector", {}), labels) for s in svcs),
+                  f"{where} scrapes no Service of {o['kind']}/{o['metadata']['name']}")
 
 
 def check_notes(check, notes, by_kind, release):

@@ -307,6 +307,8 @@ impl Builder {
                 pool: self.pool.clone(),
                 channel_dir: data_dir.join(format!("channels-{i}")),
                 cpu_overcommit: souq_node_agent::DEFAULT_CPU_OVERCOMMIT,
+                metrics: Default::default(),
+                health: Default::default(),
                 grpc_tls: issue(tls::Role::Agent, &format!("agent-{i}")),
             };
             agent_cfgs.push(cfg.clone());

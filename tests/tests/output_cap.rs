@@ -27,8 +27,8 @@ plain_flush = srv.Channel.flush
 def flush(self):
     out = self.out
     for i in range(1, len(out)):
-        if out[i] == b'"BIG"' and out[i - 1].endswith(b',"len":5}}\n'):
-            out[i - 1] = out[i - 1][:-len(b'5}}\n')] + b"%d}}\n" % N
+        if out[i] == b'"BIG"' and b'"len":5,' in out[i - 1]:
+            out[i - 1] = out[i - 1].replace(b'"len":5,', b'"len":%d,' % N)
             out[i] = b'"' + b"x" * (N - 2) + b'"'
     return plain_flush(self)
 

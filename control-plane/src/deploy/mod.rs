@@ -19,7 +19,7 @@ use sea_orm::DatabaseConnection;
 use souq_proto::routes::RouteTable;
 use tokio::sync::{Notify, watch};
 
-use crate::nodes::Nodes;
+use crate::{metrics::Metrics, nodes::Nodes};
 
 /// The deploy area's shared state: its settings, the reconciler's wake-up, the route
 /// table the edges watch, and the agent calls under way.
@@ -43,6 +43,8 @@ pub struct Deployer {
     /// with the same headroom, and a version cannot be pruned between a deploy's check
     /// that it exists and the write that names it.
     pub(crate) checks: tokio::sync::Mutex<()>,
+    /// Where the reconciler counts and times its actions.
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 impl Deployer {
@@ -57,7 +59,13 @@ impl Deployer {
             routes: watch::Sender::new(Arc::new(RouteTable::default())),
             calls: Mutex::default(),
             checks: tokio::sync::Mutex::new(()),
+            metrics: Arc::default(),
         }
+    }
+
+    /// The same, counting the reconciler's actions in `metrics`.
+    pub fn with_metrics(self, metrics: Arc<Metrics>) -> Self {
+        Deployer { metrics, ..self }
     }
 
     /// Asks the reconciler for a pass soon.
@@ -83,6 +91,14 @@ impl Deployer {
         if let Ok(mut c) = self.calls.lock() {
             c.clear();
         }
+    }
+
+    /// Runs one reconciler action, counting it (by its result) and timing it as `action`.
+    pub(crate) async fn timed<T, E>(&self, action: &'static str, work: impl Future<Output = Result<T, E>>) -> Result<T, E> {
+        let started = std::time::Instant::now();
+        let done = work.await;
+        self.metrics.action(action, done.is_ok(), started.elapsed());
+        done
     }
 
     /// The call timeout in milliseconds, as the wire carries it.

@@ -27,6 +27,18 @@ pub enum Action {
     Reason { api_id: Uuid, reason: Option<String> },
 }
 
+impl Action {
+    /// The action's name in metrics: `place`, `retire`, `forget` or `reason`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::Place { .. } => "place",
+            Action::Retire(_) => "retire",
+            Action::Forget(_) => "forget",
+            Action::Reason { .. } => "reason",
+        }
+    }
+}
+
 /// Everything the plan looks at.
 pub struct World<'a> {
     /// Every API's desired state.

@@ -94,7 +94,7 @@ async fn lead(deployer: &Arc<Deployer>, term: Term, leading: &mut watch::Receive
     let mut acted = Acted::new();
     loop {
         tokio::select! {
-            done = pass(deployer, &term, &mut calls, &mut acted) => if let Err(e) = done {
+            done = deployer.timed("pass", pass(deployer, &term, &mut calls, &mut acted)) => if let Err(e) = done {
                 warn!(error = %e, "reconcile pass failed");
             },
             () = lost(leading, epoch) => break,
@@ -152,20 +152,25 @@ async fn pass(deployer: &Arc<Deployer>, term: &Term, calls: &mut Calls, acted: &
     let ttl = |d: Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
     let verdict = reports::judge(&reports, &rows, now, ttl(node_ttl), ttl(deployer.nodes.heartbeat_interval * 2));
     for action in plan::plan(&world) {
-        apply(deployer, epoch, action).await?;
+        deployer.timed(action.name(), apply(deployer, epoch, action)).await?;
     }
     if !verdict.lost.is_empty() {
         warn!(instances = ?verdict.lost, "agents lost instances; deploying them again");
-        let txn = leader::fenced(db, epoch).await?;
-        instances::Entity::update_many()
-            .col_expr(instances::Column::State, instances::STARTING.into())
-            .col_expr(instances::Column::Error, Some("the node's agent lost it (restarted?); deploying again".to_owned()).into())
-            .col_expr(instances::Column::UpdatedAt, now.into())
-            .filter(instances::Column::Id.is_in(verdict.lost))
-            .filter(instances::Column::State.is_in([instances::RUNNING, instances::CRASHED]))
-            .exec(&txn)
-            .await?;
-        txn.commit().await?;
+        let lost = verdict.lost;
+        let redeploy = async {
+            let txn = leader::fenced(db, epoch).await?;
+            instances::Entity::update_many()
+                .col_expr(instances::Column::State, instances::STARTING.into())
+                .col_expr(instances::Column::Error, Some("the node's agent lost it (restarted?); deploying again".to_owned()).into())
+                .col_expr(instances::Column::UpdatedAt, now.into())
+                .filter(instances::Column::Id.is_in(lost))
+                .filter(instances::Column::State.is_in([instances::RUNNING, instances::CRASHED]))
+                .exec(&txn)
+                .await?;
+            txn.commit().await?;
+            Ok::<(), crate::Error>(())
+        };
+        deployer.timed("redeploy_lost", redeploy).await?;
     }
     // Carry out what the rows now say: deploy what is starting, stop what is retired.
     let rows = instances::Entity::find()
@@ -256,7 +261,7 @@ async fn apply(deployer: &Deployer, epoch: u64, action: plan::Action) -> Result<
 
 async fn send_deploy(deployer: Arc<Deployer>, term: Term, row: instances::Model, node: Candidate) {
     let epoch = term.epoch;
-    let written = match deploy_on(&deployer, &term, &row, &node).await {
+    let written = match deployer.timed("deploy", deploy_on(&deployer, &term, &row, &node)).await {
         Ok(status) => fenced_write(&deployer, epoch, async |txn| reports::record(txn, &status).await.map(drop)).await,
         // Not sent, or refused for a newer epoch: the next leader carries the row out.
         Err(_) if !term.holds() => Ok(()),
@@ -342,7 +347,7 @@ async fn send_stop(deployer: Arc<Deployer>, term: Term, id: String, node: Candid
         }
         client.stop(call).await.map_err(|s| s.message().to_owned())
     };
-    match stopped.await {
+    match deployer.timed("stop", stopped).await {
         Ok(_) => {
             let deleted = fenced_write(&deployer, epoch, async |txn| {
                 instances::Entity::delete_by_id(id.clone()).exec(txn).await.map(drop).map_err(Into::into)
@@ -362,7 +367,7 @@ async fn send_stop(deployer: Arc<Deployer>, term: Term, id: String, node: Candid
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::{db::scratch::ScratchDb, entity::leases, nodes::Nodes};
+    use crate::{db::scratch::ScratchDb, entity::leases, metrics::ActionLabels, nodes::Nodes};
 
     #[tokio::test]
     async fn a_superseded_leaders_actions_are_refused() {
@@ -376,10 +381,14 @@ mod tests {
             .exec(&t.db)
             .await
             .unwrap();
-        let refused = apply(deployer, 1, plan::Action::Forget(vec!["0123456789abcdef".into()])).await;
+        let forget = plan::Action::Forget(vec!["0123456789abcdef".into()]);
+        let refused = deployer.timed(forget.name(), apply(deployer, 1, forget)).await;
         assert!(refused.is_err_and(|e| e.to_string().contains("fenced")));
         let reason = plan::Action::Reason { api_id: Uuid::new_v4(), reason: None };
-        apply(deployer, 2, reason).await.unwrap();
+        deployer.timed(reason.name(), apply(deployer, 2, reason)).await.unwrap();
+        // Each action is counted by its result.
+        let counted = |action, result| deployer.metrics.reconciler_actions.get_or_create(&ActionLabels { action, result }).get();
+        assert_eq!((counted("forget", "error"), counted("reason", "ok"), counted("reason", "error")), (1, 1, 0));
         t.close().await;
     }
 }

@@ -28,6 +28,7 @@ use tracing::{info, warn};
 use crate::{
     entity::leases,
     error::{Error, Result},
+    metrics::Metrics,
 };
 
 /// The lease the reconciler runs under (the row the migration inserts).
@@ -76,6 +77,8 @@ pub struct Leadership {
     /// does not command under a lease that may have expired meanwhile.
     until: Mutex<Option<(u64, Instant)>>,
     seen: AtomicU64,
+    /// Where whether this replica leads, and the highest epoch seen, are shown.
+    metrics: Arc<Metrics>,
 }
 
 /// This replica's holder id: `<hostname>/<8 random hex>`. Cluster tooling matches the
@@ -108,7 +111,13 @@ impl Leadership {
             leading: watch::Sender::new(None),
             until: Mutex::new(None),
             seen: AtomicU64::new(0),
+            metrics: Arc::default(),
         }
+    }
+
+    /// The same, showing whether it leads and the epoch seen in `metrics`.
+    pub fn with_metrics(self, metrics: Arc<Metrics>) -> Leadership {
+        Leadership { metrics, ..self }
     }
 
     /// The same with other timings (tests).
@@ -151,7 +160,9 @@ impl Leadership {
 
     fn saw(&self, epoch: i64) -> u64 {
         let epoch = u64::try_from(epoch).unwrap_or(0);
-        self.seen.fetch_max(epoch, Ordering::SeqCst).max(epoch)
+        let seen = self.seen.fetch_max(epoch, Ordering::SeqCst).max(epoch);
+        self.metrics.set_epoch(seen);
+        seen
     }
 
     async fn read(&self) -> Result<leases::Model> {
@@ -168,6 +179,7 @@ impl Leadership {
             *until = lead;
         }
         let now = lead.map(|(epoch, _)| epoch);
+        self.metrics.set_leading(now.is_some());
         let before = self.leading.send_replace(now);
         match (before, now) {
             (b, Some(e)) if b != Some(e) => info!(epoch = e, holder = %self.holder, "became leader"),

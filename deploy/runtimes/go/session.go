@@ -3,15 +3,24 @@
 //
 // Protocol (lengths in bytes). The agent writes to fd 0, repeatedly:
 //
-//	{"v":1,"id":<u64>,"code_len":N,"stdin_len":M,"timeout_ms":T,"output_limit":L}\n
+//	{"v":1,"id":<u64>,"code_len":N,"stdin_len":M,"timeout_ms":T,"output_limit":L
+//	 [,"traceparent":"00-<32 hex>-<16 hex>-<2 hex>"]}\n
 //	(one line, at most 4096 bytes with its newline), then N bytes of code
 //	(a whole `package main` program), then M bytes of stdin.
+//
+// Other keys are ignored. A traceparent (a string of at most 128 characters in
+// the W3C shape; anything else is ignored) becomes the program's TRACEPARENT
+// environment variable (not the build's).
 //
 // The shim answers on fd 1, one response per request, in order:
 //
 //	{"id":..,"exit_code":<int|null>,"signal":<int|null>,"timed_out":b,
 //	 "truncated":b,"oom_killed":b,"duration_ms":<int>,"stdout_len":A,
-//	 "stderr_len":B,"clean":b}\n  then A bytes of stdout, then B bytes of stderr.
+//	 "stderr_len":B,"clean":b,"start_ns":S,"end_ns":E}\n  then A bytes of
+//	 stdout, then B bytes of stderr.
+//
+// S and E are the shim's wall clock (Unix epoch nanoseconds) right after it
+// read the whole request and right before it writes the answer.
 //
 // EOF on fd 0 between requests: exit 0. Malformed header or short read: one
 // "souq-shim: ..." line on stderr, exit 70. Nothing else is written to fd 1.
@@ -92,6 +101,7 @@ type sessionRequest struct {
 	timeout           time.Duration
 	limit             int64
 	t0                time.Time // when the request was fully read
+	traceparent       string    // "" when none, or not in the W3C shape
 	codeSum           string    // hex sha256 of the code
 	deadline          time.Time
 }
@@ -137,12 +147,19 @@ func sessionReadHeader(in *bufio.Reader) (req sessionRequest, ok bool) {
 		StdinLen    *int64  `json:"stdin_len"`
 		TimeoutMs   *int64  `json:"timeout_ms"`
 		OutputLimit *int64  `json:"output_limit"`
+
+		// Raw, so that a traceparent of any other type is ignored, not fatal.
+		Traceparent json.RawMessage `json:"traceparent"`
 	}
 	if err := json.Unmarshal(line, &hdr); err != nil {
 		sessionFail("malformed header: %v", err)
 	}
 	if hdr.V == nil || *hdr.V != 1 {
 		sessionFail("malformed header: expected an object with v=1")
+	}
+	var tp string
+	if json.Unmarshal(hdr.Traceparent, &tp) == nil && validTraceparent(tp) {
+		req.traceparent = tp
 	}
 	if hdr.ID == nil {
 		sessionFail("malformed header: id must be an integer in 0..2^64-1")
@@ -161,6 +178,26 @@ func sessionReadHeader(in *bufio.Reader) (req sessionRequest, ok bool) {
 		req.timeout = 1<<63 - 1
 	}
 	return req, true
+}
+
+// validTraceparent says whether tp is a W3C traceparent: 00-<32 hex>-<16 hex>-<2 hex>
+// (lowercase hex; any version). Its fixed length of 55 keeps it within the 128
+// characters the agent may send.
+func validTraceparent(tp string) bool {
+	if len(tp) != 55 {
+		return false
+	}
+	for i := 0; i < len(tp); i++ {
+		c := tp[i]
+		if i == 2 || i == 35 || i == 52 {
+			if c != '-' {
+				return false
+			}
+		} else if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // sessionCopyExact copies n bytes of the request to a new file and returns their hex sha256.
@@ -511,6 +548,9 @@ func sessionRun(req *sessionRequest, stdinFile *os.File) ([]byte, []byte, sessio
 		prog := func() *exec.Cmd {
 			c := exec.Command(progPath)
 			c.Dir, c.Env = sessionRunDir, sessionProgEnv
+			if req.traceparent != "" {
+				c.Env = append(append([]string(nil), sessionProgEnv...), "TRACEPARENT="+req.traceparent)
+			}
 			c.Stdin, c.Stdout, c.Stderr = stdinFile, outW, errW
 			return c
 		}
@@ -557,7 +597,7 @@ func sessionRun(req *sessionRequest, stdinFile *os.File) ([]byte, []byte, sessio
 	return out.buf[0].Bytes(), out.buf[1].Bytes(), res
 }
 
-func sessionWriteResponse(id uint64, stdout, stderr []byte, r sessionResult) {
+func sessionWriteResponse(req *sessionRequest, stdout, stderr []byte, r sessionResult) {
 	num := func(p *int) string {
 		if p == nil {
 			return "null"
@@ -565,9 +605,9 @@ func sessionWriteResponse(id uint64, stdout, stderr []byte, r sessionResult) {
 		return strconv.Itoa(*p)
 	}
 	var b bytes.Buffer
-	fmt.Fprintf(&b, `{"id":%d,"exit_code":%s,"signal":%s,"timed_out":%t,"truncated":%t,"oom_killed":%t,"duration_ms":%d,"stdout_len":%d,"stderr_len":%d,"clean":%t}`+"\n",
-		id, num(r.exitCode), num(r.signal), r.timedOut, r.truncated, r.oomKilled,
-		r.duration.Milliseconds(), len(stdout), len(stderr), r.clean)
+	fmt.Fprintf(&b, `{"id":%d,"exit_code":%s,"signal":%s,"timed_out":%t,"truncated":%t,"oom_killed":%t,"duration_ms":%d,"stdout_len":%d,"stderr_len":%d,"clean":%t,"start_ns":%d,"end_ns":%d}`+"\n",
+		req.id, num(r.exitCode), num(r.signal), r.timedOut, r.truncated, r.oomKilled,
+		r.duration.Milliseconds(), len(stdout), len(stderr), r.clean, req.t0.UnixNano(), time.Now().UnixNano())
 	b.Write(stdout)
 	b.Write(stderr)
 	if _, err := sessionOut.Write(b.Bytes()); err != nil {
@@ -616,7 +656,7 @@ func session() {
 		req.t0 = time.Now()
 		req.deadline = req.t0.Add(req.timeout)
 		stdout, stderr, res := sessionRun(&req, stdinFile)
-		sessionWriteResponse(req.id, stdout, stderr, res)
+		sessionWriteResponse(&req, stdout, stderr, res)
 		if err := sessionRemoveTree(sessionRunDir); err != nil {
 			sessionWarn("cannot remove %s: %v", sessionRunDir, err)
 		}

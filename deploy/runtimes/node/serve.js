@@ -6,9 +6,15 @@
 //   agent -> shim, once: {"v":1,"op":"load","code_len":N,"output_limit":L}\n + handler.js
 //   shim -> agent, once: {"ready":true}\n, or {"ready":false,"error_len":N}\n + the
 //                        error, after which the shim exits 0
-//   agent -> shim, many: {"id":I,"len":N}\n + the event as JSON (pipelining allowed)
+//   agent -> shim, many: {"id":I,"len":N[,"traceparent":"00-<32 hex>-<16 hex>-<2 hex>"]}\n
+//                        + the event as JSON (pipelining allowed)
 //   shim -> agent, one per request, in order:
-//                        {"id":I,"type":"json"|"text"|"error","len":N}\n + N bytes
+//                        {"id":I,"type":"json"|"text"|"error","len":N,"start_ns":S,"end_ns":E}\n
+//                        + N bytes
+// Other header keys are ignored; so is the traceparent (the handler is not traced).
+// S and E are the shim's wall clock (Unix epoch nanoseconds, exact integers) when
+// the request began to run (its whole frame was read by then) and when its answer
+// was ready.
 // handler.js sets exports.handler = (async) (event) => value. The value is sent
 // as JSON ("json"; undefined counts as null), else as String(value) ("text"); a
 // throw or rejection as "name: message" ("error", its stack goes to stderr). An
@@ -45,6 +51,8 @@ function readable(text) {
   lines.forEach((l, i) => { if (l.trim() && (!/^\s+at /.test(l) || l.includes('handler.js'))) last = i; });
   return lines.slice(0, last + 1).join('\n').trimEnd();
 }
+
+const { wallNs } = require('./clock.js');
 
 function log(text) {
   try { process.stderr.write(`${text}\n`); } catch (_) { /* the log is gone */ }
@@ -156,7 +164,8 @@ function serve(path) {
       type = 'error';
       data = Buffer.from(`the handler's answer is ${data.length} bytes, over the limit of ${limit} bytes`);
     }
-    out.push(Buffer.from(`{"id":${job.id},"type":"${type}","len":${data.length}}\n`), data);
+    out.push(Buffer.from(`{"id":${job.id},"type":"${type}","len":${data.length},` +
+      `"start_ns":${job.startNs},"end_ns":${wallNs()}}\n`), data);
   }
 
   function settle(job, value, thrown) {
@@ -173,6 +182,7 @@ function serve(path) {
     while (current === null && head < queue.length) {
       const job = queue[head];
       queue[head++] = undefined;
+      job.startNs = wallNs();
       if (job.bad) { answer(job, ['error', Buffer.from(job.bad)]); continue; }
       try {
         const v = handler(job.event);

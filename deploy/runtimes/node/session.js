@@ -2,13 +2,19 @@
 // many executions, each in a fresh node process.
 //
 // Protocol (lengths in bytes). The agent writes to fd 0, repeatedly:
-//   {"v":1,"id":<u64>,"code_len":N,"stdin_len":M,"timeout_ms":T,"output_limit":L}\n
+//   {"v":1,"id":<u64>,"code_len":N,"stdin_len":M,"timeout_ms":T,"output_limit":L
+//    [,"traceparent":"00-<32 hex>-<16 hex>-<2 hex>"]}\n
 //   (one line, at most 4096 bytes with its newline), then N bytes of code, then
-//   M bytes of stdin.
+//   M bytes of stdin. Other keys are ignored. A traceparent (a string of at most
+//   128 characters in the W3C shape; anything else is ignored) becomes the run's
+//   TRACEPARENT environment variable.
 // The shim answers on fd 1, one response per request, in order:
 //   {"id":..,"exit_code":<int|null>,"signal":<int|null>,"timed_out":b,
 //    "truncated":b,"oom_killed":b,"duration_ms":<int>,"stdout_len":A,
-//    "stderr_len":B,"clean":b}\n  then A bytes of stdout, then B bytes of stderr.
+//    "stderr_len":B,"clean":b,"start_ns":S,"end_ns":E}\n  then A bytes of stdout,
+//   then B bytes of stderr. S and E are the shim's wall clock (Unix epoch
+//   nanoseconds, written as exact integers) right after it read the whole
+//   request and right before it writes the answer.
 // EOF on fd 0 between requests: exit 0. Malformed header or short read: one
 // "souq-shim: ..." line on stderr, exit 70. Nothing else is ever written to fd 1.
 //
@@ -41,6 +47,8 @@ function session() {
   const MAX_TIMER_MS = 2 ** 31 - 1; // setTimeout's limit
   const STDIN_HIGH_WATER = 1 << 20; // pause fd 0 while busy and this much is buffered
   const U64_MAX = (1n << 64n) - 1n;
+  const MAX_TRACEPARENT = 128;
+  const TRACEPARENT = /^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/;
   const CHILD_ENV = { PATH: '/usr/local/bin:/usr/bin:/bin', HOME: '/tmp', LANG: 'C.UTF-8' };
   // When the next spare starts. false: right after the response is written
   // (the run has the CPU to itself; the spare starts in a swept, quiet
@@ -79,6 +87,7 @@ for (const s of [process.stdout, process.stderr]) {
 }
 process.once('message', (job) => {
   process.disconnect();
+  if (typeof job.traceparent === 'string') process.env.TRACEPARENT = job.traceparent;
   for (const k of ['send', 'disconnect', 'connected', 'channel', '_channel']) {
     try { delete process[k]; } catch (_) {}
   }
@@ -98,6 +107,7 @@ process.once('message', (job) => {
   }
   function sleepMs(ms) { Atomics.wait(sleepCell, 0, 0, ms); }
   function msSince(t) { return Number(process.hrtime.bigint() - t) / 1e6; }
+  const { wallNs } = require('./clock.js');
 
   // ---------- fd 0: a byte queue and the request parser ----------
   const q = { chunks: [], len: 0 };
@@ -151,9 +161,11 @@ process.once('message', (job) => {
         fail(`malformed header: ${key} must be a non-negative integer`);
       }
     }
+    const tp = hdr.traceparent;
+    const traceparent = typeof tp === 'string' && tp.length <= MAX_TRACEPARENT && TRACEPARENT.test(tp) ? tp : null;
     return {
       idText, codeLen: hdr.code_len, stdinLen: hdr.stdin_len,
-      timeoutMs: hdr.timeout_ms, limit: hdr.output_limit,
+      timeoutMs: hdr.timeout_ms, limit: hdr.output_limit, traceparent,
     };
   }
 
@@ -189,6 +201,7 @@ process.once('message', (job) => {
     req.code = qTake(req.codeLen);
     req.stdin = qTake(req.stdinLen);
     req.t0 = process.hrtime.bigint(); // the request is fully read
+    req.startNs = wallNs();
     busy = true;
     try {
       runJob(req);
@@ -458,7 +471,9 @@ process.once('message', (job) => {
       },
     };
 
-    proc.send({ dir: RUN_DIR, main: MAIN }, (err) => {
+    const job = { dir: RUN_DIR, main: MAIN };
+    if (req.traceparent !== null) job.traceparent = req.traceparent;
+    proc.send(job, (err) => {
       if (err && !exited) { warn(`cannot hand over the job: ${err.message}`); kill(); }
     });
     if (SPARE_EARLY) trySpawnSpare();
@@ -474,7 +489,8 @@ process.once('message', (job) => {
       const header = `{"id":${req.idText},"exit_code":${exitCode === null ? 'null' : exitCode},` +
         `"signal":${signal === null ? 'null' : signal},"timed_out":${timedOut},` +
         `"truncated":${truncated},"oom_killed":${oomKilled},"duration_ms":${durationMs},` +
-        `"stdout_len":${outLen[0]},"stderr_len":${outLen[1]},"clean":${clean}}\n`;
+        `"stdout_len":${outLen[0]},"stderr_len":${outLen[1]},"clean":${clean},` +
+        `"start_ns":${req.startNs},"end_ns":${wallNs()}}\n`;
       const frame = Buffer.concat([Buffer.from(header), ...out[0], ...out[1]]);
       chanOut.write(frame, (err) => {
         if (err) fail(`writing a response: ${err.message}`);

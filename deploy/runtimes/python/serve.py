@@ -5,9 +5,14 @@ The shim connects to the agent's Unix socket (argv[2]). Every header is one line
   agent -> shim, once:  {"v":1,"op":"load","code_len":N,"output_limit":L}\n + handler.py
   shim -> agent, once:  {"ready":true}\n, or {"ready":false,"error_len":N}\n + the
                         traceback, after which the shim exits 0
-  agent -> shim, many:  {"id":I,"len":N}\n + the event as JSON (pipelining allowed)
+  agent -> shim, many:  {"id":I,"len":N[,"traceparent":"00-<32 hex>-<16 hex>-<2 hex>"]}\n
+                        + the event as JSON (pipelining allowed)
   shim -> agent, one per request, in order:
-                        {"id":I,"type":"json"|"text"|"error","len":N}\n + N bytes
+                        {"id":I,"type":"json"|"text"|"error","len":N,"start_ns":S,"end_ns":E}\n
+                        + N bytes
+Other keys of a header are ignored; so is the traceparent (the handler is not traced).
+S and E are this shim's wall clock (Unix epoch nanoseconds) right after it read the whole
+request and right before it queues the answer.
 handler.py defines `handler(event)` (or `async def handler(event)`); its return value is
 sent as compact JSON, else as its str() ("text"); an exception is sent as
 "Type: message" ("error") and its traceback goes to stderr. An answer over L bytes becomes
@@ -20,6 +25,7 @@ import linecache
 import os
 import socket
 import sys
+import time
 import traceback
 import types
 
@@ -224,10 +230,12 @@ def serve(path):
         if frame is None:
             break
         hdr, body = frame
+        start_ns = time.time_ns()
         typ, data = answer(fn, body)
         if len(data) > limit:
             typ, data = "error", b"the handler's answer is %d bytes, over the limit of %d bytes" % (len(data), limit)
-        out.append(b'{"id":%d,"type":"%s","len":%d}\n' % (hdr["id"], typ.encode(), len(data)))
+        out.append(b'{"id":%d,"type":"%s","len":%d,"start_ns":%d,"end_ns":%d}\n'
+                   % (hdr["id"], typ.encode(), len(data), start_ns, time.time_ns()))
         out.append(data)
     ch.flush()
     for stream in (sys.stdout, sys.stderr):

@@ -5,10 +5,16 @@ It talks to the agent over the Unix socket named by argv[2] (a directory the age
 read-only), or, in session mode, over stdin/stdout when none is named.
 
 In session mode the agent writes requests
-  {"v":1,"id":I,"code_len":N,"stdin_len":M,"timeout_ms":T,"output_limit":L}\n + code + stdin
+  {"v":1,"id":I,"code_len":N,"stdin_len":M,"timeout_ms":T,"output_limit":L
+   [,"traceparent":"00-<32 hex>-<16 hex>-<2 hex>"]}\n + code + stdin
 and the shim answers each, in order, with
   {"id":I,"exit_code":..,"signal":..,"timed_out":..,"truncated":..,"oom_killed":..,
-   "duration_ms":..,"stdout_len":A,"stderr_len":B,"clean":..}\n + stdout + stderr.
+   "duration_ms":..,"stdout_len":A,"stderr_len":B,"clean":..,"start_ns":S,"end_ns":E}\n
+  + stdout + stderr.
+Other keys of a request are ignored. A traceparent (a string of at most 128 characters
+in the W3C shape; anything else is ignored) becomes the run's TRACEPARENT environment
+variable. S and E are this shim's wall clock (Unix epoch nanoseconds) right after it read
+the whole request and right before it writes the answer.
 Each execution is a fresh process forked from this warm interpreter, in a fresh
 /tmp/souq/run, with its own pipes; afterwards every other process in the container is
 killed. Nothing but frames is ever written to stdout; on a malformed request the shim
@@ -16,7 +22,9 @@ prints "souq-shim: <reason>" to stderr and exits 70.
 """
 import json
 import os
+import re
 import sys
+import time
 
 WORKDIR = "/tmp/souq"
 MAX_HEADER = 4096
@@ -35,6 +43,16 @@ CHANNEL = None
 PR_SET_DUMPABLE = 4
 LIBC = None
 SAFE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8"}
+MAX_TRACEPARENT = 128
+TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+
+
+def traceparent(hdr):
+    """The request's W3C traceparent, or None when it has none or it is malformed."""
+    tp = hdr.get("traceparent")
+    if isinstance(tp, str) and len(tp) <= MAX_TRACEPARENT and TRACEPARENT.fullmatch(tp):
+        return tp
+    return None
 
 
 def read_exact(n, what):
@@ -72,8 +90,10 @@ def read_request():
         n = hdr.get(key)
         if type(n) is not int or n < 0:
             fail("malformed header: %s must be a non-negative integer" % key)
+    hdr["traceparent"] = traceparent(hdr)
     code = read_exact(hdr["code_len"], "code")
     stdin = read_exact(hdr["stdin_len"], "stdin")
+    hdr["start_ns"] = time.time_ns()  # the whole request is read
     return hdr, code, stdin
 
 
@@ -130,7 +150,7 @@ def sweep():
         time.sleep(0.002)
 
 
-def child(code, stdin_path, out_w, err_w):
+def child(code, stdin_path, out_w, err_w, tp):
     """Runs in the forked process: becomes the user's program."""
     import builtins
     import traceback
@@ -152,6 +172,8 @@ def child(code, stdin_path, out_w, err_w):
         os.chdir(RUNDIR)
         os.environ.clear()
         os.environ.update(SAFE_ENV)
+        if tp is not None:
+            os.environ["TRACEPARENT"] = tp
         import io
         sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8", errors="surrogateescape")
         sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8", errors="backslashreplace", line_buffering=False)
@@ -209,7 +231,7 @@ def run_one(hdr, code, stdin):
     if pid == 0:
         os.close(out_r)
         os.close(err_r)
-        child(code, stdin_path, out_w, err_w)
+        child(code, stdin_path, out_w, err_w, hdr["traceparent"])
     os.close(out_w)
     os.close(err_w)
     bufs = {out_r: bytearray(), err_r: bytearray()}
@@ -283,6 +305,7 @@ def run_one(hdr, code, stdin):
         "id": hdr["id"], "exit_code": exit_code, "signal": sig, "timed_out": timed_out,
         "truncated": truncated, "oom_killed": bool(oom_before is not None and oom_after is not None and oom_after > oom_before),
         "duration_ms": int(duration * 1000), "stdout_len": len(out), "stderr_len": len(err), "clean": clean,
+        "start_ns": hdr["start_ns"], "end_ns": time.time_ns(),
     }
     frame = json.dumps(reply, separators=(",", ":")).encode() + b"\n" + out + err
     mv = memoryview(frame)

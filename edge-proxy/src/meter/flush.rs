@@ -15,6 +15,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tracing::{debug, error, warn};
 
+use crate::metrics::Metrics;
+
 use super::{
     BATCH, MAX_STREAM_BACKLOG, Shared, Store,
     event::{Position, batch_id},
@@ -92,6 +94,8 @@ pub struct Flusher {
     join_token: String,
     /// How often to flush when fewer than a batch wait.
     interval: Duration,
+    /// Counts failed reports and shows the stream's length.
+    metrics: Arc<Metrics>,
     /// The test hook.
     #[cfg(any(test, feature = "fault-injection"))]
     faults: Arc<FlushFaults>,
@@ -106,9 +110,16 @@ impl Flusher {
             metering,
             join_token,
             interval,
+            metrics: Arc::default(),
             #[cfg(any(test, feature = "fault-injection"))]
             faults: Arc::default(),
         }
+    }
+
+    /// Records failed reports and the stream's length in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// TEST HOOK: the flusher dies where `faults` is armed.
@@ -170,6 +181,7 @@ impl Flusher {
                     }
                     Err(FlushError::Crash(at)) => return Err(at),
                     Err(FlushError::Failed(e)) => {
+                        self.metrics.metering_flush_errors.inc();
                         if !failing {
                             warn!(error = %e, "could not report usage; keeping the events and retrying");
                         }
@@ -259,6 +271,7 @@ impl Flusher {
         if let Store::Redis(s, _) = &self.shared.store
             && let Ok(len) = s.len().await
         {
+            self.metrics.metering_stream_entries.set(i64::try_from(len).unwrap_or(i64::MAX));
             let over = len > MAX_STREAM_BACKLOG;
             if over {
                 error!(

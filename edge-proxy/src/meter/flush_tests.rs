@@ -145,10 +145,15 @@ async fn events_wait_while_the_control_plane_is_away() {
     let unreachable = MeteringClient::new(tonic::transport::Endpoint::from_static("http://127.0.0.1:1").connect_lazy());
     let meter = Meter::in_memory();
     let stop = CancellationToken::new();
-    let task = tokio::spawn(flusher(&meter, unreachable, Arc::default()).supervise(stop.clone()));
+    let metrics = Arc::new(crate::metrics::Metrics::default());
+    let task = tokio::spawn(
+        flusher(&meter, unreachable, Arc::default()).with_metrics(metrics.clone()).supervise(stop.clone()),
+    );
     record(&meter, "a", 10).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(waiting(&meter).await, 10, "kept");
+    assert_eq!(meter.backlog_probe()(), 10, "the backlog shows them");
+    assert!(metrics.metering_flush_errors.get() >= 1, "the failed reports are counted");
     stop.cancel();
     tokio::time::timeout(Duration::from_secs(5), task).await.expect("ends").expect("join");
 

@@ -124,6 +124,17 @@ impl Meter {
         Some(inbox.writer(stream.clone(), shared.flush_now.clone(), drained)?.run())
     }
 
+    /// Reads the events admitted and not yet handed on (calls under way included): the
+    /// meter's capacity in use. 0 when metering is off or the meter is gone.
+    pub fn backlog_probe(&self) -> impl Fn() -> i64 + Send + Sync + 'static {
+        let shared = self.shared.as_ref().map(Arc::downgrade);
+        move || {
+            shared.as_ref().and_then(std::sync::Weak::upgrade).map_or(0, |s| {
+                i64::try_from(MAX_PENDING.saturating_sub(s.capacity.available_permits())).unwrap_or(i64::MAX)
+            })
+        }
+    }
+
     /// The shared state, for the flusher; `None` when metering is off.
     pub fn shared(&self) -> Option<&Arc<Shared>> {
         self.shared.as_ref()
@@ -265,13 +276,17 @@ mod tests {
     async fn committed_cancelled_and_abandoned_admissions() {
         let m = Meter::in_memory();
         assert!(m.shared().expect("on").source.starts_with("mem-"));
+        let backlog = m.backlog_probe();
         m.admit(draft()).expect("room").expect("on").commit(200, 5).await.expect("recorded");
+        assert_eq!(backlog(), 1, "queued until the control plane has it");
         m.admit(draft()).expect("room").expect("on").cancel();
         drop(m.admit(draft()).expect("room").expect("on"));
         let events = queue(&m).read(10);
         let got: Vec<(&str, u32, u64)> = events.iter().map(|e| (e.position.as_str(), e.status, e.bytes_out)).collect();
         assert_eq!(got, [("0-1", 200, 5), ("0-2", 499, 0)]);
+        assert_eq!(backlog(), 2);
         assert!(Meter::off().admit(draft()).expect("off").is_none());
+        assert_eq!(Meter::off().backlog_probe()(), 0);
     }
 
     #[tokio::test]

@@ -16,7 +16,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::any,
 };
-use souq_proto::limits::DEFAULT_TIMEOUT;
+use souq_proto::{Kind, limits::DEFAULT_TIMEOUT};
 use tracing::debug;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -30,7 +30,8 @@ use crate::{
     error::{ApiError, Problem, Result},
     extract::too_large,
     limit::{Limits, Verdict, month},
-    meter::{Draft, Kind},
+    meter::{Draft, Kind as MeterKind},
+    metrics::{Refusal, UNKNOWN_API},
     route_table::Route,
     upstream::{
         agents::{InvokeError, invoke},
@@ -133,6 +134,23 @@ fn no_such_api() -> ApiError {
         GatewayTimeout))]
 pub async fn call(State(state): State<AppState>, req: Request) -> Result<Response> {
     let started = Instant::now();
+    // The slug when the route table has it (bounded by the APIs), else `unknown`.
+    let slug = split_call_path(req.uri().path()).0;
+    let api = match state.routes.snapshot().get(slug) {
+        Some(_) => slug.to_owned(),
+        None => UNKNOWN_API.to_owned(),
+    };
+    let answer = call_api(&state, req, started).await;
+    let status = match &answer {
+        Ok(resp) => resp.status(),
+        Err(e) => e.status,
+    };
+    state.metrics.api_call(api, status.as_u16(), started.elapsed());
+    answer
+}
+
+/// [`call`], less its metrics.
+async fn call_api(state: &AppState, req: Request, started: Instant) -> Result<Response> {
     let ts_ms = month::unix_ms_now();
     // A key in the URL is refused before anything else reads the request.
     refuse_key_in_query(req.uri().query())?;
@@ -141,7 +159,7 @@ pub async fn call(State(state): State<AppState>, req: Request) -> Result<Respons
     // so nobody learns which slugs exist without valid credentials.
     let caller = authenticate(&state.access, &state.verifier, req.headers())?;
     let route = state.routes.snapshot().get(split_call_path(req.uri().path()).0).ok_or_else(no_such_api)?.clone();
-    let grant = authorize(&state, &caller, &route)?;
+    let grant = authorize(state, &caller, &route)?;
     if route.backends.is_empty() {
         return Err(ApiError {
             retry_after: Some(1),
@@ -157,8 +175,9 @@ pub async fn call(State(state): State<AppState>, req: Request) -> Result<Respons
     let headers = std::mem::take(&mut parts.headers);
     let (method, uri) = (parts.method.clone(), parts.uri.clone());
     // Reading through the extractor applies the route's body limit.
-    let body = Bytes::from_request(Request::from_parts(parts, body), &state).await.map_err(|r| {
+    let body = Bytes::from_request(Request::from_parts(parts, body), state).await.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            state.metrics.refused(Refusal::BodyTooLarge);
             too_large(state.call_body_limit)
         } else {
             ApiError::new(StatusCode::BAD_REQUEST, "bad-request", "the body could not be read")
@@ -172,11 +191,12 @@ pub async fn call(State(state): State<AppState>, req: Request) -> Result<Respons
         user_id: caller.user_id,
         key_id: caller.key_id.unwrap_or_default(),
         subscription_id: grant.as_ref().map(|g| g.subscription_id.clone()).unwrap_or_default(),
-        kind: Kind::Call,
+        kind: MeterKind::Call,
         bytes_in: body.len() as u64,
         started,
         ts_ms,
-    })?;
+    })
+    .inspect_err(|_| state.metrics.refused(Refusal::Metering))?;
     let month_label = month::Month::of_unix_ms(ts_ms).label();
     let limits = grant.as_deref().filter(|_| state.meter.is_on()).map(|g| Limits::of(g, &month_label));
     let mut rate_headers = None;
@@ -184,6 +204,10 @@ pub async fn call(State(state): State<AppState>, req: Request) -> Result<Respons
         match state.limiter.check(l, ts_ms).await {
             Verdict::Allowed(h) => rate_headers = Some(h),
             refused => {
+                state.metrics.refused(match refused {
+                    Verdict::QuotaExceeded { .. } => Refusal::Quota,
+                    _ => Refusal::RateLimit,
+                });
                 if let Some(a) = admission {
                     a.cancel();
                 }
@@ -227,7 +251,13 @@ pub async fn call(State(state): State<AppState>, req: Request) -> Result<Respons
             }
             return Err(e.into());
         }
-        Ok(Err(e)) => Err(ApiError::from(e)),
+        Ok(Err(e)) => {
+            let e = ApiError::from(e);
+            if e.kind == Kind::TooManyConcurrent.slug() {
+                state.metrics.refused(Refusal::Concurrency);
+            }
+            Err(e)
+        }
         Ok(Ok((result, node))) => {
             debug!(slug, node, duration_ms = result.duration_ms, "call answered");
             reply::reply(result).await.map(|mut resp| {

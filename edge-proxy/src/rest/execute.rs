@@ -21,6 +21,7 @@ use crate::{
     extract::{Caller, Json},
     limit::month::unix_ms_now,
     meter::{Draft, Kind},
+    metrics::Refusal,
 };
 
 /// Time on top of the run's own timeout for scheduling and sandbox set-up.
@@ -110,11 +111,15 @@ pub async fn execute(
         bytes_in: (req.code.len() + req.stdin.len()) as u64,
         started,
         ts_ms,
-    })?;
+    })
+    .inspect_err(|_| state.metrics.refused(Refusal::Metering))?;
     let resp = match state.execute.clone().execute(grpc(req, Some(&caller.token), run_for + SLACK)).await {
         Ok(resp) => resp.into_inner(),
         Err(status) => {
             let e = ApiError::from(status);
+            if e.kind == souq_proto::Kind::TooManyConcurrent.slug() {
+                state.metrics.refused(Refusal::Concurrency);
+            }
             // Only a run that timed out used a sandbox; other refusals ran nothing.
             if let Some(a) = admission {
                 if e.status == StatusCode::GATEWAY_TIMEOUT {

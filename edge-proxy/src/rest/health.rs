@@ -1,7 +1,11 @@
-//! Liveness and readiness.
+//! Liveness, readiness and the metrics exposition.
 use std::time::Duration;
 
-use axum::{extract::State, http::StatusCode};
+use axum::{
+    extract::State,
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+};
 use serde_json::{Value, json};
 use souq_proto::accounts::GetVerifyingKeyRequest;
 
@@ -36,4 +40,16 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<Va
     let body = json!({"ready": ready, "control_plane": cp, "token_key": key, "routes": routes,
         "access": access, "metering": state.meter.mode()});
     (status, axum::Json(body))
+}
+
+/// The Prometheus exposition of the edge's registry (OpenMetrics text); the usual 404
+/// problem when the edge exposes none.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    match &state.exposition {
+        Some(registry) => {
+            ([(header::CONTENT_TYPE, souq_proto::metrics::CONTENT_TYPE)], souq_proto::metrics::encode(registry))
+                .into_response()
+        }
+        None => crate::not_found().await.into_response(),
+    }
 }

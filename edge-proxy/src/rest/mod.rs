@@ -12,7 +12,11 @@ pub mod market;
 pub mod openapi;
 
 #[cfg(test)]
+mod metrics_tests;
+#[cfg(test)]
 mod router_tests;
+#[cfg(test)]
+mod trace_tests;
 
 use std::{sync::Arc, time::Duration};
 
@@ -27,12 +31,14 @@ use crate::{AppState, config::DEFAULT_CALL_BODY_LIMIT, extract::MAX_BODY_BYTES};
 /// show the change (it normally lands within milliseconds); then it answers anyway.
 pub(crate) const ACCESS_PATIENCE: Duration = Duration::from_secs(2);
 
-/// A gRPC request with a deadline and, when given, the caller's bearer token.
+/// A gRPC request with a deadline, the current trace context and, when given, the
+/// caller's bearer token.
 pub(crate) fn grpc<T>(msg: T, token: Option<&str>, timeout: Duration) -> tonic::Request<T> {
     let mut req = tonic::Request::new(msg);
     req.set_timeout(timeout);
-    if let Some(t) = token {
-        souq_proto::set_bearer(&mut req, t);
+    match token {
+        Some(t) => souq_proto::set_bearer(&mut req, t),
+        None => souq_proto::trace::inject(req.metadata_mut()),
     }
     req
 }
@@ -62,7 +68,8 @@ pub fn documented(call_body_limit: usize) -> OpenApiRouter<AppState> {
 /// The routes deliberately left out of the document, all of them:
 /// - `GET /reset-password`: the HTML page a reset mail links to, not an API;
 /// - `GET /api/v1/openapi.json`: the document itself;
-/// - `GET /healthz`, `GET /readyz`: for operators and orchestrators.
+/// - `GET /healthz`, `GET /readyz`: for operators and orchestrators;
+/// - `GET /metrics`: Prometheus metrics, for operators (404 unless exposition is on).
 ///
 /// The data path's other forms (`/call/{slug}` and `/call/{slug}/`, any method) are served
 /// beside its one documented form, in [`call::routes`].
@@ -73,6 +80,7 @@ fn undocumented(doc: utoipa::openapi::OpenApi) -> Router<AppState> {
         .route("/api/v1/openapi.json", get(move || async move { axum::Json(doc.as_ref().clone()) }))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
 }
 
 /// Every REST route, documented or not, awaiting the state.

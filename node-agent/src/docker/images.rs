@@ -16,10 +16,11 @@ use tokio::process::Command;
 use tokio_stream::StreamExt;
 use tracing::info;
 
+use super::engine::Operation;
 use crate::error::{Error, Result};
 
 /// The files of `deploy/runtimes`, by path relative to it.
-const SOURCES: [(&str, &str); 12] = [
+const SOURCES: [(&str, &str); 13] = [
     ("build.sh", include_str!("../../../deploy/runtimes/build.sh")),
     ("python/Dockerfile", include_str!("../../../deploy/runtimes/python/Dockerfile")),
     ("python/shim.py", include_str!("../../../deploy/runtimes/python/shim.py")),
@@ -28,6 +29,7 @@ const SOURCES: [(&str, &str); 12] = [
     ("node/shim.js", include_str!("../../../deploy/runtimes/node/shim.js")),
     ("node/session.js", include_str!("../../../deploy/runtimes/node/session.js")),
     ("node/serve.js", include_str!("../../../deploy/runtimes/node/serve.js")),
+    ("node/clock.js", include_str!("../../../deploy/runtimes/node/clock.js")),
     ("go/Dockerfile", include_str!("../../../deploy/runtimes/go/Dockerfile")),
     ("go/shim.go", include_str!("../../../deploy/runtimes/go/shim.go")),
     ("go/session.go", include_str!("../../../deploy/runtimes/go/session.go")),
@@ -119,7 +121,7 @@ impl Bundle {
         let body = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20);
         let mut progress = docker.import_image_stream(ImportImageOptionsBuilder::new().quiet(true).build(), body, None);
         while let Some(step) = progress.next().await {
-            step?;
+            step.map_err(Operation::ImportImage.error())?;
         }
         let have = present(docker, &self.images).await?;
         let missing: Vec<_> = self.images.iter().filter(|(rt, _)| !have.contains(rt)).map(|(_, i)| i.as_str()).collect();
@@ -176,7 +178,7 @@ pub async fn exists(docker: &Docker, image: &str) -> Result<bool> {
     match docker.inspect_image(image).await {
         Ok(_) => Ok(true),
         Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(false),
-        Err(e) => Err(e.into()),
+        Err(e) => Err(Operation::InspectImage.error()(e)),
     }
 }
 

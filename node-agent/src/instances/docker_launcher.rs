@@ -1,9 +1,11 @@
 //! Instance sandboxes on the Docker Engine: the session's sandbox profile with the shim
 //! in `serve` mode, its stdout and stderr followed into the instance's log, and, when it
-//! ends, the Engine asked how (exit code, OOM kill).
+//! ends, the Engine asked how (exit code, OOM kill; the latter counted in the agent's
+//! `souq_agent_sandbox_oom_kills_total`).
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use bollard::{Docker, container::LogOutput, query_parameters::LogsOptions};
+use souq_proto::Runtime;
 use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
 use tracing::debug;
@@ -17,6 +19,7 @@ use super::{
 use crate::{
     docker::Engine,
     error::Error,
+    metrics::Metrics,
     sandbox::{
         container::{Sandbox, SandboxSpec},
         profile::{Limits, ShimMode},
@@ -37,12 +40,18 @@ pub struct DockerLauncher {
     node: String,
     limits: Limits,
     channels: PathBuf,
+    metrics: Arc<Metrics>,
 }
 
 impl DockerLauncher {
     /// Sandboxes of `limits` on `engine`, labelled with `node`, with channels under `channels`.
     pub fn new(engine: Arc<Engine>, node: String, limits: Limits, channels: PathBuf) -> Self {
-        DockerLauncher { engine, node, limits, channels }
+        DockerLauncher::with_metrics(engine, node, limits, channels, Arc::default())
+    }
+
+    /// [`DockerLauncher::new`], counting its sandboxes' OOM kills in `metrics`.
+    pub fn with_metrics(engine: Arc<Engine>, node: String, limits: Limits, channels: PathBuf, metrics: Arc<Metrics>) -> Self {
+        DockerLauncher { engine, node, limits, channels, metrics }
     }
 
     async fn start(&self, spec: &InstanceSpec, logs: &Arc<LogBuffer>) -> Result<Launched, Ended> {
@@ -59,7 +68,13 @@ impl DockerLauncher {
             .await
             .map_err(|e| Ended::new(format!("could not start the sandbox: {e}")))?;
         let follower = tokio::spawn(follow(docker, sandbox.container_id().to_owned(), logs.clone()));
-        let mut launched = DockerSandbox { sandbox: Some(sandbox), follower, memory_mb: self.limits.memory_mb };
+        let mut launched = DockerSandbox {
+            sandbox: Some(sandbox),
+            follower,
+            memory_mb: self.limits.memory_mb,
+            runtime: spec.runtime,
+            metrics: self.metrics.clone(),
+        };
         let connected = match launched.sandbox.as_mut() {
             Some(s) => s.connect(CONNECT_TIMEOUT).await,
             None => Err(Error::Internal("no sandbox".into())),
@@ -87,6 +102,8 @@ struct DockerSandbox {
     /// Ends with the container's output, returning its last stderr line.
     follower: JoinHandle<Option<String>>,
     memory_mb: u64,
+    runtime: Runtime,
+    metrics: Arc<Metrics>,
 }
 
 impl DockerSandbox {
@@ -99,6 +116,7 @@ impl DockerSandbox {
             return Ended::new(broken.to_string());
         };
         let what = if exit.oom_killed {
+            self.metrics.oom_killed(self.runtime.as_str());
             format!("killed: out of memory (the limit is {} MiB)", self.memory_mb)
         } else {
             match exit.exit_code {

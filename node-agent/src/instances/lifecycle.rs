@@ -12,7 +12,7 @@
 use std::{
     future::Future,
     pin::Pin,
-    sync::{Arc, RwLock},
+    sync::{Arc, Mutex, PoisonError, RwLock},
     time::Duration,
 };
 
@@ -30,7 +30,10 @@ use super::{
     serve_client::{self, Broken, CallError, LoadError, ServeClient, ServeLimits},
     spec::InstanceSpec,
 };
-use crate::error::{Error, Result};
+use crate::{
+    error::{Error, Result},
+    metrics::{Metrics, StateLabels},
+};
 
 /// First pause before restarting a crashed instance.
 pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
@@ -114,6 +117,9 @@ pub struct Instance {
     stop: CancellationToken,
     /// Cancelled when the supervisor has returned, its sandbox removed.
     done: CancellationToken,
+    /// Where its state is counted while a table holds it; locked around every change of
+    /// state, so the gauge moves with it.
+    counted: Mutex<Option<Arc<Metrics>>>,
 }
 
 impl Instance {
@@ -127,7 +133,28 @@ impl Instance {
             logs: Arc::default(),
             stop: CancellationToken::new(),
             done: CancellationToken::new(),
+            counted: Mutex::new(None),
         })
+    }
+
+    /// Counts it in `metrics`' instances gauge, in its state as it changes, until
+    /// [`Instance::uncount`]. Counting it again moves it to the new `metrics`.
+    pub fn count_in(&self, metrics: Arc<Metrics>) {
+        let mut counted = self.counted.lock().unwrap_or_else(PoisonError::into_inner);
+        let state = state_labels(self.phase.borrow().state);
+        if let Some(old) = counted.take() {
+            old.instances.get_or_create(&state).dec();
+        }
+        metrics.instances.get_or_create(&state).inc();
+        *counted = Some(metrics);
+    }
+
+    /// No longer counts it (it has left its table).
+    pub fn uncount(&self) {
+        let mut counted = self.counted.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(m) = counted.take() {
+            m.instances.get_or_create(&state_labels(self.phase.borrow().state)).dec();
+        }
     }
 
     /// What it runs.
@@ -218,7 +245,10 @@ impl Instance {
     }
 
     fn set_phase(&self, state: InstanceState, error: Option<&str>, restarts: Option<u32>) {
+        let counted = self.counted.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut before = state;
         self.phase.send_modify(|p| {
+            before = p.state;
             p.state = state;
             if let Some(e) = error {
                 p.error = cut(e, MAX_STATUS_ERROR);
@@ -227,6 +257,12 @@ impl Instance {
                 p.restarts = r;
             }
         });
+        if let Some(m) = counted.as_ref()
+            && before != state
+        {
+            m.instances.get_or_create(&state_labels(before)).dec();
+            m.instances.get_or_create(&state_labels(state)).inc();
+        }
     }
 
     fn set_client(&self, client: Option<Arc<ServeClient>>) {
@@ -323,6 +359,11 @@ async fn launch(
             Err(Failure::Crashed(ended))
         }
     }
+}
+
+/// The instances gauge's label of `state`.
+pub fn state_labels(state: InstanceState) -> StateLabels {
+    StateLabels { state: state.name() }
 }
 
 fn unavailable(message: String) -> Error {

@@ -8,8 +8,13 @@
 //! - agent → shim, once: `{"v":1,"op":"load","code_len":N,"output_limit":L}` + the code;
 //! - shim → agent, once: `{"ready":true}`, or `{"ready":false,"error_len":N}` + the
 //!   compiler's or interpreter's message, after which the shim exits;
-//! - agent → shim, pipelined: `{"id":I,"len":N}` + the event as JSON;
-//! - shim → agent, in request order: `{"id":I,"type":"json"|"text"|"error","len":N}` + N bytes.
+//! - agent → shim, pipelined: `{"id":I,"len":N}` + the event as JSON, with
+//!   `"traceparent":"00-<32 hex>-<16 hex>-<2 hex>"` added when the call is traced (the
+//!   shim accepts it and does nothing more with it);
+//! - shim → agent, in request order: `{"id":I,"type":"json"|"text"|"error","len":N,
+//!   "start_ns":S,"end_ns":E}` + N bytes, where S and E are the shim's wall clock (Unix
+//!   epoch nanoseconds) when it had read the call and when it had its answer; they
+//!   become the `shim.invoke` span (see [`ShimTimes`]).
 //!
 //! The shim refuses answers over the output limit itself, but the shim runs in the
 //! handler's own process, which can patch it or write frames of its own. So the reader
@@ -19,9 +24,10 @@ use std::{
     fmt,
     io::Write as _,
     sync::{Arc, OnceLock},
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
+use opentelemetry::KeyValue;
 use serde::Deserialize;
 use souq_proto::agent::ResultKind;
 use tokio::{
@@ -34,7 +40,7 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::sandbox::frame::{FrameError, FrameReader};
+use crate::sandbox::frame::{FrameError, FrameReader, ShimTimes};
 
 /// Largest answer the channel reads past, whatever the output limit; a header claiming
 /// more breaks the channel. (Answers over the output limit are dropped unbuffered.)
@@ -156,6 +162,10 @@ struct AnswerHeader {
     #[serde(rename = "type")]
     kind: AnswerType,
     len: usize,
+    #[serde(default)]
+    start_ns: u64,
+    #[serde(default)]
+    end_ns: u64,
 }
 
 /// What the caller and the two tasks share: whether, and why, the channel broke.
@@ -173,18 +183,23 @@ impl Shared {
     }
 }
 
+/// What a call's caller is sent: the answer with the shim's times of it, or the error.
+type Reply = Result<(Answer, ShimTimes), CallError>;
+
 /// A call on its way to the writer. The permit travels with it until its answer is read,
 /// so it bounds the calls the shim has not answered, not only those waiting here.
 struct Request {
     event: Vec<u8>,
-    reply: oneshot::Sender<Result<Answer, CallError>>,
+    /// The caller's trace context, for the shim.
+    traceparent: Option<String>,
+    reply: oneshot::Sender<Reply>,
     permit: OwnedSemaphorePermit,
 }
 
 /// A call sent, waiting for its answer.
 struct Pending {
     id: u64,
-    reply: oneshot::Sender<Result<Answer, CallError>>,
+    reply: oneshot::Sender<Reply>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -252,16 +267,31 @@ impl ServeClient {
 
     /// Sends `event` to the handler and waits up to `timeout` for its answer. Past the
     /// timeout the channel is broken on purpose: its answers come in order, so the stuck
-    /// call would hold up every call behind it.
+    /// call would hold up every call behind it. The call carries the current trace
+    /// context, and the shim's time on it becomes a span of the current trace.
     pub async fn call(&self, event: Vec<u8>, timeout: Duration) -> Result<Answer, CallError> {
+        let traceparent = souq_proto::trace::current_traceparent();
+        let sent = SystemTime::now();
+        let (answer, times) = self.call_timed(event, timeout, traceparent).await?;
+        let status = match answer.kind {
+            ResultKind::Json => "json",
+            ResultKind::Text => "text",
+            _ => "error",
+        };
+        times.record("shim.invoke", sent, SystemTime::now(), vec![KeyValue::new("souq.result_kind", status)]);
+        Ok(answer)
+    }
+
+    /// [`ServeClient::call`] with the `traceparent` given, returning the shim's times.
+    async fn call_timed(&self, event: Vec<u8>, timeout: Duration, traceparent: Option<String>) -> Reply {
         if self.shared.broken.is_cancelled() {
             return Err(CallError::Unavailable);
         }
         let permit = self.in_flight.clone().try_acquire_owned().map_err(|_| CallError::Busy)?;
         let (reply, answer) = oneshot::channel();
-        self.requests.send(Request { event, reply, permit }).map_err(|_| CallError::Unavailable)?;
+        self.requests.send(Request { event, traceparent, reply, permit }).map_err(|_| CallError::Unavailable)?;
         match tokio::time::timeout(timeout, answer).await {
-            Ok(Ok(answer)) => answer,
+            Ok(Ok(reply)) => reply,
             Ok(Err(_)) => Err(CallError::Lost),
             Err(_) => {
                 self.shared.break_with(Broken::Timeout(timeout));
@@ -318,7 +348,13 @@ async fn write_loop(
                 let id = next_id;
                 next_id += 1;
                 // Writing to a Vec cannot fail.
-                let _ = writeln!(batch, "{{\"id\":{id},\"len\":{}}}", request.event.len());
+                let _ = write!(batch, "{{\"id\":{id},\"len\":{}", request.event.len());
+                if let Some(tp) = request.traceparent.as_deref().filter(|t| t.len() <= souq_proto::trace::MAX_TRACEPARENT)
+                    && let Ok(quoted) = serde_json::to_string(tp)
+                {
+                    let _ = write!(batch, ",\"traceparent\":{quoted}");
+                }
+                batch.extend_from_slice(b"}\n");
                 batch.extend_from_slice(&request.event);
                 let _ = sent.send(Pending { id, reply: request.reply, _permit: request.permit });
             }
@@ -404,7 +440,8 @@ async fn read_loop(
             AnswerType::Error => ResultKind::Error,
         };
         // The caller may have given up; its permit is released all the same.
-        let _ = call.reply.send(Ok(Answer { kind, body }));
+        let times = ShimTimes { start_ns: header.start_ns, end_ns: header.end_ns };
+        let _ = call.reply.send(Ok((Answer { kind, body }, times)));
     };
     // Dropping `pending` fails every call still waiting with `Unavailable`.
     shared.break_with(why);

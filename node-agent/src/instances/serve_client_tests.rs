@@ -29,6 +29,8 @@ pub(crate) struct Load {
 pub(crate) struct Req {
     pub(crate) id: u64,
     pub(crate) len: usize,
+    #[serde(default)]
+    pub(crate) traceparent: Option<String>,
 }
 
 impl FakeShim {
@@ -45,8 +47,14 @@ impl FakeShim {
     }
 
     pub(crate) async fn request(&mut self) -> Option<(u64, Vec<u8>)> {
+        self.request_header().await.map(|(req, body)| (req.id, body))
+    }
+
+    /// The next request with its whole header.
+    pub(crate) async fn request_header(&mut self) -> Option<(Req, Vec<u8>)> {
         let req: Req = self.reader.header().await.ok()?;
-        Some((req.id, self.reader.body(req.len).await.ok()?))
+        let body = self.reader.body(req.len).await.ok()?;
+        Some((req, body))
     }
 
     pub(crate) fn answer(out: &mut Vec<u8>, id: u64, kind: &str, body: &[u8]) {
@@ -245,4 +253,37 @@ async fn an_answer_out_of_order_breaks_the_channel() {
     shim.writer.write_all(&out).await.unwrap();
     assert_eq!(call.await.unwrap(), Err(CallError::Lost));
     assert!(matches!(client.broken().await, Broken::Protocol(_)));
+}
+
+/// The call carries the caller's traceparent (when there is one) to the shim, and the
+/// shim's `start_ns`/`end_ns` come back with the answer, whole (past 2^53), or as none.
+#[tokio::test]
+async fn the_traceparent_goes_out_and_the_shims_times_come_back() {
+    const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let (client, mut shim) = loaded(LIMITS).await;
+    let client = Arc::new(client);
+    let c = client.clone();
+    let traced =
+        tokio::spawn(async move { c.call_timed(b"[1]".to_vec(), Duration::from_secs(10), Some(TP.into())).await });
+    let (req, event) = shim.request_header().await.unwrap();
+    assert_eq!((req.traceparent.as_deref(), event.as_slice()), (Some(TP), &b"[1]"[..]));
+    let c = client.clone();
+    let plain = tokio::spawn(async move { c.call_timed(b"[2]".to_vec(), Duration::from_secs(10), None).await });
+    let (req2, _) = shim.request_header().await.unwrap();
+    assert_eq!(req2.traceparent, None, "no traceparent, no key");
+    let mut out = format!(
+        "{{\"id\":{},\"type\":\"json\",\"len\":1,\"start_ns\":1796155117488720827,\"end_ns\":1796155117495975776}}\n1",
+        req.id
+    )
+    .into_bytes();
+    FakeShim::answer(&mut out, req2.id, "json", b"2");
+    shim.writer.write_all(&out).await.unwrap();
+    let (answer, times) = traced.await.unwrap().unwrap();
+    assert_eq!(answer.body, b"1");
+    assert_eq!(times, ShimTimes { start_ns: 1_796_155_117_488_720_827, end_ns: 1_796_155_117_495_975_776 });
+    let (answer, times) = plain.await.unwrap().unwrap();
+    assert_eq!((answer.body.as_slice(), times), (&b"2"[..], ShimTimes::default()));
+    // The public call, untraced here, still answers.
+    tokio::spawn(shim.echo());
+    assert_eq!(client.call(b"[3]".to_vec(), Duration::from_secs(10)).await.unwrap().body, b"[3]");
 }

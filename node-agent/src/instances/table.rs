@@ -1,6 +1,7 @@
 //! The instances this node holds, by instance id: Deploy (idempotent by id), Stop, the
 //! data path's Invoke, and every instance's status for the heartbeats. The map is locked
-//! only to look up or change an entry, never across an await.
+//! only to look up or change an entry, never across an await. The instances it holds are
+//! counted by state in the agent's `souq_agent_instances` gauge.
 use std::{
     collections::HashMap,
     sync::{Arc, RwLock},
@@ -20,7 +21,10 @@ use super::{
     serve_client::ServeLimits,
     spec::InstanceSpec,
 };
-use crate::error::{Error, Result};
+use crate::{
+    error::{Error, Result},
+    metrics::Metrics,
+};
 
 /// How long the handler may take to load (Go compiles then).
 pub const LOAD_TIMEOUT: Duration = Duration::from_secs(120);
@@ -40,6 +44,7 @@ pub struct Instances {
     closed: CancellationToken,
     /// Invoke's door: calls in flight, and the drain.
     gate: Gate,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Instances {
@@ -56,6 +61,20 @@ impl Instances {
     /// No instances yet; each will be started by `launcher`, with answers of at most
     /// `output_limit` bytes, and at most `max_instances` of them at once.
     pub fn new(launcher: Arc<dyn Launcher>, output_limit: usize, max_instances: usize) -> Self {
+        Instances::with_metrics(launcher, output_limit, max_instances, Arc::default())
+    }
+
+    /// [`Instances::new`], counted by state in `metrics` (every state at 0 at first).
+    pub fn with_metrics(
+        launcher: Arc<dyn Launcher>,
+        output_limit: usize,
+        max_instances: usize,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        use souq_proto::agent::InstanceState as S;
+        for state in [S::Starting, S::Running, S::Crashed, S::Failed] {
+            metrics.instances.get_or_create(&super::lifecycle::state_labels(state)).set(0);
+        }
         Instances {
             map: RwLock::default(),
             launcher,
@@ -63,6 +82,7 @@ impl Instances {
             max_instances: max_instances.max(1),
             closed: CancellationToken::new(),
             gate: Gate::default(),
+            metrics,
         }
     }
 
@@ -100,6 +120,7 @@ impl Instances {
                 }
                 None => {
                     let instance = Instance::new(spec);
+                    instance.count_in(self.metrics.clone());
                     map.insert(instance.spec().instance_id.clone(), instance.clone());
                     (instance, true)
                 }
@@ -120,6 +141,7 @@ impl Instances {
     pub async fn stop(&self, id: &str) -> Result<()> {
         let removed = self.map.write().map_err(|_| poisoned())?.remove(id);
         if let Some(instance) = removed {
+            instance.uncount();
             instance.stop();
             let _ = tokio::time::timeout(STOP_PATIENCE, instance.stopped()).await;
             info!(instance_id = id, "instance stopped");
@@ -163,6 +185,7 @@ impl Instances {
             Err(_) => return,
         };
         for instance in &all {
+            instance.uncount();
             instance.stop();
         }
         let deadline = tokio::time::Instant::now() + STOP_PATIENCE;

@@ -316,3 +316,22 @@ async fn the_drain_lets_calls_in_flight_finish_and_refuses_new_ones() {
     assert!(!ran_nothing(in_flight.await.unwrap()));
     assert_eq!(drained.await.unwrap(), 0, "nothing was still running");
 }
+
+#[tokio::test]
+async fn instances_are_counted_by_state() {
+    let launcher = FakeLauncher::with(&[Shim::Echo, Shim::Reject]);
+    let m = Arc::new(crate::metrics::Metrics::default());
+    let all = Instances::with_metrics(launcher.clone(), 1024 * 1024, 8, m.clone());
+    let counts = || {
+        ["starting", "running", "crashed", "failed"]
+            .map(|state| m.instances.get_or_create(&crate::metrics::StateLabels { state }).get())
+    };
+    assert_eq!(counts(), [0, 0, 0, 0]);
+    all.deploy(spec("i-1", Duration::from_secs(30))).await.unwrap();
+    all.deploy(spec("i-2", Duration::from_secs(30))).await.unwrap();
+    assert_eq!(counts(), [0, 1, 0, 1], "one running, one failed to load");
+    all.stop("i-1").await.unwrap();
+    assert_eq!(counts(), [0, 0, 0, 1], "a stopped instance is no longer counted");
+    all.stop_all().await;
+    assert_eq!(counts(), [0, 0, 0, 0]);
+}

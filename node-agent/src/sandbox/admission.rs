@@ -2,24 +2,30 @@
 //! past that a request is turned away at once (503 with `Retry-After`) instead of piling
 //! up, so the agent's memory and the Engine's load stay bounded. Before that, one user
 //! may have at most `per_user` executes on the node, running or waiting ([`PerUser`]),
-//! so one account cannot take every slot from the others.
+//! so one account cannot take every slot from the others. The line's depth, its
+//! capacity and the executes running are kept in the agent's gauges as they change.
 use std::{
     collections::HashMap,
     sync::{
-        Mutex, PoisonError,
+        Arc, Mutex, PoisonError,
         atomic::{AtomicUsize, Ordering},
     },
 };
 
 use tokio::sync::{Semaphore, SemaphorePermit};
 
-/// Running slots and a bounded waiting line.
+use crate::metrics::Metrics;
+
+/// Running slots and a bounded waiting line. The queue depth gauge counts the places
+/// taken past the running slots, so it reaches the capacity gauge exactly when the next
+/// execute is turned away.
 #[derive(Debug)]
 pub struct Admission {
     slots: Semaphore,
     admitted: AtomicUsize,
     running: usize,
     capacity: usize,
+    metrics: Arc<Metrics>,
 }
 
 /// A place in line; dropping it leaves the line.
@@ -28,11 +34,31 @@ pub struct Ticket<'a> {
     admission: &'a Admission,
 }
 
+/// A running slot; dropping it gives it back.
+#[derive(Debug)]
+pub struct Running<'a> {
+    _permit: SemaphorePermit<'a>,
+    admission: &'a Admission,
+}
+
 impl Admission {
-    /// `running` at once, `queue` more waiting.
+    /// `running` at once, `queue` more waiting; counted in fresh metrics until
+    /// [`Admission::with_metrics`].
     pub fn new(running: usize, queue: usize) -> Self {
+        Admission::with_metrics(running, queue, Arc::default())
+    }
+
+    /// [`Admission::new`], counted in `metrics`.
+    pub fn with_metrics(running: usize, queue: usize, metrics: Arc<Metrics>) -> Self {
         let running = running.max(1);
-        Admission { slots: Semaphore::new(running), admitted: AtomicUsize::new(0), running, capacity: running + queue }
+        metrics.admission_queue_capacity.set(i64::try_from(queue).unwrap_or(i64::MAX));
+        Admission {
+            slots: Semaphore::new(running),
+            admitted: AtomicUsize::new(0),
+            running,
+            capacity: running + queue,
+            metrics,
+        }
     }
 
     /// A place in line, or `None` when the line is full.
@@ -43,7 +69,13 @@ impl Admission {
                 return None;
             }
             match self.admitted.compare_exchange_weak(now, now + 1, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return Some(Ticket { admission: self }),
+                Ok(_) => {
+                    // Past the running slots, a place is one of the queue's.
+                    if now >= self.running {
+                        self.metrics.admission_queue_depth.inc();
+                    }
+                    return Some(Ticket { admission: self });
+                }
                 Err(actual) => now = actual,
             }
         }
@@ -62,14 +94,25 @@ impl Admission {
 
 impl Ticket<'_> {
     /// Waits for a running slot.
-    pub async fn slot(&self) -> Option<SemaphorePermit<'_>> {
-        self.admission.slots.acquire().await.ok()
+    pub async fn slot(&self) -> Option<Running<'_>> {
+        let permit = self.admission.slots.acquire().await.ok()?;
+        self.admission.metrics.running_executes.inc();
+        Some(Running { _permit: permit, admission: self.admission })
     }
 }
 
 impl Drop for Ticket<'_> {
     fn drop(&mut self) {
-        self.admission.admitted.fetch_sub(1, Ordering::AcqRel);
+        let before = self.admission.admitted.fetch_sub(1, Ordering::AcqRel);
+        if before > self.admission.running {
+            self.admission.metrics.admission_queue_depth.dec();
+        }
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.admission.metrics.running_executes.dec();
     }
 }
 
@@ -158,5 +201,29 @@ mod tests {
         drop(s1);
         drop(t1);
         assert!(a.enter().is_some(), "leaving makes room");
+    }
+
+    #[tokio::test]
+    async fn the_gauges_follow_the_line_and_the_slots() {
+        let m = Arc::new(Metrics::default());
+        let a = Admission::with_metrics(1, 2, m.clone());
+        let gauges = || (m.admission_queue_depth.get(), m.running_executes.get(), m.admission_queue_capacity.get());
+        assert_eq!(gauges(), (0, 0, 2));
+        let t1 = a.enter().unwrap();
+        assert_eq!(gauges(), (0, 0, 2), "a place of the running slots is not queued");
+        let t2 = a.enter().unwrap();
+        let t3 = a.enter().unwrap();
+        assert_eq!(gauges(), (2, 0, 2), "the queue is full");
+        assert!(a.enter().is_none());
+        assert_eq!(gauges(), (2, 0, 2), "a refusal changes nothing");
+        let s1 = t1.slot().await.unwrap();
+        assert_eq!(gauges(), (2, 1, 2), "one runs");
+        drop(t2);
+        assert_eq!(gauges(), (1, 1, 2), "one left the queue");
+        drop(s1);
+        drop(t1);
+        assert_eq!(gauges(), (0, 0, 2), "the run ended; the last one waiting now has a slot's place");
+        drop(t3);
+        assert_eq!(gauges(), (0, 0, 2));
     }
 }

@@ -19,7 +19,10 @@ use super::{
     channel::{Channel, SANDBOX_SOCKET},
     profile::{self, Limits, ShimMode},
 };
-use crate::error::{Error, Result};
+use crate::{
+    docker::engine::Operation,
+    error::{Error, Result},
+};
 
 /// What to start.
 #[derive(Debug, Clone, Copy)]
@@ -74,9 +77,10 @@ impl Sandbox {
         let mut sandbox = Sandbox { docker: docker.clone(), container: None, channel };
         let created = docker
             .create_container(Some(CreateContainerOptions { name: Some(name), ..Default::default() }), body)
-            .await?;
+            .await
+            .map_err(Operation::Create.error())?;
         sandbox.container = Some(created.id.clone());
-        docker.start_container(&created.id, None).await?;
+        docker.start_container(&created.id, None).await.map_err(Operation::Start.error())?;
         Ok(sandbox)
     }
 
@@ -94,7 +98,11 @@ impl Sandbox {
             match wait.next().await {
                 Some(Ok(_) | Err(bollard::errors::Error::DockerContainerWaitError { .. })) => {}
                 // The Engine cannot tell: the timeout decides.
-                _ => std::future::pending().await,
+                Some(Err(e)) => {
+                    Operation::Wait.failed_with(&e);
+                    std::future::pending().await
+                }
+                None => std::future::pending().await,
             }
         };
         tokio::select! {
@@ -123,7 +131,8 @@ impl Sandbox {
         let id = self.container.as_deref()?;
         let deadline = tokio::time::Instant::now() + patience;
         loop {
-            let state = self.docker.inspect_container(id, None::<InspectContainerOptions>).await.ok()?.state?;
+            let inspected = self.docker.inspect_container(id, None::<InspectContainerOptions>).await;
+            let state = inspected.map_err(|e| Operation::Inspect.failed_with(&e)).ok()?.state?;
             let exit = ExitState {
                 running: state.running.unwrap_or(false),
                 exit_code: state.exit_code,
@@ -153,6 +162,7 @@ impl Drop for Sandbox {
 async fn remove(docker: &Docker, id: &str) {
     let opts = RemoveContainerOptions { force: true, v: true, ..Default::default() };
     if let Err(e) = docker.remove_container(id, Some(opts)).await {
+        Operation::Remove.failed_with(&e);
         warn!(container = id, error = %e, "could not remove sandbox");
     }
 }
@@ -168,7 +178,8 @@ pub async fn remove_own_containers(docker: &Docker, node_name: &str) -> Result<u
     let filters = HashMap::from([("label".to_owned(), labels)]);
     let list = docker
         .list_containers(Some(ListContainersOptions { all: true, filters: Some(filters), ..Default::default() }))
-        .await?;
+        .await
+        .map_err(Operation::List.error())?;
     for id in list.iter().filter_map(|c| c.id.as_deref()) {
         remove(docker, id).await;
     }

@@ -1,7 +1,11 @@
 //! Reading the shims' frames: a one-line JSON header ending in `\n`, then exactly the
 //! bytes the header names. Both shim modes frame this way. The reader reads in large
 //! chunks, so pipelined answers cost one system call for many, and bounds what it
-//! buffers: a header is at most [`MAX_HEADER`] bytes.
+//! buffers: a header is at most [`MAX_HEADER`] bytes. Answers of both modes carry the
+//! shim's own wall-clock times of the run ([`ShimTimes`]), which become a span.
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use opentelemetry::KeyValue;
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -9,6 +13,55 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 pub const MAX_HEADER: usize = 4096;
 /// Bytes asked of the socket per read.
 const CHUNK: usize = 64 * 1024;
+
+/// How far a shim's times may stray outside the agent's own bracket of the run (when it
+/// sent the request, when it had the answer) before they are ignored.
+pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(60);
+
+/// A shim's wall-clock times for one run, from its answer's `start_ns` and `end_ns`: Unix
+/// epoch nanoseconds when it had read the whole request and when it was about to write
+/// the answer. 0 when the shim sent none (an older image).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShimTimes {
+    /// When the shim began handling the request.
+    pub start_ns: u64,
+    /// When the shim finished it.
+    pub end_ns: u64,
+}
+
+impl ShimTimes {
+    /// The times as a span's bounds, when they are plausible: both present, in order,
+    /// and within [`MAX_CLOCK_SKEW`] of the agent's own `sent` .. `received`. The shim is
+    /// the sandbox's, so its clock and its frames are trusted no further than that.
+    pub fn bounded(self, sent: SystemTime, received: SystemTime) -> Option<(SystemTime, SystemTime)> {
+        if self.start_ns == 0 || self.end_ns < self.start_ns {
+            return None;
+        }
+        let start = UNIX_EPOCH.checked_add(Duration::from_nanos(self.start_ns))?;
+        let end = UNIX_EPOCH.checked_add(Duration::from_nanos(self.end_ns))?;
+        let earliest = sent.checked_sub(MAX_CLOCK_SKEW).unwrap_or(UNIX_EPOCH);
+        let latest = received.checked_add(MAX_CLOCK_SKEW)?;
+        (start >= earliest && end <= latest).then_some((start, end))
+    }
+
+    /// Reports the run as the shim's span `name` with `attributes`, a child of the current
+    /// span (the agent's request span); nothing when the times are absent or implausible,
+    /// or when the trace is not sampled.
+    pub fn record(self, name: &'static str, sent: SystemTime, received: SystemTime, attributes: Vec<KeyValue>) {
+        match self.bounded(sent, received) {
+            Some((start, end)) => souq_proto::trace::record_shim_span(name, start, end, attributes),
+            None if self.start_ns != 0 || self.end_ns != 0 => {
+                tracing::debug!(
+                    shim_span = name,
+                    start_ns = self.start_ns,
+                    end_ns = self.end_ns,
+                    "shim times out of bounds; no shim span"
+                );
+            }
+            None => {}
+        }
+    }
+}
 
 /// Why no frame could be read; the channel is unusable after any of them.
 #[derive(Debug, thiserror::Error)]
@@ -164,6 +217,33 @@ mod tests {
         assert_eq!(fr.body(h.len).await.unwrap(), b"ok");
         writer.await.unwrap();
         assert!(matches!(fr.skip(1).await, Err(FrameError::Closed)));
+    }
+
+    #[test]
+    fn shim_times_are_bounded_by_the_agents_clock() {
+        let sent = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let received = sent + Duration::from_millis(30);
+        let ns = |t: SystemTime| u64::try_from(t.duration_since(UNIX_EPOCH).unwrap().as_nanos()).unwrap();
+        let at = |a: SystemTime, b: SystemTime| ShimTimes { start_ns: ns(a), end_ns: ns(b) };
+        let inside = at(sent + Duration::from_millis(1), received - Duration::from_millis(1));
+        assert_eq!(
+            inside.bounded(sent, received),
+            Some((sent + Duration::from_millis(1), received - Duration::from_millis(1)))
+        );
+        // A shim clock a few seconds off is still believed.
+        let skewed = at(sent + Duration::from_secs(5), received + Duration::from_secs(5));
+        assert!(skewed.bounded(sent, received).is_some());
+        let ignored = [
+            ShimTimes::default(),
+            ShimTimes { start_ns: 0, end_ns: ns(received) },
+            at(received, sent),
+            at(sent - Duration::from_secs(61), received),
+            at(sent, received + Duration::from_secs(61)),
+            ShimTimes { start_ns: u64::MAX - 1, end_ns: u64::MAX },
+        ];
+        for t in ignored {
+            assert_eq!(t.bounded(sent, received), None, "{t:?}");
+        }
     }
 
     #[tokio::test]

@@ -2,7 +2,8 @@
 //! about what the code costs. The first execute of a user takes one (or, if none is
 //! waiting, starts one: a cold start, never a refusal) and keeps it for that user's later
 //! executes, each in a fresh process; it is destroyed after an abnormal run, after
-//! `max_uses` runs or when idle. A sandbox never serves two users.
+//! `max_uses` runs or when idle. A sandbox never serves two users. The idle level of each
+//! runtime is kept in the agent's `souq_agent_warm_sandboxes` gauge as it changes.
 use std::{
     collections::HashMap,
     path::PathBuf,
@@ -20,6 +21,7 @@ use super::{admission::Ticket, profile::Limits, session::Session};
 use crate::{
     docker::{Engine, Images},
     error::{Error, Result},
+    metrics::{Metrics, RuntimeLabels},
 };
 
 /// How warm sandboxes are kept; the operator's to set.
@@ -95,6 +97,7 @@ pub struct Pools {
     idle: Mutex<HashMap<Runtime, Vec<Session>>>,
     assigned: Mutex<HashMap<(String, Runtime), Slot>>,
     wake: Notify,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Pools {
@@ -107,7 +110,22 @@ impl Pools {
     /// Empty pools, kept as `cfg` says with sandboxes made from `template`; see
     /// [`Pools::maintain`].
     pub fn new(cfg: PoolConfig, template: SessionTemplate) -> Self {
-        Pools { cfg, template, idle: Mutex::default(), assigned: Mutex::default(), wake: Notify::new() }
+        Pools::with_metrics(cfg, template, Arc::default())
+    }
+
+    /// [`Pools::new`], with the idle levels kept in `metrics` (0 for each runtime at first).
+    pub fn with_metrics(cfg: PoolConfig, template: SessionTemplate, metrics: Arc<Metrics>) -> Self {
+        for runtime in template.images.keys() {
+            metrics.warm_sandboxes.get_or_create(&RuntimeLabels { runtime: runtime.as_str() }).set(0);
+        }
+        Pools { cfg, template, idle: Mutex::default(), assigned: Mutex::default(), wake: Notify::new(), metrics }
+    }
+
+    /// Sets the warm gauge of `runtime` to `level`; called with the idle lock held, so the
+    /// last level set is the pool's.
+    fn publish(&self, runtime: Runtime, level: usize) {
+        let level = i64::try_from(level).unwrap_or(i64::MAX);
+        self.metrics.warm_sandboxes.get_or_create(&RuntimeLabels { runtime: runtime.as_str() }).set(level);
     }
 
     /// Idle sandboxes per runtime, for the heartbeat.
@@ -116,7 +134,13 @@ impl Pools {
     }
 
     fn take_idle(&self, runtime: Runtime) -> Option<Session> {
-        let s = self.idle.lock().ok()?.get_mut(&runtime)?.pop();
+        let s = {
+            let mut idle = self.idle.lock().ok()?;
+            let pool = idle.get_mut(&runtime)?;
+            let s = pool.pop();
+            self.publish(runtime, pool.len());
+            s
+        };
         self.wake.notify_one();
         s
     }
@@ -247,7 +271,18 @@ impl Pools {
                 () = tokio::time::sleep(Duration::from_secs(2)) => {}
             }
         }
-        let idle: Vec<Session> = self.idle.lock().map(|mut m| m.drain().flat_map(|(_, v)| v).collect()).unwrap_or_default();
+        let idle: Vec<Session> = self
+            .idle
+            .lock()
+            .map(|mut m| {
+                m.drain()
+                    .flat_map(|(runtime, v)| {
+                        self.publish(runtime, 0);
+                        v
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         for s in idle {
             s.destroy().await;
         }
@@ -264,7 +299,9 @@ impl Pools {
                 match self.template.start(docker, runtime).await {
                     Ok(s) => {
                         if let Ok(mut m) = self.idle.lock() {
-                            m.entry(runtime).or_default().push(s);
+                            let pool = m.entry(runtime).or_default();
+                            pool.push(s);
+                            self.publish(runtime, pool.len());
                         }
                         started += 1;
                     }
@@ -294,6 +331,20 @@ mod tests {
             channels: PathBuf::from("/nonexistent"),
         };
         Pools::new(PoolConfig { max_sessions: 2, ..PoolConfig::DEFAULT }, template)
+    }
+
+    #[test]
+    fn the_warm_gauge_starts_at_zero_for_every_runtime() {
+        let m = Arc::new(Metrics::default());
+        let template = SessionTemplate {
+            images: [(Runtime::Python, "img".to_owned())].into(),
+            ..pools().template
+        };
+        let p = Pools::with_metrics(PoolConfig::DEFAULT, template, m.clone());
+        assert_eq!(m.warm_sandboxes.get_or_create(&RuntimeLabels { runtime: "python" }).get(), 0);
+        p.publish(Runtime::Python, 3);
+        assert_eq!(m.warm_sandboxes.get_or_create(&RuntimeLabels { runtime: "python" }).get(), 3);
+        assert!(p.take_idle(Runtime::Python).is_none());
     }
 
     fn assigned(p: &Pools) -> usize {

@@ -149,6 +149,64 @@ key: {{ .item.key }}
   value: {{ .Values.logLevel | quote }}
 {{- end }}
 
+{{/*
+Telemetry env of a long-running role: the plain-HTTP metrics listener (GET /metrics,
+GET /healthz and the gRPC health service) on metrics.port, and OTLP trace export.
+*/}}
+{{- define "souq.telemetryEnv" -}}
+- name: SOUQ_METRICS_ADDR
+  value: "0.0.0.0:{{ .Values.metrics.port }}"
+{{- with .Values.telemetry.otlpEndpoint }}
+- name: SOUQ_OTLP_ENDPOINT
+  value: {{ . | quote }}
+{{- end }}
+- name: SOUQ_TRACE_SAMPLE_RATIO
+  value: {{ .Values.telemetry.traceSampleRatio | toString | quote }}
+{{- end }}
+
+{{/* The metrics container port of a long-running role. */}}
+{{- define "souq.metricsContainerPort" -}}
+- name: metrics
+  containerPort: {{ .Values.metrics.port }}
+  protocol: TCP
+{{- end }}
+
+{{/* The metrics port of a role's Service (plain HTTP, also when the edge serves HTTPS). */}}
+{{- define "souq.metricsServicePort" -}}
+- name: metrics
+  port: {{ .Values.metrics.port }}
+  targetPort: metrics
+  protocol: TCP
+  appProtocol: http
+{{- end }}
+
+{{/* The NetworkPolicy ingress rule of the metrics port; call with metrics.allowFrom. */}}
+{{- define "souq.metricsIngress" -}}
+- ports:
+    - {port: metrics, protocol: TCP}
+  {{- with . }}
+  from:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end }}
+
+{{/*
+The probes of a role whose main port is gRPC behind mutual TLS: the kubelet's gRPC probe
+calls grpc.health.v1.Health on the plain-text metrics port instead. Call with
+(dict "root" $ "probes" $c.probes).
+*/}}
+{{- define "souq.grpcHealthProbes" -}}
+startupProbe:
+  grpc: {port: {{ .root.Values.metrics.port }}}
+  {{- include "souq.probeTimings" .probes.startup | trim | nindent 2 }}
+livenessProbe:
+  grpc: {port: {{ .root.Values.metrics.port }}}
+  {{- include "souq.probeTimings" .probes.liveness | trim | nindent 2 }}
+readinessProbe:
+  grpc: {port: {{ .root.Values.metrics.port }}}
+  {{- include "souq.probeTimings" .probes.readiness | trim | nindent 2 }}
+{{- end }}
+
 {{/* A probe's timings from values; the handler comes from the template. */}}
 {{- define "souq.probeTimings" -}}
 {{- range $k, $v := . }}
@@ -192,6 +250,11 @@ key: {{ .item.key }}
 {{- $p := (get $.Values $k).pdb }}
 {{- if and (not (kindIs "invalid" $p.minAvailable)) (not (kindIs "invalid" $p.maxUnavailable)) }}
 {{- fail (printf "%s.pdb: set minAvailable or maxUnavailable, not both (null the other)" $k) }}
+{{- end }}
+{{- end }}
+{{- range $k := list "controlPlane" "edge" "agent" }}
+{{- if eq (int (get $.Values $k).port) (int $.Values.metrics.port) }}
+{{- fail (printf "metrics.port: %d is also %s.port; give the metrics listener a port of its own" (int $.Values.metrics.port) $k) }}
 {{- end }}
 {{- end }}
 {{- if and .Values.edge.tls.enabled (not .Values.edge.tls.existingSecret) }}

@@ -31,6 +31,7 @@ use crate::{
     AppState,
     error::{ApiError, Result},
     extract::{ApiId, Caller},
+    metrics::Refusal,
     query::parse_query,
     verifier::Verifier,
     rest::{
@@ -214,7 +215,15 @@ pub async fn logs(
     let q = logs_query(raw.as_deref())?;
     // The cut-off the caller's token just passed: once it grows, the session is over.
     let session = Session { verifier: state.verifier.clone(), cut_off: state.verifier.cut_off(&caller.user_id), user: caller.user_id.clone() };
-    let slot = if q.follow { Some(slots.try_acquire(&caller.user_id).ok_or_else(too_many_follows)?) } else { None };
+    let slot = if q.follow {
+        let slot = slots.try_acquire(&caller.user_id).ok_or_else(|| {
+            state.metrics.refused(Refusal::Concurrency);
+            too_many_follows()
+        })?;
+        Some(slot)
+    } else {
+        None
+    };
     let lifetime = if q.follow { MAX_FOLLOW } else { TIMEOUT };
     let req = grpc(ApiLogsRequest { api_id, tail: q.tail, follow: q.follow }, Some(&caller.token), lifetime);
     let mut client = state.apis.clone();

@@ -51,6 +51,11 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// The edge's count of refusals for `reason`.
+fn refusals(state: &AppState, reason: &'static str) -> u64 {
+    state.metrics.refusals.get_or_create(&crate::metrics::ReasonLabel { reason }).get()
+}
+
 fn metered(state: &AppState) -> Vec<UsageEvent> {
     match &state.meter.shared().expect("metering on").store {
         Store::Memory(q) => q.read(1000),
@@ -81,6 +86,7 @@ async fn subscribers_call_with_keys_under_their_plans_limits() {
     let retry: u64 = header(&h, "retry-after").and_then(|r| r.parse().ok()).expect("retry-after");
     assert!((29..=30).contains(&retry), "{retry}");
     assert_eq!(header(&h, "ratelimit-remaining"), Some("0"));
+    assert_eq!(refusals(&state, "rate_limit"), 1, "the refusal is counted");
 
     // The key never reaches the handler; the event names the key and the subscription.
     let events = metered(&state);
@@ -139,6 +145,7 @@ async fn the_monthly_quota_is_counted_and_a_call_that_ran_nowhere_is_refunded() 
     );
     assert!(header(&h, "retry-after").and_then(|r| r.parse::<u64>().ok()).is_some_and(|r| r >= 1));
     assert_eq!(metered(&state).len(), 2);
+    assert_eq!((refusals(&state, "quota"), refusals(&state, "rate_limit")), (1, 0), "counted by reason");
 
     // No replica takes the call: 503, nothing metered, the quota given back (so the
     // single call of this plan is still there, twice over).
