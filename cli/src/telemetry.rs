@@ -9,7 +9,7 @@ use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::{
     Resource,
     error::OTelSdkResult,
-    trace::{Sampler, SdkTracerProvider, SpanData, SpanExporter},
+    trace::{SdkTracerProvider, SpanData, SpanExporter},
 };
 use tracing::Metadata;
 use tracing_subscriber::{EnvFilter, Layer, filter::filter_fn, fmt, layer::SubscriberExt, util::SubscriberInitExt};
@@ -35,8 +35,9 @@ pub struct TelemetryArgs {
     /// still made, for logs and problem+json).
     #[arg(long, env = "SOUQ_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
-    /// The share of new traces that are sampled, 0 to 1. A caller's sampling decision (its
-    /// `traceparent` flag) is followed.
+    /// The share of traces that are sampled, 0 to 1. The edge decides for each request
+    /// (a client's `traceparent` is joined, but its sampled flag does not decide); the
+    /// hops after it follow the edge.
     #[arg(long, env = "SOUQ_TRACE_SAMPLE_RATIO", default_value_t = 1.0)]
     pub trace_sample_ratio: f64,
     /// A plain-HTTP listener for Prometheus (`/metrics`), `/healthz` and the gRPC health
@@ -130,7 +131,7 @@ pub fn init(services: &[Service], traces: Option<&TelemetryArgs>) -> Result<Guar
     };
     let (endpoint, ratio) = (traces.endpoint()?, traces.ratio()?);
     let mut builder = SdkTracerProvider::builder()
-        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio))))
+        .with_sampler(crate::sampling::Sampling::new(ratio))
         .with_resource(Resource::builder().with_service_name(services[0].name()).build());
     if let Some(endpoint) = &endpoint {
         builder = builder.with_batch_exporter(ByService::new(endpoint, services)?);
