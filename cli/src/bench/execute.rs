@@ -130,11 +130,11 @@ fn baseline(image: &str, code: &str, runs: usize) -> anyhow::Result<Duration> {
 
 /// Runs the benchmark and prints its report.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let (_up, url) = target(args.url.as_deref()).await?;
+    let (up, url) = target(args.url.as_deref()).await?;
     let http = reqwest::Client::builder().pool_max_idle_per_host(64).timeout(Duration::from_secs(60)).build()?;
     let mut tokens = Vec::new();
     for i in 0..8 {
-        tokens.push(user(&http, &url, i).await?);
+        tokens.push(user(&http, &url, up.as_ref(), i).await?);
     }
     let programs = [("python", "print('hi')"), ("nodejs", "console.log('hi')")];
     eprintln!("warming up…");

@@ -126,9 +126,9 @@ pub(super) async fn throughput(c: &Arc<Client>, slug: &str, conc: usize, secs: u
 
 /// Runs the benchmark and prints its report.
 pub async fn run(args: InvokeArgs) -> anyhow::Result<()> {
-    let (_up, url) = target(args.url.as_deref()).await?;
+    let (up, url) = target(args.url.as_deref()).await?;
     let http = reqwest::Client::builder().pool_max_idle_per_host(128).tcp_nodelay(true).timeout(Duration::from_secs(60)).build()?;
-    let token = user(&http, &url, 0).await?;
+    let token = user(&http, &url, up.as_ref(), 0).await?;
     let c = Arc::new(Client { http, url: url.clone(), token, key: None });
 
     eprintln!("deploying the handler…");

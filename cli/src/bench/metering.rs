@@ -25,28 +25,6 @@ pub struct MeteringArgs {
     pub redis_url: Option<String>,
 }
 
-/// Follows the verification link mailed (as a file) to `email` by the `souq up` in `up`.
-async fn verify(http: &reqwest::Client, up: &Up, email: &str) -> anyhow::Result<()> {
-    let dir = up.dir.join("mail");
-    for _ in 0..100 {
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let text = std::fs::read_to_string(entry.path()).unwrap_or_default().replace("=\r\n", "").replace("=\n", "");
-            if !text.contains(email) {
-                continue;
-            }
-            if let Some(start) = text.find("http://") {
-                let link: String = text[start..].chars().take_while(|c| !c.is_whitespace() && *c != '"' && *c != '<').collect();
-                if link.contains("/verify-email/") {
-                    http.get(&link).send().await?.error_for_status()?;
-                    return Ok(());
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    bail!("no verification mail for {email} under {}", dir.display())
-}
-
 async fn signed_up(http: &reqwest::Client, url: &str, email: &str) -> anyhow::Result<String> {
     let creds = json!({"email": email, "password": "bench password 123"});
     http.post(format!("{url}/api/v1/auth/signup")).json(&creds).send().await?;
@@ -58,7 +36,7 @@ async fn signed_up(http: &reqwest::Client, url: &str, email: &str) -> anyhow::Re
 async fn consumer(http: &reqwest::Client, up: &Up, url: &str) -> anyhow::Result<(Arc<Client>, String)> {
     let email = format!("provider-{}@example.com", uuid::Uuid::new_v4().simple());
     let provider = signed_up(http, url, &email).await?;
-    verify(http, up, &email).await?;
+    super::verify(http, up, &email).await?;
     let owner = Client { http: http.clone(), url: url.to_owned(), token: provider.clone(), key: None };
     let (id, slug) = owner.create("bench metering").await?;
     let auth = format!("Bearer {provider}");
@@ -70,7 +48,7 @@ async fn consumer(http: &reqwest::Client, up: &Up, url: &str) -> anyhow::Result<
     http.post(format!("{url}/api/v1/apis/{id}/plans")).header("authorization", &auth).json(&plan).send().await?.error_for_status()?;
     owner.deploy(&id).await?;
 
-    let token = user(http, url, 1).await?;
+    let token = user(http, url, Some(up), 1).await?;
     let key: Value = http.post(format!("{url}/api/v1/keys")).bearer_auth(&token).json(&json!({"name": "bench"})).send().await?.json().await?;
     let key = key["key"].as_str().context("no key")?.to_owned();
     http.post(format!("{url}/api/v1/marketplace/{slug}/subscribe"))

@@ -60,13 +60,40 @@ pub fn start_up(extra: &[&str]) -> anyhow::Result<(Up, String)> {
     Ok((up, line.trim_start_matches("edge listening on ").to_owned()))
 }
 
-/// Signs up and logs in bench user `i`; returns the access token.
-pub async fn user(http: &reqwest::Client, url: &str, i: usize) -> anyhow::Result<String> {
+/// Signs up bench user `i`, verifies the address from the mail of `up` (the benchmark's
+/// own `souq up`: an unverified account may not deploy), and logs in; returns the access
+/// token.
+pub async fn user(http: &reqwest::Client, url: &str, up: Option<&Up>, i: usize) -> anyhow::Result<String> {
     let email = format!("bench-{}-{i}-{}@example.com", std::process::id(), uuid::Uuid::new_v4().simple());
     let creds = json!({"email": email, "password": "bench password 123"});
     http.post(format!("{url}/api/v1/auth/signup")).json(&creds).send().await?;
+    if let Some(up) = up {
+        verify(http, up, &email).await?;
+    }
     let login: Value = http.post(format!("{url}/api/v1/auth/login")).json(&creds).send().await?.json().await?;
     login["access_token"].as_str().map(str::to_owned).context("login failed")
+}
+
+/// Follows the verification link mailed (as a file) to `email` by the `souq up` in `up`.
+pub async fn verify(http: &reqwest::Client, up: &Up, email: &str) -> anyhow::Result<()> {
+    let dir = up.dir.join("mail");
+    for _ in 0..100 {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default().replace("=\r\n", "").replace("=\n", "");
+            if !text.contains(email) {
+                continue;
+            }
+            if let Some(start) = text.find("http://") {
+                let link: String = text[start..].chars().take_while(|c| !c.is_whitespace() && *c != '"' && *c != '<').collect();
+                if link.contains("/verify-email/") {
+                    http.get(&link).send().await?.error_for_status()?;
+                    return Ok(());
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("no verification mail for {email} under {}", dir.display())
 }
 
 /// The edge to measure: `url`, or a `souq up` started now (kept alive by the guard).
