@@ -6,13 +6,16 @@
 #   r0.01   the same at 0.01,
 #   r1      the same at 1 (every call traced).
 # Usage: SOUQ_BIN=target/release/souq [BASE_BIN=…] bash scripts/bench-telemetry.sh [ROUNDS]
-# The sink is tests/observability/otlp_receiver.py (grpcio and opentelemetry-proto, as
-# scripts/test-observability.sh installs them); PYTHON names its interpreter.
+# The sink is tests/observability/otlp_receiver.py, run in the observability tests' venv
+# (scripts/lib/venv.sh makes it when missing).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=scripts/lib/venv.sh
+source scripts/lib/venv.sh
+souq_venv observability-venv "$OBSERVABILITY_PINS"
 rounds="${1:-3}"
 bin="${SOUQ_BIN:?set SOUQ_BIN to a release build of souq}"
-python="${PYTHON:-/var/cache/souq/observability-venv/bin/python}"
+python="$VENV/bin/python"
 port="${OTLP_PORT:-14317}"
 args=(bench invoke --requests "${REQUESTS:-3000}" --duration-s "${DURATION_S:-10}" --deploys "${DEPLOYS:-3}")
 

@@ -7,27 +7,12 @@
 # build in the cache, when it exists).
 set -euo pipefail
 
-HELM_SDK_VERSION=0.2.2
-KUBERNETES_VALIDATE_VERSION=1.37.0
-
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cache="${SOUQ_CACHE_DIR:-/var/cache/souq}"
-venv="$cache/chart-venv"
-stamp="$venv/.souq-pins"
-pins="helm-python-sdk==$HELM_SDK_VERSION kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
-
-if [[ ! -x "$venv/bin/python" ]] || [[ "$(cat "$stamp" 2>/dev/null)" != "$pins" ]]; then
-    echo "test-chart: making $venv ($pins)" >&2
-    mkdir -p "$cache"
-    python3 -m venv "$venv"
-    # shellcheck disable=SC2086
-    "$venv/bin/pip" install --quiet --disable-pip-version-check $pins
-    echo "$pins" > "$stamp"
-fi
-
-if [[ -z "${SOUQ_BIN:-}" && -x "${CARGO_TARGET_DIR:-$cache/target}/debug/souq" ]]; then
-    export SOUQ_BIN="${CARGO_TARGET_DIR:-$cache/target}/debug/souq"
-fi
+# shellcheck source=scripts/lib/venv.sh
+source "$root/scripts/lib/venv.sh"
+souq_venv chart-venv "$CHART_PINS"
+venv="$VENV"
+default_souq_bin
 
 export PYTHONDONTWRITEBYTECODE=1
 # --run: test 5 instead, the rendered chart run in Docker (see scripts/test-chart-run.sh).

@@ -13,15 +13,9 @@
 # and remove their temp dirs, also on failure or Ctrl-C. Exits non-zero on any failure.
 set -euo pipefail
 
-GRPCIO_VERSION=1.85.1
-OTEL_PROTO_VERSION=1.45.2
-PROTOBUF_VERSION=7.36.2
-
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cache="${SOUQ_CACHE_DIR:-/var/cache/souq}"
-venv="$cache/observability-venv"
-stamp="$venv/.souq-pins"
-pins="grpcio==$GRPCIO_VERSION opentelemetry-proto==$OTEL_PROTO_VERSION protobuf==$PROTOBUF_VERSION"
+# shellcheck source=scripts/lib/venv.sh
+source "$root/scripts/lib/venv.sh"
 rules_dir="$root/deploy/prometheus"
 timeout_s="${SOUQ_OBS_TIMEOUT_S:-900}"
 
@@ -72,21 +66,11 @@ promtool check rules "$rules_dir/souq-rules.yaml" || die "promtool check rules f
 (cd "$rules_dir" && promtool test rules souq-rules.test.yaml) || die "promtool test rules failed"
 
 # --- the live tests ------------------------------------------------------------
-if [[ -z "${SOUQ_BIN:-}" && -x "${CARGO_TARGET_DIR:-$cache/target}/debug/souq" ]]; then
-    SOUQ_BIN="${CARGO_TARGET_DIR:-$cache/target}/debug/souq"
-fi
+default_souq_bin
 [[ -n "${SOUQ_BIN:-}" && -x "$SOUQ_BIN" ]] || die "no souq binary: set SOUQ_BIN (e.g. after cargo build -p souq --locked)"
-export SOUQ_BIN
 
-if [[ ! -x "$venv/bin/python" ]] || [[ "$(cat "$stamp" 2>/dev/null)" != "$pins" ]]; then
-    note "making $venv ($pins)"
-    mkdir -p "$cache"
-    rm -rf "$venv"
-    python3 -m venv "$venv"
-    # shellcheck disable=SC2086
-    "$venv/bin/pip" install --quiet --disable-pip-version-check $pins
-    echo "$pins" > "$stamp"
-fi
+souq_venv observability-venv "$OBSERVABILITY_PINS"
+venv="$VENV"
 
 export PYTHONDONTWRITEBYTECODE=1
 # SIGTERM first (the tests then stop souq and prometheus and remove their temp dirs),

@@ -7,7 +7,6 @@ mod config;
 mod metrics_port;
 mod node;
 mod roles;
-mod sampling;
 mod signals;
 mod telemetry;
 

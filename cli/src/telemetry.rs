@@ -9,10 +9,9 @@ use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::{
     Resource,
     error::OTelSdkResult,
-    trace::{SdkTracerProvider, SpanData, SpanExporter},
+    trace::{Sampler, SdkTracerProvider, SpanData, SpanExporter},
 };
-use tracing::Metadata;
-use tracing_subscriber::{EnvFilter, Layer, filter::filter_fn, fmt, layer::SubscriberExt, util::SubscriberInitExt};
+use tracing_subscriber::{EnvFilter, Layer, fmt, layer::SubscriberExt, util::SubscriberInitExt};
 
 /// How long an export may take before it is abandoned (the collector is down or slow).
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -115,46 +114,56 @@ impl Drop for Guard {
     }
 }
 
+/// Which log lines are written: `SOUQ_LOG`, or the default.
+fn log_filter() -> EnvFilter {
+    EnvFilter::try_from_env("SOUQ_LOG").unwrap_or_else(|_| EnvFilter::new("info,h2=warn,tower=warn,hyper=warn"))
+}
+
 /// Installs the global subscriber: log lines for everything, and spans of `services` into
 /// OpenTelemetry. Must run inside the Tokio runtime (the OTLP exporter is a tonic client).
 pub fn init(services: &[Service], traces: Option<&TelemetryArgs>) -> Result<Guard, BadOption> {
-    let filter = EnvFilter::try_from_env("SOUQ_LOG").unwrap_or_else(|_| EnvFilter::new("info,h2=warn,tower=warn,hyper=warn"));
     let json = std::env::var("SOUQ_LOG_FORMAT").map_or(true, |f| f != "text");
-    let logs = if json {
-        fmt::layer().json().flatten_event(true).with_writer(std::io::stderr).with_filter(filter).boxed()
+    let lines = if json {
+        fmt::layer().json().flatten_event(true).with_writer(std::io::stderr).boxed()
     } else {
-        fmt::layer().with_writer(std::io::stderr).with_filter(filter).boxed()
+        fmt::layer().with_writer(std::io::stderr).boxed()
     };
     let Some(traces) = traces.filter(|_| !services.is_empty()) else {
-        tracing_subscriber::registry().with(logs).init();
+        tracing_subscriber::registry().with(lines.with_filter(log_filter())).init();
         return Ok(Guard(None));
     };
     let (endpoint, ratio) = (traces.endpoint()?, traces.ratio()?);
-    let mut builder = SdkTracerProvider::builder()
-        .with_sampler(crate::sampling::Sampling::new(ratio))
-        .with_resource(Resource::builder().with_service_name(services[0].name()).build());
-    if let Some(endpoint) = &endpoint {
-        builder = builder.with_batch_exporter(ByService::new(endpoint, services)?);
-    }
-    let provider = builder.build();
+    // Without an endpoint, nothing is sampled and no OpenTelemetry layer is installed:
+    // requests still get trace ids (`souq_proto::trace::Ctx`), for logs and problem+json.
+    let Some(endpoint) = endpoint else {
+        tracing_subscriber::registry().with(lines.with_filter(log_filter())).init();
+        return Ok(Guard(None));
+    };
+    // Sampling is decided where a request enters (`souq_proto::trace::Ctx`), before any
+    // span is made, and the OpenTelemetry layer only sees sampled requests' spans: so
+    // the SDK keeps every span it is given.
+    souq_proto::trace::set_sample_ratio(ratio);
+    let provider = SdkTracerProvider::builder()
+        .with_sampler(Sampler::AlwaysOn)
+        .with_id_generator(souq_proto::trace::RequestIds::default())
+        .with_resource(Resource::builder().with_service_name(services[0].name()).build())
+        .with_batch_exporter(ByService::new(&endpoint, services)?)
+        .build();
     if services.contains(&Service::Agent) {
         souq_proto::trace::set_shim_tracer(provider.tracer(souq_proto::trace::SHIM_SCOPE));
     }
-    // Only the roles' own spans (not the libraries' below them, and no events) become
-    // OpenTelemetry spans.
+    // Only the roles' own spans (not the libraries' below them, and no events) of sampled
+    // requests become OpenTelemetry spans.
     let modules: Vec<&'static str> = services.iter().map(|s| s.module()).collect();
-    let ours = move |meta: &Metadata<'_>| {
-        meta.is_span() && meta.level() <= &tracing::Level::INFO && modules.iter().any(|m| meta.target().starts_with(m))
-    };
     let spans = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer("souq"))
         .with_tracked_inactivity(false)
         .with_threads(false)
-        .with_filter(filter_fn(ours));
-    tracing_subscriber::registry().with(logs).with(spans).init();
-    if let Some(endpoint) = endpoint {
-        tracing::info!(endpoint = %endpoint, sample_ratio = ratio, "exporting traces over OTLP/gRPC");
-    }
+        .with_filter(souq_proto::trace::otel_filter(modules.clone()));
+    // The log filter is global here, widened by the gate to sampled requests' spans.
+    let gate = souq_proto::trace::Gate::new(log_filter(), modules);
+    tracing_subscriber::registry().with(lines).with(spans).with(gate).init();
+    tracing::info!(endpoint = %endpoint, sample_ratio = ratio, "exporting traces over OTLP/gRPC");
     Ok(Guard(Some(provider)))
 }
 

@@ -145,8 +145,9 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: CancellationToken
     let meter = grpc_metrics::Meter::new(cfg.metrics.clone());
     let (st, admin_token) = (&state, cfg.admin_token.clone());
     let served = tls
-        .server(tonic::transport::Server::builder().trace_fn(souq_proto::grpc_server_span!()))
+        .server(tonic::transport::Server::builder())
         .map_err(Error::Internal)?
+        .layer(souq_proto::grpc_server_traces!())
         .add_service(meter.wrap(health::server(&cfg.health, shutdown.clone())))
         .add_service(meter.wrap(AccountsServer::with_interceptor(
             services::accounts::AccountsService { state: st.clone() },

@@ -55,8 +55,8 @@ async fn method_not_allowed() -> ApiError {
 }
 
 /// The whole REST router: every route of [`rest::routes`], problem+json for unknown
-/// routes and methods, request ids, and a span and metrics per request (each layer is
-/// applied per route, so both see the route template).
+/// routes and methods, request ids, and a trace, a span and metrics per request (each
+/// layer is applied per route, so the span and the metrics see the route template).
 pub fn router(state: AppState) -> Router {
     let metrics = state.metrics.clone();
     rest::routes(state.call_body_limit)
@@ -71,6 +71,7 @@ pub fn router(state: AppState) -> Router {
                 .make_span_with(observe::request_span)
                 .on_response(observe::on_response),
         )
+        .layer(axum::middleware::from_fn(observe::trace))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
 }
 

@@ -1,5 +1,5 @@
-//! Each request's observation: its span (the server span of its trace, joined to the
-//! client's `traceparent`) and its HTTP metrics, both by route template.
+//! Each request's observation: its trace (joined to the client's `traceparent`, sampled
+//! by the edge), its span, and its HTTP metrics, both by route template.
 use std::{sync::Arc, time::Duration};
 
 use axum::{
@@ -18,6 +18,12 @@ use crate::{
 /// The route template of a request (`/call/{slug}/{*path}`), `None` when no route matched.
 fn route(req: &Request) -> Option<&str> {
     req.extensions().get::<MatchedPath>().map(MatchedPath::as_str)
+}
+
+/// Runs the request in its trace: the sampling decision is made here, before any span.
+pub async fn trace(req: Request, next: Next) -> Response<Body> {
+    let ctx = souq_proto::trace::Ctx::at_edge(req.headers());
+    ctx.scope(next.run(req)).await
 }
 
 /// The span of one request: the server span of its trace, named `METHOD route`, a child
@@ -49,7 +55,9 @@ pub fn request_span(req: &Request) -> Span {
         request_id = %id,
         trace_id = Empty,
     );
-    souq_proto::trace::adopt(&span, req.headers());
+    if let Some(ctx) = souq_proto::trace::current() {
+        ctx.adopt(&span, req.headers());
+    }
     span
 }
 
@@ -67,9 +75,10 @@ pub fn on_response(resp: &Response<Body>, latency: Duration, span: &Span) {
 /// Counts and times each request by route template, method and status class.
 pub async fn count(metrics: Arc<Metrics>, req: Request, next: Next) -> Response<Body> {
     let started = std::time::Instant::now();
-    let route = route(&req).unwrap_or(UNMATCHED).to_owned();
+    let route = req.extensions().get::<MatchedPath>().cloned();
     let method = req.method().clone();
     let resp = next.run(req).await;
-    metrics.http_request(&route, &method, resp.status().as_u16(), started.elapsed());
+    let route = route.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
+    metrics.http_request(route, &method, resp.status().as_u16(), started.elapsed());
     resp
 }

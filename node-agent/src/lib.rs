@@ -128,7 +128,7 @@ pub async fn run(cfg: Config, listener: TcpListener, shutdown: CancellationToken
     let served = tls
         .server(tonic::transport::Server::builder())
         .map_err(Error::Config)?
-        .trace_fn(souq_proto::grpc_server_span!())
+        .layer(souq_proto::grpc_server_traces!())
         .add_service(health)
         .add_service(AgentServer::with_interceptor(service, move |req: tonic::Request<()>| {
             let req = callers(req)?;

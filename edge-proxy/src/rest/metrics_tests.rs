@@ -90,12 +90,13 @@ async fn refusals_are_exposed_by_reason() {
 }
 
 #[tokio::test]
-async fn a_problem_has_no_trace_id_when_nothing_traces() {
+async fn a_problem_has_a_trace_id_when_nothing_traces() {
     let (app, _) = app(1024).await;
     let (_, _, b) = send(&app, get("/no/such/route", None)).await;
     let p = problem(&b);
     assert_eq!(p["status"], 404);
-    assert!(p.get("trace_id").is_none(), "{p}");
+    let id = p["trace_id"].as_str().unwrap_or_default();
+    assert!(id.len() == 32 && id.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')), "{p}");
     // The document names it, optional.
     let doc = serde_json::to_value(crate::rest::document()).expect("json");
     let schema = &doc["components"]["schemas"]["Problem"];

@@ -1,5 +1,5 @@
-//! Trace ids in problem+json, with an OpenTelemetry layer installed: the problem carries
-//! the request span's trace id, which is the client's when it sends a `traceparent`.
+//! Trace ids in problem+json, and the request's span in OpenTelemetry: the problem
+//! carries the request's trace id, which is the client's when it sends a `traceparent`.
 use opentelemetry::trace::TracerProvider as _;
 use tracing_subscriber::layer::SubscriberExt;
 
@@ -58,24 +58,43 @@ impl opentelemetry_sdk::trace::SpanExporter for Kept {
     }
 }
 
+/// As the cli installs it: requests enter sampled or not, and only sampled ones make
+/// OpenTelemetry spans.
 #[test]
-fn the_request_span_is_the_server_span_of_the_trace() {
+fn the_request_span_is_the_server_span_of_a_sampled_trace() {
     use opentelemetry::{
         Value,
         trace::{SpanKind, Status},
     };
+    use tracing_subscriber::Layer as _;
     let kept = Kept::default();
-    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().with_simple_exporter(kept.clone()).build();
-    let subscriber =
-        tracing_subscriber::registry().with(tracing_opentelemetry::layer().with_tracer(provider.tracer("t")));
-    traced(subscriber, async {
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_id_generator(souq_proto::trace::RequestIds::default())
+        .with_simple_exporter(kept.clone())
+        .build();
+    let layer = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("t"))
+        .with_filter(souq_proto::trace::otel_filter(vec!["souq_edge_proxy"]));
+    let mut fresh_trace = String::new();
+    traced(tracing_subscriber::registry().with(layer), async {
         let (app, _) = app(1024).await;
+        // Only this test changes the ratio: the others do not look at spans.
+        souq_proto::trace::set_sample_ratio(1.0);
         let mut req = get("/call/boom/x", Some(&token("u1")));
         req.headers_mut().insert("traceparent", TRACEPARENT.parse().expect("header"));
         assert_eq!(send(&app, req).await.0.as_u16(), 502);
-        assert_eq!(send(&app, get("/no/such/route", None)).await.0.as_u16(), 404);
+        let (s, _, b) = send(&app, get("/no/such/route", None)).await;
+        assert_eq!(s.as_u16(), 404);
+        fresh_trace = problem(&b)["trace_id"].as_str().expect("a trace id").to_owned();
+
+        // An unsampled request makes no OpenTelemetry span, yet has its trace id.
+        souq_proto::trace::set_sample_ratio(0.0);
+        let (s, _, b) = send(&app, get("/api/v1/apis", None)).await;
+        assert_eq!(s.as_u16(), 401);
+        assert!(problem(&b)["trace_id"].is_string());
     });
     let spans = kept.0.lock().expect("lock").clone();
+    assert_eq!(spans.len(), 2, "one span per sampled request: {spans:?}");
     let attr = |s: &opentelemetry_sdk::trace::SpanData, k: &str| {
         s.attributes.iter().find(|kv| kv.key.as_str() == k).map(|kv| kv.value.clone())
     };
@@ -89,6 +108,7 @@ fn the_request_span_is_the_server_span_of_the_trace() {
     assert_eq!(attr(call, "http.response.status_code"), Some(Value::I64(502)));
     assert!(matches!(call.status, Status::Error { .. }), "{:?}", call.status);
     let unmatched = spans.iter().find(|s| s.name == "GET").expect("the unmatched request's span");
+    assert_eq!(unmatched.span_context.trace_id().to_string(), fresh_trace, "a new trace has the problem's trace id");
     assert_eq!(attr(unmatched, "http.route"), None);
     assert_eq!(attr(unmatched, "http.response.status_code"), Some(Value::I64(404)));
     assert!(!matches!(unmatched.status, Status::Error { .. }), "a 4xx is no server error");
