@@ -10,9 +10,10 @@ use souq_tests::{
 };
 
 /// The only environment variables a sandbox may see: the base image's `PATH` and
-/// `LANG`, Docker's `HOSTNAME` and `HOME` (from the uid's passwd entry).
+/// `LANG`, Docker's `HOSTNAME` and `HOME` (from the uid's passwd entry), and an
+/// execute's `TRACEPARENT` (its request's W3C trace context: ids, no secret).
 // GOMAXPROCS=2 is what Go programs get so that their threads stay within the pids limit.
-const ENV_ALLOWED: [&str; 5] = ["PATH", "HOME", "HOSTNAME", "LANG", "GOMAXPROCS"];
+const ENV_ALLOWED: [&str; 6] = ["PATH", "HOME", "HOSTNAME", "LANG", "GOMAXPROCS", "TRACEPARENT"];
 
 const PY_PRIVILEGES: &str = r#"
 import ctypes, errno, json, os, stat, subprocess, time
