@@ -32,10 +32,14 @@ async fn signup_login_me_and_enumeration_safe_answers() {
     assert_eq!(me["user"]["name"], "Ali");
     assert_eq!(me["user"]["email_verified"], false);
 
-    // Wrong password and unknown email: the same 401 body.
-    let wrong = c.post("/api/v1/auth/login", None, json!({"email": email, "password": "not the password"})).await;
-    let unknown = c.post("/api/v1/auth/login", None, json!({"email": "nobody@example.com", "password": "not the password"})).await;
+    // Wrong password and unknown email: the same 401 body, but for its request's own
+    // trace id.
+    let mut wrong = c.post("/api/v1/auth/login", None, json!({"email": email, "password": "not the password"})).await;
+    let mut unknown = c.post("/api/v1/auth/login", None, json!({"email": "nobody@example.com", "password": "not the password"})).await;
     assert_eq!(wrong.0, 401);
+    for (_, p) in [&mut wrong, &mut unknown] {
+        assert!(p.as_object_mut().and_then(|o| o.remove("trace_id")).is_some_and(|t| t.is_string()), "{p}");
+    }
     assert_eq!(wrong, unknown);
     assert_eq!(wrong.1["type"], "urn:souq:problem:unauthenticated");
     c.stop().await;
